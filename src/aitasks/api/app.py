@@ -1,0 +1,46 @@
+"""Builds the FastAPI application. It only wires: routes, dependencies, error handlers, lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from aitasks import __version__
+from aitasks.api.errors import install_error_handlers
+from aitasks.api.limits import BodyLimitMiddleware
+from aitasks.api.routes import catalog, health, stream, tasks
+from aitasks.api.services import Services
+from aitasks.settings import Settings, get_settings
+
+DESCRIPTION = """
+Run AI jobs in the background: submit, follow progress live, fetch results and files, cancel.
+
+Authenticate with `Authorization: Bearer <API key>` (create one with `aitasks keys create --tenant NAME`).
+Every error answers `{"error": <sentence>, "code": <code>, "fields": [{"field", "message"}]}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    settings.check_production()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = Services.create(settings)
+        app.state.services = services
+        services.hub.start()
+        try:
+            yield
+        finally:
+            await services.hub.stop()
+            await services.redis.aclose()
+            await services.hub.r.aclose()
+
+    app = FastAPI(title="aitasks", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    for module in (tasks, stream, catalog, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,112 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from aitasks.api.deps import ServicesDep
+from aitasks.api.services import Services
+from aitasks.jobs import keys
+from aitasks.jobs.metrics import DURATION_BUCKETS, bucket_label
+
+router = APIRouter(tags=["operations"])
+
+
+async def live_workers(services: Services) -> list[dict[str, Any]]:
+    names = [k async for k in services.redis.scan_iter(match=keys.WORKERS_PATTERN, count=500)]
+    if not names:
+        return []
+    values = await services.redis.mget(names)
+    return [orjson.loads(v) for v in values if v]
+
+
+@router.get("/healthz", summary="The API process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Redis reachable and a worker alive for each queue",
+            responses={503: {"description": "Not ready: the body says what is missing."}})
+async def readyz(services: ServicesDep) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        await services.redis.ping()
+        checks["redis"] = "ok"
+        workers = await live_workers(services)
+    except Exception as exc:
+        checks["redis"] = f"unreachable: {exc}"
+        workers = []
+    per_queue = {q: sum(1 for w in workers if q in w.get("queues", [])) for q in keys.QUEUES}
+    checks["workers"] = per_queue
+    missing = [q for q, n in per_queue.items() if n == 0]
+    ready = checks["redis"] == "ok" and not missing
+    body = {"status": "ready" if ready else "not ready", **checks}
+    if missing:
+        body["missing"] = f"no live worker for queue(s): {', '.join(missing)}"
+    return JSONResponse(body, 200 if ready else 503)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+async def metrics(services: ServicesDep) -> PlainTextResponse:
+    """Jobs by type and status, durations, queue depths and workers, summed over the deployment."""
+    r = services.redis
+    types = services.registry.names()
+    pipe = r.pipeline(transaction=False)
+    pipe.hgetall(keys.METRICS_JOBS)
+    pipe.hgetall(keys.METRICS_SUBMITTED)
+    for t in types:
+        pipe.hgetall(keys.metrics_duration(t))
+    for q in keys.QUEUES:
+        pipe.llen(q)
+    results = await pipe.execute()
+    jobs, submitted = results[0], results[1]
+    durations = results[2:2 + len(types)]
+    depths = results[2 + len(types):]
+    workers = await live_workers(services)
+
+    lines: list[str] = []
+    add = lines.append
+    add("# HELP aitasks_jobs_submitted_total Jobs accepted, by type.")
+    add("# TYPE aitasks_jobs_submitted_total counter")
+    for t in types:
+        add(f'aitasks_jobs_submitted_total{{task_type="{_label(t)}"}} {int(submitted.get(t.encode(), 0))}')
+    add("# HELP aitasks_jobs_finished_total Jobs that ended, by type and final status.")
+    add("# TYPE aitasks_jobs_finished_total counter")
+    for field, count in sorted(jobs.items()):
+        t, _, status = field.decode().partition("|")
+        add(f'aitasks_jobs_finished_total{{task_type="{_label(t)}",status="{status}"}} {int(count)}')
+    add("# HELP aitasks_job_duration_seconds Run time of finished jobs, from start to end.")
+    add("# TYPE aitasks_job_duration_seconds histogram")
+    for t, hist in zip(types, durations):
+        h = {k.decode(): v for k, v in hist.items()}
+        for bound in DURATION_BUCKETS:
+            add(f'aitasks_job_duration_seconds_bucket{{task_type="{_label(t)}",le="{bound}"}} '
+                f'{int(h.get(bucket_label(bound), 0))}')
+        total = int(h.get("+Inf", 0))
+        add(f'aitasks_job_duration_seconds_bucket{{task_type="{_label(t)}",le="+Inf"}} {total}')
+        add(f'aitasks_job_duration_seconds_sum{{task_type="{_label(t)}"}} {float(h.get("sum", 0)):.6f}')
+        add(f'aitasks_job_duration_seconds_count{{task_type="{_label(t)}"}} {total}')
+    add("# HELP aitasks_queue_depth Jobs waiting in each queue.")
+    add("# TYPE aitasks_queue_depth gauge")
+    for q, depth in zip(keys.QUEUES, depths):
+        add(f'aitasks_queue_depth{{queue="{q}"}} {int(depth)}')
+    add("# HELP aitasks_workers Live workers serving each queue (by heartbeat).")
+    add("# TYPE aitasks_workers gauge")
+    for q in keys.QUEUES:
+        add(f'aitasks_workers{{queue="{q}"}} {sum(1 for w in workers if q in w.get("queues", []))}')
+    add("# HELP aitasks_jobs_running Jobs running on live workers.")
+    add("# TYPE aitasks_jobs_running gauge")
+    add(f"aitasks_jobs_running {sum(len(w.get('active', [])) for w in workers)}")
+    add("# HELP aitasks_scrape_timestamp_seconds When these numbers were read.")
+    add("# TYPE aitasks_scrape_timestamp_seconds gauge")
+    add(f"aitasks_scrape_timestamp_seconds {time.time():.3f}")
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,165 @@
+"""Live updates: Server-Sent Events and WebSockets, pushed from worker events (no polling loop).
+
+Each stream subscribes first, then sends the current state (a late subscriber sees where the job
+is), then every newer change in order (by the record's sequence number), and ends after a terminal
+state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import StreamingResponse
+
+from aitasks.api.deps import ServicesDep, Tenant, load_job, websocket_tenant
+from aitasks.api.services import Services
+from aitasks.api.views import result_payload
+from aitasks.errors import NotFound
+from aitasks.jobs.models import STATUS_MESSAGES, Job, Status
+
+router = APIRouter(tags=["live updates"])
+KEEPALIVE_S = 15.0
+
+
+def event_view(event: dict[str, Any]) -> dict[str, Any]:
+    status = Status(event["status"])
+    view = dict(event)
+    view["message"] = event.get("message") or STATUS_MESSAGES[status]
+    view["result_available"] = status is Status.SUCCESS
+    return view
+
+
+async def job_updates(services: Services, request: Request | WebSocket, job: Job) -> AsyncIterator[dict[str, Any] | None]:
+    """The job's states in order: the current one, then each change; ``None`` marks a keepalive tick."""
+    async with services.hub.subscribe(job.id) as events:
+        current = await services.store.get(job.id) or job
+        last_seq = current.seq
+        yield await _full(services, request, current)
+        if current.status.is_terminal():
+            return
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), timeout=KEEPALIVE_S)
+            except TimeoutError:
+                event = {"resync": True}  # quiet: re-read, in case an event was lost
+                yield None
+            if event.get("resync"):
+                fresh = await services.store.get(job.id)
+                if fresh is None:
+                    return
+                if fresh.seq > last_seq:
+                    last_seq = fresh.seq
+                    yield await _full(services, request, fresh)
+                    if fresh.status.is_terminal():
+                        return
+                continue
+            if event.get("seq", 0) <= last_seq:
+                continue
+            last_seq = event["seq"]
+            status = Status(event["status"])
+            if status.is_terminal():
+                final = await services.store.get(job.id)
+                yield await _full(services, request, final) if final else event_view(event)
+                return
+            yield event_view(event)
+
+
+async def _full(services: Services, request: Request | WebSocket, job: Job) -> dict[str, Any]:
+    view = job.status_view()
+    view["seq"] = job.seq
+    if job.status is Status.SUCCESS:
+        view["result"] = await result_payload(services, request, job, inline=False)  # type: ignore[arg-type]
+    return view
+
+
+@router.get(
+    "/api/v1/tasks/{task_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"example": 'id: 3\ndata: {"task_id": "...", "status": '
+                                                                  '"PROCESSING", "progress": 50, ...}\n\n'}}}},
+    summary="Live updates (Server-Sent Events)",
+)
+async def task_events(request: Request, task_id: str, services: ServicesDep, tenant: Tenant) -> StreamingResponse:
+    """Each state and progress change as an SSE message whose data is the status JSON (plus `seq`,
+    and `result` when done). The stream ends with `event: end` after a terminal state."""
+    job = await load_job(services, tenant, task_id)
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        final: dict[str, Any] | None = None
+        async for update in job_updates(services, request, job):
+            if update is None:
+                yield b": keepalive\n\n"
+                continue
+            final = update
+            yield b"id: %d\ndata: %s\n\n" % (update.get("seq", 0), orjson.dumps(update))
+        if final is not None:
+            yield b"event: end\ndata: %s\n\n" % orjson.dumps({"task_id": task_id, "status": final["status"]})
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _ws_job(ws: WebSocket, services: Services, task_id: str) -> Job | None:
+    tenant = await websocket_tenant(ws)
+    await ws.accept()
+    if tenant is None:
+        await ws.send_json({"error": "A valid API key is required (Authorization: Bearer <key>).",
+                            "code": "unauthorized"})
+        await ws.close(code=4401)
+        return None
+    try:
+        return await load_job(services, tenant, task_id)
+    except NotFound as exc:
+        await ws.send_json({"error": exc.message, "code": exc.code})
+        await ws.close(code=4404)
+        return None
+
+
+@router.websocket("/api/v1/tasks/{task_id}/ws")
+async def task_ws(ws: WebSocket, task_id: str) -> None:
+    """Same messages as the SSE stream, one JSON object each; closed (1000) after a terminal state."""
+    services: Services = ws.app.state.services
+    job = await _ws_job(ws, services, task_id)
+    if job is None:
+        return
+    try:
+        async for update in job_updates(services, ws, job):
+            if update is not None:
+                await ws.send_text(orjson.dumps(update).decode())
+        await ws.close(code=1000)
+    except WebSocketDisconnect:
+        pass
+
+
+def seed003_message(update: dict[str, Any]) -> dict[str, Any]:
+    """Seed 003's shape: ``{"type", "data": {"progress", "status" (the human message), ...}}``."""
+    status = Status(update["status"])
+    kind = {Status.SUCCESS: "complete", Status.FAILURE: "error", Status.REVOKED: "cancelled"}.get(status, "progress")
+    data = {"task_id": update["task_id"], "state": status.value, "progress": update.get("progress", 0),
+            "status": update.get("message", "")}
+    if "result" in update:
+        data["result"] = update["result"]
+    if update.get("error"):
+        data["error"] = update["error"]
+    return {"type": kind, "data": data}
+
+
+@router.websocket("/api/ws/tasks/{task_id}")
+async def task_ws_seed003(ws: WebSocket, task_id: str) -> None:
+    """Seed 003's WebSocket: ``{"type": "progress"|"complete"|"error"|"cancelled", "data": {...}}``."""
+    services: Services = ws.app.state.services
+    job = await _ws_job(ws, services, task_id)
+    if job is None:
+        return
+    try:
+        async for update in job_updates(services, ws, job):
+            if update is not None:
+                await ws.send_text(orjson.dumps(seed003_message(update)).decode())
+        await ws.close(code=1000)
+    except WebSocketDisconnect:
+        pass

@@ -1,0 +1,214 @@
+"""The seeds' task endpoints (/api/v1/tasks/...) and our extensions: list, artifacts."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from aitasks.api import schemas
+from aitasks.api.deps import ServicesDep, Tenant, load_job
+from aitasks.api.submission import (
+    accept, build_submission, check_idempotency_key, new_job_id, read_payload, resolve_type,
+)
+from aitasks.api.views import links, prefer_wait_s, result_body, result_payload, wait_for_end, base_url
+from aitasks.errors import FieldError, NotFound, ValidationFailed
+from aitasks.jobs.artifacts import ArtifactStore
+from aitasks.jobs.metrics import add_outcome
+from aitasks.jobs.models import Status
+
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["task_type"],
+                    "properties": {
+                        "task_type": {"type": "string", "description": "A name from GET /api/v1/task-types."},
+                        "prompt": {"type": "string"},
+                        "image": {"type": "string", "contentEncoding": "base64"},
+                        "source_image": {"type": "string", "contentEncoding": "base64"},
+                        "target_image": {"type": "string", "contentEncoding": "base64"},
+                        "parameters": {"type": "object", "description": "Per type; see its input_schema."},
+                    },
+                },
+                "examples": {
+                    "diagnostic": {"value": {"task_type": "diagnostic",
+                                             "parameters": {"duration_s": 2, "steps": 4}}},
+                },
+            },
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["task_type"],
+                    "properties": {
+                        "task_type": {"type": "string"},
+                        "parameters": {"type": "string", "description": "A JSON object, as text."},
+                        "image": {"type": "string", "format": "binary"},
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def _alias(path: str) -> str:
+    return path.rstrip("/")
+
+
+@router.post(
+    "/submit/", status_code=202, response_model=schemas.SubmitResponse, openapi_extra=SUBMIT_BODY,
+    responses={200: {"model": schemas.SubmitResponse, "description": "Idempotency-Key repeated: the first task; "
+                     "or, with `Prefer: wait`, the finished task with its result."},
+               **schemas.errors(400, 401, 413, 503)},
+    summary="Submit a task",
+)
+async def submit(
+    request: Request, services: ServicesDep, tenant: Tenant,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    prefer: Annotated[str | None, Header(description="`wait=N` (N <= 60): answer when the job ends or "
+                                                     "N seconds pass.")] = None,
+) -> JSONResponse:
+    """Accepts a job and answers at once with its id (`202`). Files go as base64 fields or multipart parts.
+
+    The worker runs it; the API never runs AI code. With `Prefer: wait=N` the request stays open until
+    the job ends (`200`, with the result) or N seconds pass (the usual `202`).
+    """
+    key = check_idempotency_key(idempotency_key)
+    wait_s = prefer_wait_s(prefer, services.settings.max_wait_s)
+    fields, uploads = await read_payload(request)
+    jt = resolve_type(services, fields.pop("task_type", None))
+    job_id = new_job_id()
+    sub = await build_submission(services, jt, fields, uploads, job_id)
+    accepted = await accept(services, tenant, sub, job_id, key)
+    job = accepted.job
+    base = base_url(services, request)
+    body: dict[str, Any] = {
+        "task_id": job.id, "status": job.status.value,
+        "message": "Task submitted successfully" if accepted.created
+        else "Idempotency-Key seen before: this is the first task submitted with it",
+        "task_type": job.type, "queue": job.queue, **links(base, job.id),
+    }
+    if wait_s is not None:
+        final = await wait_for_end(services, job.id, wait_s)
+        if final is not None:
+            body = final.status_view() | links(base, job.id)
+            if final.status is Status.SUCCESS:
+                body["result"] = await result_payload(services, request, final)
+            return JSONResponse(body, 200, headers={"Preference-Applied": f"wait={wait_s:g}"})
+    headers = {"Location": body["status_url"]}
+    return JSONResponse(body, 202 if accepted.created else 200, headers=headers)
+
+
+@router.get("/", response_model=schemas.TaskList, responses=schemas.errors(400, 401), summary="List your tasks")
+async def list_tasks(
+    services: ServicesDep, tenant: Tenant,
+    status: Annotated[list[str] | None, Query(description="Filter: one or more statuses (repeat or comma-separate).")] = None,
+    task_type: Annotated[str | None, Query(description="Filter: one job type.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> JSONResponse:
+    """The caller's tasks, newest first, with cursor pagination."""
+    wanted: set[Status] | None = None
+    if status:
+        names = [s.strip().upper() for part in status for s in part.split(",") if s.strip()]
+        try:
+            wanted = {Status(n) for n in names}
+        except ValueError:
+            valid = ", ".join(s.value for s in Status)
+            raise ValidationFailed(f"status must be one of {valid}", [FieldError("status", f"must be one of {valid}")]) from None
+    try:
+        page = await services.store.list(tenant, limit, cursor, wanted, task_type)
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationFailed("cursor is not valid", [FieldError("cursor", "is not a cursor this API gave")]) from None
+    return JSONResponse({"tasks": [j.status_view() for j in page.jobs], "next_cursor": page.next_cursor})
+
+
+@router.get("/{task_id}/status/", response_model=schemas.StatusResponse, responses=schemas.errors(401, 404),
+            summary="Task status and progress")
+async def task_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
+    job = await load_job(services, tenant, task_id)
+    return JSONResponse(job.status_view())
+
+
+@router.get("/{task_id}/result/", response_model=schemas.ResultResponse,
+            responses={202: {"model": schemas.ResultResponse, "description": "Not finished yet."},
+                       410: {"model": schemas.ResultResponse, "description": "Cancelled: no result will come."},
+                       500: {"model": schemas.ResultResponse, "description": "The task failed: `error` says why."},
+                       **schemas.errors(401, 404)},
+            summary="Task result")
+async def task_result(
+    request: Request, task_id: str, services: ServicesDep, tenant: Tenant,
+    inline: Annotated[bool, Query(description="Inline image results as base64 `image_data`.")] = True,
+) -> JSONResponse:
+    job = await load_job(services, tenant, task_id)
+    code, body = await result_body(services, request, job, inline)
+    return JSONResponse(body, code)
+
+
+@router.post("/{task_id}/cancel/", response_model=schemas.CancelResponse,
+             responses={400: {"model": schemas.ErrorBody, "description": "The task already finished."},
+                        **schemas.errors(401, 404)},
+             summary="Cancel a task")
+async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
+    """A queued task never starts; a running one stops at its next progress report, or is killed after
+    a grace period. Either way it ends `REVOKED`."""
+    job = await load_job(services, tenant, task_id)
+    now = time.time()
+    if job.status in (Status.PENDING, Status.RETRY):
+        applied = await services.store.update(task_id, {
+            "status": Status.REVOKED.value, "finished_at": now, "cancel_requested_at": now,
+            "message": "Cancelled before it started" if job.status is Status.PENDING else "Cancelled",
+        }, ttl_s=job.retention_s)
+        if applied > 0:
+            pipe = services.redis.pipeline(transaction=False)
+            add_outcome(pipe, job.type, Status.REVOKED, None, now)
+            await pipe.execute()
+            return JSONResponse({"task_id": task_id, "message": "Task cancelled successfully",
+                                 "status": Status.REVOKED.value})
+    elif not job.status.is_terminal():
+        applied = await services.store.update(task_id, {"cancel_requested_at": now,
+                                                        "message": "Cancellation requested"})
+        if applied > 0:
+            return JSONResponse({"task_id": task_id, "status": Status.PROCESSING.value,
+                                 "message": "Cancellation requested; the task stops at its next progress "
+                                            f"report or is terminated within {services.settings.cancel_grace_s:g}s"})
+    job = await load_job(services, tenant, task_id)
+    msg = f"Task already completed ({job.status.value}), cannot cancel"
+    return JSONResponse({"error": msg, "message": msg, "code": "invalid_state", "task_id": task_id,
+                         "status": job.status.value}, 400)
+
+
+@router.get("/{task_id}/artifacts/{name}", responses={200: {"content": {"application/octet-stream": {}}},
+                                                      **schemas.errors(401, 404)},
+            summary="Download a file of a task")
+async def download_artifact(task_id: str, name: str, services: ServicesDep, tenant: Tenant) -> FileResponse:
+    job = await load_job(services, tenant, task_id)
+    try:
+        ArtifactStore.check_name(name)
+    except ValueError:
+        raise NotFound(f"No file {name!r} for task {task_id}") from None
+    path = services.artifacts.path(job.id, name)
+    known = {a.name: a.media_type for a in job.artifacts}
+    if job.input:
+        for value in job.input.values():
+            if isinstance(value, dict) and value.get("artifact"):
+                known[value["artifact"]] = value.get("media_type", "application/octet-stream")
+    if name not in known or not path.is_file():
+        raise NotFound(f"No file {name!r} for task {task_id}")
+    return FileResponse(path, media_type=known[name], filename=name)
+
+
+# The seeds' clients may drop the trailing slash: serve both spellings (only one in the schema).
+for route in list(router.routes):
+    path = getattr(route, "path", "")
+    if path.endswith("/"):
+        router.add_api_route(_alias(path), route.endpoint, methods=list(route.methods), include_in_schema=False,  # type: ignore[attr-defined]
+                             status_code=getattr(route, "status_code", None))

@@ -1,0 +1,102 @@
+"""Response shapes, for the OpenAPI document (routes return JSON directly for speed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from aitasks.jobs.models import Status
+
+
+class FieldErrorBody(BaseModel):
+    field: str = Field(examples=["task_type"])
+    message: str = Field(examples=["is required"])
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="The human sentence.", examples=["task_type is required"])
+    code: str = Field(examples=["validation_error"])
+    fields: list[FieldErrorBody] | None = None
+
+
+class SubmitResponse(BaseModel):
+    task_id: str = Field(examples=["5b0d6a1e-3f7c-4a53-9a59-2d0f9f3b1f10"])
+    status: Status = Field(examples=["PENDING"])
+    message: str = Field(examples=["Task submitted successfully"])
+    task_type: str = Field(examples=["diagnostic"])
+    queue: str = Field(examples=["cpu"])
+    status_url: str
+    result_url: str
+    events_url: str
+
+
+class StatusResponse(BaseModel):
+    task_id: str
+    status: Status = Field(examples=["PROCESSING"])
+    progress: int = Field(ge=0, le=100, examples=[50])
+    message: str = Field(examples=["step 2/4"])
+    result_available: bool
+    error: str | None = Field(None, description="Present when the job failed (or its last attempt did).")
+    error_type: str | None = None
+    task_type: str
+    queue: str
+    attempts: int
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    cancel_requested: bool | None = None
+
+
+class ArtifactRef(BaseModel):
+    name: str = Field(examples=["thumbnail.png"])
+    media_type: str = Field(examples=["image/png"])
+    bytes: int
+    url: str
+
+
+class ResultResponse(BaseModel):
+    task_id: str
+    status: Status = Field(examples=["SUCCESS"])
+    result: dict[str, Any] | None = Field(
+        None, description="The job type's output, with `artifacts` (download links) and, for image results, "
+                          "`image_data` (base64, as seed 001 returns it).")
+    error: str | None = None
+    error_type: str | None = None
+    progress: int | None = None
+    message: str | None = None
+
+
+class CancelResponse(BaseModel):
+    task_id: str
+    message: str = Field(examples=["Task cancelled successfully"])
+    status: Status
+
+
+class TaskList(BaseModel):
+    tasks: list[StatusResponse]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null at the end.")
+
+
+class TaskTypeInfo(BaseModel):
+    name: str
+    description: str
+    queue: str
+    input_schema: dict[str, Any]
+    file_inputs: list[str]
+    limits: dict[str, Any]
+    retry: dict[str, Any]
+    examples: list[dict[str, Any]]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Invalid input: the body names the field and the reason."},
+    401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
+    404: {"model": ErrorBody, "description": "Unknown, expired, or another tenant's task."},
+    413: {"model": ErrorBody, "description": "Body or file over the size limit."},
+    503: {"model": ErrorBody, "description": "Redis unreachable: nothing was accepted."},
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: ERRORS[c] for c in codes}

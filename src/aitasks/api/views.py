@@ -1,0 +1,107 @@
+"""How a job is shown: result bodies with artifact links, and waiting for a job to end."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import time
+from typing import Any
+
+from fastapi import Request
+from starlette.requests import HTTPConnection
+
+from aitasks.api.services import Services
+from aitasks.errors import FieldError, ValidationFailed
+from aitasks.jobs.models import Job, Status
+
+
+def base_url(services: Services, request: HTTPConnection) -> str:
+    if services.settings.public_url:
+        return services.settings.public_url.rstrip("/")
+    url = str(request.base_url).rstrip("/")
+    return "http" + url[2:] if url.startswith("ws") else url  # links from a WebSocket point at HTTP
+
+
+def artifact_url(base: str, job_id: str, name: str) -> str:
+    return f"{base}/api/v1/tasks/{job_id}/artifacts/{name}"
+
+
+def links(base: str, job_id: str) -> dict[str, str]:
+    return {
+        "status_url": f"{base}/api/v1/tasks/{job_id}/status/",
+        "result_url": f"{base}/api/v1/tasks/{job_id}/result/",
+        "events_url": f"{base}/api/v1/tasks/{job_id}/events",
+    }
+
+
+async def result_payload(services: Services, request: HTTPConnection, job: Job, inline: bool = True) -> dict[str, Any]:
+    """The job's result with absolute artifact URLs; an image result also inlined as base64 (seed 001)."""
+    base = base_url(services, request)
+    result: dict[str, Any] = dict(job.result or {})
+    result["artifacts"] = [{**a.to_dict(), "url": artifact_url(base, job.id, a.name)} for a in job.artifacts]
+    image = result.get("image_artifact")
+    if inline and isinstance(image, str) and any(a.name == image for a in job.artifacts):
+        try:
+            data = await asyncio.to_thread(services.artifacts.read, job.id, image)
+            result["image_data"] = base64.b64encode(data).decode()
+        except FileNotFoundError:
+            result["image_data"] = None
+    return result
+
+
+async def result_body(services: Services, request: Request, job: Job, inline: bool = True) -> tuple[int, dict[str, Any]]:
+    """The seed's /result/ answer: 200 done, 202 not yet, 500 failed (as seed 001), 410 cancelled."""
+    if job.status is Status.SUCCESS:
+        return 200, {"task_id": job.id, "status": job.status.value,
+                     "result": await result_payload(services, request, job, inline)}
+    if job.status is Status.FAILURE:
+        return 500, {"task_id": job.id, "status": job.status.value, "error": job.error_message,
+                     "error_type": job.error_type, "attempts": job.attempts}
+    if job.status is Status.REVOKED:
+        return 410, {"task_id": job.id, "status": job.status.value, "error": "Task was cancelled",
+                     "message": job.message}
+    return 202, {"task_id": job.id, "status": job.status.value, "progress": job.progress,
+                 "message": "Task not completed yet"}
+
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait(?:\s*=\s*(\d+(?:\.\d+)?))?(?=$|[,;\s])", re.IGNORECASE)
+
+
+def prefer_wait_s(prefer: str | None, max_wait_s: float) -> float | None:
+    """Seconds asked for by ``Prefer: wait=N`` (``wait`` alone: the maximum); None when absent."""
+    if not prefer:
+        return None
+    match = _PREFER_WAIT.search(prefer)
+    if not match:
+        return None
+    if match.group(1) is None:
+        return max_wait_s
+    value = float(match.group(1))
+    if value > max_wait_s:
+        raise ValidationFailed(f"Prefer: wait={value:g} is over the maximum of {max_wait_s:g} seconds",
+                               [FieldError("Prefer", f"wait must be at most {max_wait_s:g}")])
+    return value
+
+
+async def wait_for_end(services: Services, job_id: str, timeout_s: float) -> Job | None:
+    """Wait until the job ends or the time runs out; returns the final record, or None on timeout."""
+    deadline = time.monotonic() + timeout_s
+    async with services.hub.subscribe(job_id) as events:
+        while True:
+            job = await services.store.get(job_id)
+            if job is None or job.status.is_terminal():
+                return job
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                # A re-read every 5 s guards against an event lost while the hub reconnected.
+                event = await asyncio.wait_for(events.get(), timeout=min(left, 5.0))
+            except TimeoutError:
+                continue
+            while event.get("status") not in {s.value for s in Status if s.is_terminal()} and not event.get("resync"):
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    break

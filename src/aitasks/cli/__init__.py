@@ -1,0 +1,1 @@
+"""Command line: aitasks run|api|worker|keys."""

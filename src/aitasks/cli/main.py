@@ -1,0 +1,151 @@
+"""The `aitasks` command: run the whole service or one part of it, and manage API keys."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from aitasks.errors import ConfigurationError
+
+app = typer.Typer(help="aitasks: run AI jobs in the background.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(tenant: Annotated[str, typer.Option(help="Tenant of the API key printed at start.")] = "default") -> None:
+    """Start everything: a private Redis (unless AITASKS_REDIS_URL is set), cpu and gpu workers, the API."""
+    from aitasks.service.supervisor import Supervisor
+    from aitasks.settings import get_settings
+
+    raise typer.Exit(Supervisor(get_settings(), tenant=tenant).run())
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Default: AITASKS_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: AITASKS_PORT.")] = None,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from aitasks.logs import setup_logging
+    from aitasks.settings import get_settings
+
+    settings = get_settings()
+    setup_logging(settings.log_level, "api")
+    try:
+        settings.resolved_redis_url()
+        settings.check_production()
+    except ConfigurationError as exc:
+        fail(str(exc))
+    uvicorn.run("aitasks.api.app:create_app", factory=True, host=host or settings.host,
+                port=port or settings.port, workers=workers, loop="uvloop", http="httptools",
+                access_log=False, log_config=None, log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to serve: cpu, gpu.")] = "cpu",
+    concurrency: Annotated[int | None, typer.Option(help="Pool processes; default AITASKS_WORKER_CONCURRENCY.")] = None,
+    name: Annotated[str | None, typer.Option(help="Celery node name; default <queues>.<pid>@<host>.")] = None,
+) -> None:
+    """Run a Celery worker for the given queues."""
+    from aitasks.jobs.keys import QUEUES
+    from aitasks.logs import setup_logging
+    from aitasks.settings import get_settings
+
+    settings = get_settings()
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    bad = [q for q in wanted if q not in QUEUES]
+    if not wanted or bad:
+        fail(f"--queues must name one or more of {', '.join(QUEUES)}")
+    try:
+        settings.resolved_redis_url()
+    except ConfigurationError as exc:
+        fail(str(exc))
+    setup_logging(settings.log_level, f"worker-{'+'.join(wanted)}")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from aitasks.worker import monitor, runner  # noqa: F401  (registers the task and the hooks)
+
+    node = name or f"{'+'.join(wanted)}.{os.getpid()}@%h"
+    argv = ["worker", "-Q", ",".join(wanted), "-c", str(concurrency or settings.worker_concurrency), "-n", node,
+            "-P", "prefork", "-E", "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
+    runner.app.worker_main(argv)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+) -> None:
+    """Create a key; prints only the key, so scripts can capture it."""
+    from aitasks.jobs.apikeys import create_key
+
+    try:
+        key = create_key(_redis(), tenant, name)
+    except ValueError as exc:
+        fail(str(exc))
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (their ids, never the keys)."""
+    from aitasks.jobs.apikeys import list_keys
+
+    rows = list_keys(_redis())
+    if not rows:
+        typer.echo("no keys")
+        return
+    typer.echo(f"{'ID':<14}{'TENANT':<20}{'CREATED (UTC)':<22}NAME")
+    for k in rows:
+        created = datetime.fromtimestamp(k.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        typer.echo(f"{k.id:<14}{k.tenant:<20}{created:<22}{k.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="The key, or its id from `aitasks keys list`.")]) -> None:
+    """Revoke a key at once (the API stops accepting it immediately)."""
+    from aitasks.jobs.apikeys import revoke_key
+
+    if revoke_key(_redis(), key) == 0:
+        fail("no such key", 1)
+    typer.echo("revoked")
+
+
+def _redis():  # type: ignore[no-untyped-def]
+    import redis
+
+    from aitasks.settings import get_settings
+
+    try:
+        url = get_settings().resolved_redis_url()
+    except ConfigurationError as exc:
+        fail(str(exc))
+    client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        fail(f"cannot reach Redis at {url}: {exc}")
+    return client
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""One exception tree. API errors map to HTTP in one handler (api/errors.py); job errors to job records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class AitasksError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigurationError(AitasksError):
+    """Raised when settings are missing or unsafe (a missing Redis URL, a model folder not set)."""
+
+
+# --- errors answered to API clients -------------------------------------------------------------
+
+
+@dataclass
+class FieldError:
+    field: str
+    message: str
+
+
+class ApiError(AitasksError):
+    """Raised by API code to answer a client with ``status`` and the shared error body."""
+
+    status: int = 400
+    code: str = "error"
+
+    def __init__(self, message: str, fields: list[FieldError] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields or []
+        self.headers = headers or {}
+
+
+class ValidationFailed(ApiError):
+    """Raised when a request names an unknown job type, misses a field or carries a bad value or file."""
+
+    status = 400
+    code = "validation_error"
+
+
+class PayloadTooLarge(ApiError):
+    """Raised when a request body or an uploaded file is over the size limit."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(ApiError):
+    """Raised when a request has no API key or a key that does not exist or was revoked."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str = "A valid API key is required (Authorization: Bearer <key>)."):
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(ApiError):
+    """Raised for an unknown or expired job id, or one that belongs to another tenant."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ApiError):
+    """Raised when an action does not fit the job's state (cancelling a finished job)."""
+
+    status = 400
+    code = "invalid_state"
+
+
+class ServiceUnavailable(ApiError):
+    """Raised when Redis cannot be reached or a job type is not configured on this deployment."""
+
+    status = 503
+    code = "unavailable"
+
+
+# --- errors raised inside jobs -------------------------------------------------------------------
+
+
+class JobError(AitasksError):
+    """Raised by a job function for a permanent failure: the job ends FAILURE and is not retried."""
+
+
+class TransientJobError(JobError):
+    """Raised by a job function for a failure worth retrying (a busy resource, a flaky device)."""
+
+
+class JobCancelled(AitasksError):
+    """Raised inside a job by ``ctx.check_cancel()`` once a client asked to cancel it."""
+
+
+@dataclass
+class ErrorInfo:
+    """The error recorded on a failed job."""
+
+    type: str
+    message: str
+    details: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The job domain: records, events, artifacts, file inputs."""

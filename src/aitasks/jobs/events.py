@@ -1,0 +1,100 @@
+"""Live job events for the API: one Redis pub/sub connection per API process, fanned out in memory.
+
+Workers publish each change of a job on ``aitasks:events:<id>`` (see scripts.UPDATE). The hub
+pattern-subscribes once and hands events to the SSE/WebSocket handlers and waiting submits that
+asked for that job. After a lost connection it hands every subscriber ``RESYNC``, so they re-read
+the record instead of trusting that no event was missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aredis
+
+from aitasks.jobs import keys
+
+log = logging.getLogger(__name__)
+
+RESYNC: dict[str, Any] = {"resync": True}
+_PREFIX_LEN = len(keys.events(""))
+
+
+class EventHub:
+    def __init__(self, client: aredis.Redis, on_control: Callable[[dict[str, Any]], None] | None = None):
+        self.r = client
+        self.on_control = on_control
+        self.connected = asyncio.Event()
+        self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="aitasks-event-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._subscribers[job_id].add(queue)
+        try:
+            yield queue
+        finally:
+            subs = self._subscribers.get(job_id)
+            if subs is not None:
+                subs.discard(queue)
+                if not subs:
+                    del self._subscribers[job_id]
+
+    async def _run(self) -> None:
+        while True:
+            pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(keys.EVENTS_PATTERN)
+                await pubsub.subscribe(keys.CONTROL_CHANNEL)
+                self.connected.set()
+                self._broadcast(RESYNC)
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost: retry, never let the hub die
+                if self.connected.is_set():
+                    log.warning("event hub lost Redis (%s); reconnecting", exc)
+                self.connected.clear()
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        channel = message.get("channel")
+        if isinstance(channel, bytes):
+            channel = channel.decode()
+        if channel == keys.CONTROL_CHANNEL:
+            if self.on_control:
+                self.on_control(orjson.loads(message["data"]))
+            return
+        if not channel:
+            return
+        subs = self._subscribers.get(channel[_PREFIX_LEN:])
+        if not subs:
+            return  # parse only what somebody waits for
+        event = orjson.loads(message["data"])
+        for queue in subs:
+            queue.put_nowait(event)
+
+    def _broadcast(self, event: dict[str, Any]) -> None:
+        for subs in self._subscribers.values():
+            for queue in subs:
+                queue.put_nowait(event)

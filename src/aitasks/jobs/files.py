@@ -1,0 +1,141 @@
+"""File inputs: declared on a job type's input model, sent as base64 or multipart, stored as artifacts.
+
+A job type declares a file field with ``ImageFile`` (or another ``FileKind``). Clients send the
+field as a base64 string (the seeds' way; a ``data:`` URI works too) or as a multipart part of the
+same name. The API decodes and checks it (real image, pixel limit), stores it beside the job's
+outputs and puts a ``FileRef`` in the record: Redis never holds the bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, WithJsonSchema
+
+from aitasks.errors import FieldError, PayloadTooLarge, ValidationFailed
+
+
+class FileRef(BaseModel):
+    """What a job record holds for a file input: a reference to the stored bytes."""
+
+    artifact: str
+    media_type: str
+    bytes: int
+    filename: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """Marks a model field as a file of this kind; the API reads it from base64 or multipart."""
+
+    kind: str  # "image" | "any"
+    media_types: tuple[str, ...] = ()
+
+
+IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp",
+                 "GIF": "image/gif", "TIFF": "image/tiff"}
+
+ImageFile = Annotated[
+    FileRef,
+    FileKind("image", tuple(IMAGE_FORMATS.values())),
+    WithJsonSchema({
+        "type": "string",
+        "contentEncoding": "base64",
+        "contentMediaType": "image/*",
+        "description": "An image (PNG, JPEG, WebP, BMP, GIF or TIFF) as base64 or a data: URI, "
+                       "or a multipart file part of the same name.",
+    }),
+]
+
+
+def file_fields(model: type[BaseModel]) -> dict[str, FileKind]:
+    """The model's file fields and their kinds."""
+    out: dict[str, FileKind] = {}
+    for name, info in model.model_fields.items():
+        kind = _find_kind(list(info.metadata)) or _find_kind_in(info.annotation)
+        if kind is not None:
+            out[name] = kind
+    return out
+
+
+def _find_kind(metadata: list[Any]) -> FileKind | None:
+    return next((m for m in metadata if isinstance(m, FileKind)), None)
+
+
+def _find_kind_in(annotation: Any) -> FileKind | None:
+    """Look inside ``ImageFile | None`` and the like."""
+    kind = _find_kind(list(getattr(annotation, "__metadata__", ())))
+    if kind is not None:
+        return kind
+    for arg in typing.get_args(annotation):
+        kind = _find_kind_in(arg)
+        if kind is not None:
+            return kind
+    return None
+
+
+_DATA_URI = re.compile(r"^data:([\w/+.-]+)?(;[\w=-]+)*;base64,", re.IGNORECASE)
+
+
+def decode_base64(field: str, value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{field} must be a base64 string",
+                               [FieldError(field, "must be a base64-encoded string")])
+    text = _DATA_URI.sub("", value.strip(), count=1)
+    text = "".join(text.split())
+    if not text:
+        raise ValidationFailed(f"{field} is empty", [FieldError(field, "is empty")])
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationFailed(f"{field} is not valid base64",
+                               [FieldError(field, "is not valid base64")]) from None
+
+
+@dataclass
+class CheckedFile:
+    data: bytes
+    media_type: str
+    extension: str
+    width: int | None = None
+    height: int | None = None
+
+
+def check_file(field: str, kind: FileKind, data: bytes, max_bytes: int, max_pixels: int) -> CheckedFile:
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{field} is {len(data)} bytes, over the limit of {max_bytes}",
+                              [FieldError(field, f"over the limit of {max_bytes} bytes")])
+    if kind.kind != "image":
+        return CheckedFile(data, "application/octet-stream", "bin")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format or ""
+            width, height = img.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        raise ValidationFailed(f"{field} is not an image this service reads (PNG, JPEG, WebP, BMP, GIF, TIFF)",
+                               [FieldError(field, "is not a readable image")]) from None
+    if fmt not in IMAGE_FORMATS:
+        raise ValidationFailed(f"{field} is a {fmt or 'unknown'} image; accepted: {', '.join(IMAGE_FORMATS)}",
+                               [FieldError(field, f"unsupported image format {fmt}")])
+    if width * height > max_pixels:
+        raise ValidationFailed(
+            f"{field} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
+            [FieldError(field, f"over the limit of {max_pixels} pixels")])
+    try:  # header parsed; now make sure the pixel data is really there
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+    except (OSError, ValueError, SyntaxError):
+        raise ValidationFailed(f"{field} is a truncated or corrupt {fmt} image",
+                               [FieldError(field, "is truncated or corrupt")]) from None
+    ext = {"JPEG": "jpg"}.get(fmt, fmt.lower())
+    return CheckedFile(data, IMAGE_FORMATS[fmt], ext, width, height)

@@ -1,0 +1,61 @@
+"""Redis key names, in one place so the API, the workers and the CLI agree."""
+
+from __future__ import annotations
+
+PREFIX = "aitasks"
+
+
+def job(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}"
+
+
+def events(job_id: str) -> str:
+    return f"{PREFIX}:events:{job_id}"
+
+
+EVENTS_PATTERN = f"{PREFIX}:events:*"
+CONTROL_CHANNEL = f"{PREFIX}:control"
+
+
+def tenant_index(tenant: str) -> str:
+    """Sorted set of a tenant's job ids, scored by creation time in ms."""
+    return f"{PREFIX}:tenant:{tenant}:jobs"
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    return f"{PREFIX}:idem:{tenant}:{key_digest}"
+
+
+def api_key(key_digest: str) -> str:
+    return f"{PREFIX}:apikey:{key_digest}"
+
+
+API_KEYS_INDEX = f"{PREFIX}:apikeys"
+
+
+def worker(name: str) -> str:
+    return f"{PREFIX}:worker:{name}"
+
+
+WORKERS_PATTERN = f"{PREFIX}:worker:*"
+
+
+def run_lock(job_id: str) -> str:
+    """Held by the worker process running a job, so a duplicate delivery does not run it twice."""
+    return f"{PREFIX}:running:{job_id}"
+
+
+METRICS_JOBS = f"{PREFIX}:metrics:jobs"  # hash "type|status" -> count
+METRICS_SUBMITTED = f"{PREFIX}:metrics:submitted"  # hash type -> count
+
+
+def metrics_duration(job_type: str) -> str:
+    return f"{PREFIX}:metrics:duration:{job_type}"  # hash bucket -> count, plus sum and count
+
+
+def metrics_timeline(kind: str) -> str:
+    """Per-minute counters (hash minute-epoch -> count) for throughput and failure rate."""
+    return f"{PREFIX}:metrics:timeline:{kind}"
+
+
+QUEUES = ("cpu", "gpu")

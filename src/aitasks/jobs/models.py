@@ -1,0 +1,177 @@
+"""The job domain: status values, the job record and the views clients see of it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class Status(StrEnum):
+    """A job's state, with the seeds' spelling."""
+
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    RETRY = "RETRY"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"
+
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCESS, Status.FAILURE, Status.REVOKED})
+
+STATUS_MESSAGES = {
+    Status.PENDING: "Task is waiting in queue",
+    Status.PROCESSING: "Task is processing",
+    Status.RETRY: "Task failed and will be retried",
+    Status.SUCCESS: "Task completed successfully",
+    Status.FAILURE: "Task failed",
+    Status.REVOKED: "Task was cancelled",
+}
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Artifact:
+    """A file a job produced, stored outside Redis; the record keeps only this reference."""
+
+    name: str
+    media_type: str
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "media_type": self.media_type, "bytes": self.bytes}
+
+
+@dataclass
+class Job:
+    """One job record, as stored in its Redis hash."""
+
+    id: str
+    type: str
+    tenant: str
+    queue: str
+    status: Status = Status.PENDING
+    progress: int = 0
+    message: str = ""
+    attempts: int = 0
+    deliveries: int = 0
+    finished_deliveries: int = 0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    result: dict[str, Any] | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+    cancel_requested_at: float | None = None
+    seq: int = 0
+    retention_s: int = 3600
+    soft_time_limit_s: float = 240
+    time_limit_s: float = 300
+    max_retries: int = 3
+
+    # --- Redis hash encoding ---------------------------------------------------------------------
+
+    def to_hash(self) -> dict[str, str]:
+        out = {
+            "id": self.id,
+            "type": self.type,
+            "tenant": self.tenant,
+            "queue": self.queue,
+            "status": self.status.value,
+            "progress": str(self.progress),
+            "message": self.message,
+            "attempts": str(self.attempts),
+            "deliveries": str(self.deliveries),
+            "finished_deliveries": str(self.finished_deliveries),
+            "created_at": repr(self.created_at),
+            "input": orjson.dumps(self.input).decode(),
+            "seq": str(self.seq),
+            "retention_s": str(self.retention_s),
+            "soft_time_limit_s": repr(self.soft_time_limit_s),
+            "time_limit_s": repr(self.time_limit_s),
+            "max_retries": str(self.max_retries),
+        }
+        return out
+
+    @classmethod
+    def from_hash(cls, raw: dict[Any, Any]) -> Job:
+        h = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+
+        def opt_float(name: str) -> float | None:
+            value = h.get(name)
+            return float(value) if value not in (None, "") else None
+
+        result = h.get("result")
+        artifacts = h.get("artifacts")
+        return cls(
+            id=h["id"],
+            type=h["type"],
+            tenant=h["tenant"],
+            queue=h.get("queue", "cpu"),
+            status=Status(h.get("status", "PENDING")),
+            progress=int(h.get("progress", 0)),
+            message=h.get("message", ""),
+            attempts=int(h.get("attempts", 0)),
+            deliveries=int(h.get("deliveries", 0)),
+            finished_deliveries=int(h.get("finished_deliveries", 0)),
+            created_at=float(h.get("created_at", 0)),
+            started_at=opt_float("started_at"),
+            finished_at=opt_float("finished_at"),
+            error_type=h.get("error_type") or None,
+            error_message=h.get("error_message") or None,
+            result=orjson.loads(result) if result else None,
+            input=orjson.loads(h.get("input") or "{}"),
+            artifacts=[Artifact(**a) for a in orjson.loads(artifacts)] if artifacts else [],
+            cancel_requested_at=opt_float("cancel_requested_at"),
+            seq=int(h.get("seq", 0)),
+            retention_s=int(h.get("retention_s", 3600)),
+            soft_time_limit_s=float(h.get("soft_time_limit_s", 240)),
+            time_limit_s=float(h.get("time_limit_s", 300)),
+            max_retries=int(h.get("max_retries", 3)),
+        )
+
+    # --- views -----------------------------------------------------------------------------------
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    def status_view(self) -> dict[str, Any]:
+        """The seeds' status shape, plus our extensions (extra keys old clients ignore)."""
+        view: dict[str, Any] = {
+            "task_id": self.id,
+            "status": self.status.value,
+            "progress": self.progress,
+            "message": self.message or STATUS_MESSAGES[self.status],
+            "result_available": self.status is Status.SUCCESS,
+            "task_type": self.type,
+            "queue": self.queue,
+            "attempts": self.attempts,
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+        if self.error_message is not None:
+            view["error"] = self.error_message
+            view["error_type"] = self.error_type
+        if self.cancel_requested_at is not None and not self.status.is_terminal():
+            view["cancel_requested"] = True
+        return view

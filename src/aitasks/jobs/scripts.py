@@ -1,0 +1,48 @@
+"""Lua scripts that make each change to a job atomic: one round trip, no half-written state.
+
+``CREATE`` writes the record, indexes it for its tenant, claims the idempotency key and pushes the
+Celery message in one step, so a job is either fully accepted or not at all. ``UPDATE`` applies a
+change only while the job is not finished (a late progress report cannot undo a cancel), bumps the
+record's sequence number and publishes the new state on the job's channel.
+"""
+
+from __future__ import annotations
+
+CREATE = """
+-- KEYS: job, tenant index, queue list, idempotency key ('' = none), submitted counter
+-- ARGV: pending ttl, created ms, job id, celery message, idempotency ttl, type, oldest ms, hash pairs...
+if KEYS[4] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing and redis.call('EXISTS', 'aitasks:job:' .. existing) == 1 then
+    return {0, existing}
+  end
+  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[5])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+redis.call('LPUSH', KEYS[3], ARGV[4])
+redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
+return {1, ARGV[3]}
+"""
+
+UPDATE = """
+-- KEYS: job, events channel
+-- ARGV: ttl ('' = keep), hash pairs...
+-- Returns the new sequence number, 0 when the job does not exist, -1 when it already finished.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if ARGV[1] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'progress', 'message', 'attempts',
+                     'error_type', 'error_message', 'type', 'cancel_requested_at')
+local ev = {task_id = f[1], seq = seq, status = f[2], progress = tonumber(f[3]), message = f[4],
+            attempts = tonumber(f[5]), task_type = f[8]}
+if f[6] and f[6] ~= '' then ev.error_type = f[6]; ev.error = f[7] end
+if f[9] and f[9] ~= '' then ev.cancel_requested = true end
+redis.call('PUBLISH', KEYS[2], cjson.encode(ev))
+return seq
+"""

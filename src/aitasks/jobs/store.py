@@ -1,0 +1,169 @@
+"""Job records in Redis: create, read, change, list. The record is the truth, not Celery's backend.
+
+``AsyncJobStore`` serves the API (redis.asyncio); ``JobStore`` serves workers and the CLI (sync).
+Both share the key layout, the record encoding and the Lua scripts.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aredis
+
+from aitasks.jobs import keys, scripts
+from aitasks.jobs.models import Job, Status
+
+
+def update_args(fields: dict[str, Any], ttl_s: int | None) -> list[Any]:
+    args: list[Any] = ["" if ttl_s is None else str(ttl_s)]
+    for name, value in fields.items():
+        if isinstance(value, (dict, list)):
+            value = orjson.dumps(value).decode()
+        elif value is None:
+            value = ""
+        elif isinstance(value, float):
+            value = repr(value)
+        args.extend((name, str(value) if not isinstance(value, str) else value))
+    return args
+
+
+@dataclass
+class Page:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def encode_cursor(score: float, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score:.0f}:{job_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    padded = cursor + "=" * (-len(cursor) % 4)
+    score, _, job_id = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
+    return float(score), job_id
+
+
+class AsyncJobStore:
+    """The API's view of job records."""
+
+    def __init__(self, client: aredis.Redis):
+        self.r = client
+        self._create = client.register_script(scripts.CREATE)
+        self._update = client.register_script(scripts.UPDATE)
+
+    async def create(
+        self, job: Job, celery_message: str, pending_ttl_s: int, idempotency_key: str | None,
+        idempotency_ttl_s: int,
+    ) -> tuple[bool, str]:
+        """Accept a job atomically. Returns (created, job_id); job_id is the first job's on a repeat key."""
+        idem = keys.idempotency(job.tenant, idempotency_key) if idempotency_key else ""
+        created_ms = int(job.created_at * 1000)
+        oldest_ms = created_ms - pending_ttl_s * 1000
+        flat: list[str] = []
+        for k, v in job.to_hash().items():
+            flat.extend((k, v))
+        created, job_id = await self._create(
+            keys=[keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED],
+            args=[pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms, *flat],
+        )
+        return bool(created), job_id.decode() if isinstance(job_id, bytes) else job_id
+
+    async def get(self, job_id: str) -> Job | None:
+        raw = await self.r.hgetall(keys.job(job_id))
+        return Job.from_hash(raw) if raw else None
+
+    async def update(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> int:
+        return int(await self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, ttl_s)))
+
+    async def list(
+        self, tenant: str, limit: int, cursor: str | None, status: set[Status] | None, job_type: str | None,
+        scan_limit: int = 2000,
+    ) -> Page:
+        """The tenant's jobs, newest first (ties by id, descending), after ``cursor``.
+
+        Filters are applied while scanning, over at most ``scan_limit`` ids a request: a page may then
+        hold fewer than ``limit`` jobs and still carry a ``next_cursor`` to go on from.
+        """
+        index = keys.tenant_index(tenant)
+        after: tuple[float, str] | None = decode_cursor(cursor) if cursor else None
+        max_score = f"{after[0]:.0f}" if after else "+inf"
+        found: list[Job] = []
+        position: tuple[float, str] | None = None
+        offset = scanned = 0
+        batch = max(limit, 50)
+        exhausted = False
+        while len(found) < limit and scanned < scan_limit:
+            rows = await self.r.zrevrangebyscore(index, max_score, "-inf", start=offset, num=batch, withscores=True)
+            if not rows:
+                exhausted = True
+                break
+            offset += len(rows)
+            members = [(m.decode() if isinstance(m, bytes) else m, s) for m, s in rows]
+            if after:
+                members = [(m, s) for m, s in members if s < after[0] or m < after[1]]
+            pipe = self.r.pipeline(transaction=False)
+            for member, _ in members:
+                pipe.hgetall(keys.job(member))
+            records = await pipe.execute()
+            gone: list[str] = []
+            for (member, score), raw in zip(members, records):
+                scanned += 1
+                position = (score, member)
+                if not raw:
+                    gone.append(member)
+                    continue
+                job = Job.from_hash(raw)
+                if (status and job.status not in status) or (job_type and job.type != job_type):
+                    continue
+                found.append(job)
+                if len(found) >= limit:
+                    break
+            if gone:
+                await self.r.zrem(index, *gone)
+                offset -= len(gone)
+            if len(rows) < batch and len(found) < limit:
+                exhausted = True
+                break
+        next_cursor = encode_cursor(*position) if position and not exhausted else None
+        return Page(found, next_cursor)
+
+
+class JobStore:
+    """The workers' (and CLI's) view of job records."""
+
+    def __init__(self, client: redis.Redis):
+        self.r = client
+        self._update = client.register_script(scripts.UPDATE)
+
+    def get(self, job_id: str) -> Job | None:
+        raw = self.r.hgetall(keys.job(job_id))
+        return Job.from_hash(raw) if raw else None
+
+    def update(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> int:
+        return int(self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, ttl_s)))
+
+    def field(self, job_id: str, name: str) -> str | None:
+        value = self.r.hget(keys.job(job_id), name)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def begin_delivery(self, job_id: str) -> tuple[int, int]:
+        """Count a delivery; returns (deliveries, finished_deliveries) so crashes can be told apart."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hincrby(keys.job(job_id), "deliveries", 1)
+        pipe.hget(keys.job(job_id), "finished_deliveries")
+        deliveries, finished = pipe.execute()
+        return int(deliveries), int(finished or 0)
+
+    def end_delivery(self, job_id: str) -> None:
+        self.r.hincrby(keys.job(job_id), "finished_deliveries", 1)
+
+    def record_outcome(self, job: Job, status: Status, duration_s: float | None) -> None:
+        """Count a finished job for /metrics (totals, durations, per-minute timeline)."""
+        from aitasks.jobs.metrics import record_outcome
+
+        record_outcome(self.r, job.type, status, duration_s, time.time())

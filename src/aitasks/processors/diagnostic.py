@@ -1,0 +1,107 @@
+"""``diagnostic``: exercises the machinery (progress, retries, failures, crashes, limits, file inputs).
+
+Seed 004's ``test_celery``, grown up. Tests and benchmarks use it; operators use it to check a
+deployment end to end. It does no AI work and says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aitasks.errors import JobError, TransientJobError
+from aitasks.jobs.files import ImageFile
+from aitasks.processors.registry import job_type
+from aitasks.worker.context import JobContext
+
+
+class DiagnosticParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    duration_s: float = Field(0, ge=0, le=3600, description="How long the job works, in seconds.")
+    steps: int = Field(1, ge=1, le=10_000, description="Progress reports spread over the duration.")
+    fail_times: int = Field(0, ge=0, le=20, description="Transient failures (retried) before success.")
+    fail: bool = Field(False, description="Fail permanently with a clear error (no retry).")
+    crash_times: int = Field(0, ge=0, le=20, description="Kill its own worker process this many times first.")
+    ignore_soft_limit: bool = Field(False, description="Keep working past the soft time limit (tests the hard one).")
+    ignore_cancel: bool = Field(False, description="Do not stop at progress reports (tests the forced cancel).")
+    queue: Literal["cpu", "gpu"] = Field("cpu", description="Which worker pool runs it.")
+
+
+class DiagnosticInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: DiagnosticParameters = Field(default_factory=DiagnosticParameters)
+    image: ImageFile | None = Field(None, description="Optional image: its details are reported and a "
+                                                      "thumbnail (at most 128 px) is made of it.")
+
+
+def _work(params: DiagnosticParameters, ctx: JobContext) -> None:
+    per_step = params.duration_s / params.steps
+    for step in range(1, params.steps + 1):
+        deadline = time.monotonic() + per_step
+        while (left := deadline - time.monotonic()) > 0:
+            if params.ignore_soft_limit:
+                try:
+                    time.sleep(min(left, 0.05))
+                except BaseException as exc:  # the soft limit arrives as an exception: ignore it
+                    if type(exc).__name__ != "SoftTimeLimitExceeded":
+                        raise
+            else:
+                time.sleep(min(left, 0.05))
+            if not params.ignore_cancel:
+                ctx.check_cancel()
+        if not params.ignore_cancel:  # a job stuck in native code reports nothing
+            ctx.progress(100 * step / params.steps, f"step {step}/{params.steps}")
+
+
+def _thumbnail(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        info = {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
+        thumb = img.convert("RGBA") if img.mode in ("RGBA", "LA", "P") else img.convert("RGB")
+        thumb.thumbnail((128, 128))
+        out = io.BytesIO()
+        thumb.save(out, "PNG")
+        info["thumbnail"] = {"width": thumb.width, "height": thumb.height}
+    return out.getvalue(), info
+
+
+@job_type(
+    "diagnostic",
+    input=DiagnosticInput,
+    queue="cpu",
+    description="Exercises the job machinery: progress, retries, failures, crashes, limits and uploads.",
+    route=lambda data: data.parameters.queue,
+    retry_backoff_s=0.5,
+    examples=({"task_type": "diagnostic", "parameters": {"duration_s": 2, "steps": 4}},),
+)
+def diagnostic(data: DiagnosticInput, ctx: JobContext) -> dict[str, Any]:
+    params = data.parameters
+    started = time.monotonic()
+    if ctx.delivery <= params.crash_times:
+        os.kill(os.getpid(), signal.SIGKILL)  # as an out-of-memory kill would
+    if params.fail:
+        raise JobError("diagnostic failure requested (parameters.fail=true)")
+    if ctx.attempt <= params.fail_times:
+        raise TransientJobError(f"diagnostic transient failure {ctx.attempt} of {params.fail_times}")
+    _work(params, ctx)
+    result: dict[str, Any] = {"parameters": params.model_dump(), "attempts": ctx.attempt,
+                              "deliveries": ctx.delivery, "worker_pid": os.getpid()}
+    if data.image is not None:
+        raw = ctx.read_input(data.image)
+        thumb, info = _thumbnail(raw)
+        info["bytes"] = len(raw)
+        info["sha256"] = hashlib.sha256(raw).hexdigest()
+        ctx.save_artifact("thumbnail.png", thumb, "image/png")
+        result["image"] = info
+        result["image_artifact"] = "thumbnail.png"
+    result["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+    return result

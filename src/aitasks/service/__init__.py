@@ -1,0 +1,1 @@
+"""Running the parts of the service as processes (embedded Redis, supervisor)."""

@@ -1,0 +1,182 @@
+"""`aitasks run`: the whole service on one machine (private Redis, a cpu and a gpu worker, the API).
+
+Children run in their own sessions, so Ctrl-C reaches only this supervisor, which stops them in
+order: the API first (no new jobs), then the workers (each finishes or hands back its job), then
+Redis (flushing its append-only file). A worker that dies is started again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import redis
+
+from aitasks.jobs.apikeys import create_key
+from aitasks.service.redis_server import RedisServer
+from aitasks.settings import Settings
+
+WORKER_STOP_S = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    restart: bool
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: list[float] = field(default_factory=list)
+
+    def start(self, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(self.argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout_s: float) -> bool:
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, tenant: str = "default"):
+        self.settings = settings
+        self.tenant = tenant
+        self.redis: RedisServer | None = None
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def run(self) -> int:
+        s = self.settings
+        if not port_free(s.host, s.port):
+            self.say(f"error: port {s.port} on {s.host} is in use; set AITASKS_PORT to another port")
+            return 2
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        env = dict(os.environ)
+        env["AITASKS_DATA_DIR"] = str(s.data_dir.resolve())
+        try:
+            url = self._start_redis(env)
+            key = create_key(redis.Redis.from_url(url), self.tenant, name="make run")
+            py = sys.executable
+            for queue in ("cpu", "gpu"):
+                self.children.append(Child(f"worker-{queue}", [py, "-m", "aitasks.cli.main", "worker",
+                                                                "--queues", queue, "--concurrency", "1"], True))
+            self.children.append(Child("api", [py, "-m", "aitasks.cli.main", "api"], False))
+            for child in self.children:
+                child.start(env)
+            base = f"http://{s.host}:{s.port}"
+            if self._wait_ready(base):
+                self.say("")
+                self.say(f"aitasks is running at {base}   (API docs: {base}/docs)")
+                self.say(f"API key (tenant '{self.tenant}'): {key}")
+                self.say(f'try:  curl -H "Authorization: Bearer {key}" {base}/api/v1/task-types')
+                self.say("Ctrl-C stops everything.")
+                self.say("")
+            return self._watch(env)
+        finally:
+            self._shutdown()
+
+    def _start_redis(self, env: dict[str, str]) -> str:
+        s = self.settings
+        if s.redis_url:
+            self.say(f"using Redis at {s.redis_url} (AITASKS_REDIS_URL)")
+            return s.redis_url
+        self.redis = RedisServer(s.data_dir / "redis").start()
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        s.embedded_redis_url_file.write_text(self.redis.url + "\n")
+        env["AITASKS_REDIS_URL"] = self.redis.url
+        self.say(f"private Redis on {self.redis.url} (data in {self.redis.data_dir}, append-only file on)")
+        return self.redis.url
+
+    def _wait_ready(self, base: str, timeout_s: float = 120.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            api = next(c for c in self.children if c.name == "api")
+            if not api.alive():
+                self.say("error: the API process exited; see the messages above")
+                return False
+            time.sleep(0.3)
+        return False
+
+    def _watch(self, env: dict[str, str]) -> int:
+        while not self.stopping:
+            for child in self.children:
+                if child.alive() or self.stopping:
+                    continue
+                code = child.proc.returncode if child.proc else None
+                if not child.restart:
+                    self.say(f"{child.name} exited (code {code}); stopping")
+                    return 1
+                now = time.monotonic()
+                child.restarts = [t for t in child.restarts if now - t < 60] + [now]
+                if len(child.restarts) > 5:
+                    self.say(f"{child.name} keeps dying (code {code}); stopping")
+                    return 1
+                self.say(f"{child.name} exited (code {code}); starting it again")
+                child.start(env)
+            time.sleep(0.5)
+        return 0
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.say("\nstopping aitasks…")
+
+    def _shutdown(self) -> None:
+        self.stopping = True
+        for name in ("api",):
+            for child in self.children:
+                if child.name == name:
+                    child.signal(signal.SIGTERM)
+                    if not child.wait(10):
+                        child.signal(signal.SIGKILL)
+                        child.wait(5)
+        workers = [c for c in self.children if c.name.startswith("worker")]
+        for child in workers:
+            child.signal(signal.SIGTERM)  # warm shutdown: finish the running job
+        deadline = time.monotonic() + WORKER_STOP_S
+        for child in workers:
+            if not child.wait(max(0.1, deadline - time.monotonic())):
+                # Killed outright, its job stays unacknowledged in Redis and runs again later.
+                child.signal(signal.SIGKILL)
+                child.wait(5)
+        if self.redis is not None:
+            self.redis.stop()
+            self.settings.embedded_redis_url_file.unlink(missing_ok=True)
+        self.say("stopped.")

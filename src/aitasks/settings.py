@@ -1,0 +1,107 @@
+"""One settings object for every process (API, workers, CLI), read from ``AITASKS_*`` variables."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TypeOverride(BaseModel):
+    """Per-deployment overrides of one job type's declaration (``AITASKS_TYPE_OVERRIDES``)."""
+
+    model_config = {"extra": "forbid"}
+
+    soft_time_limit_s: float | None = Field(None, gt=0)
+    time_limit_s: float | None = Field(None, gt=0)
+    max_retries: int | None = Field(None, ge=0)
+    retention_s: int | None = Field(None, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AITASKS_", extra="ignore")
+
+    # Where things live. With no redis_url, `aitasks run` starts a private Redis and records
+    # its URL under data_dir/run/, where every other command finds it.
+    redis_url: str | None = None
+    data_dir: Path = Path("var")
+    artifacts_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = Field(None, description="Base URL put in artifact links; default: the request's.")
+    environment: Literal["development", "production"] = "development"
+
+    # Jobs.
+    retention_s: int = Field(3600, gt=0, description="How long finished jobs and their files are kept.")
+    pending_ttl_s: int = Field(86400, gt=0, description="How long a record lives while not yet finished.")
+    type_overrides: dict[str, TypeOverride] = Field(default_factory=dict)
+    max_worker_losses: int = Field(2, ge=0, description="Worker deaths a job may cause before it ends FAILURE.")
+    cancel_grace_s: float = Field(5.0, ge=0, description="Time a running job gets to stop before it is killed.")
+    visibility_timeout_s: int | None = Field(
+        None, description="Seconds before an unacknowledged job is redelivered; default: longest hard limit + 60."
+    )
+    worker_concurrency: int = Field(1, ge=1)
+    worker_heartbeat_s: float = Field(2.0, gt=0)
+    unacked_restore_interval_s: int = Field(10, ge=1)
+
+    # Requests.
+    max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_wait_s: float = Field(60.0, gt=0)
+    redis_timeout_s: float = Field(1.5, gt=0, description="Socket timeout of the API's Redis calls.")
+    auth_cache_s: float = Field(30.0, ge=0, description="How long the API trusts a checked key (revocation clears it).")
+    log_level: str = "INFO"
+
+    @field_validator("type_overrides", mode="before")
+    @classmethod
+    def _parse_overrides(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            import json
+
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def artifacts_path(self) -> Path:
+        return (self.artifacts_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return (self.data_dir / "run").resolve()
+
+    @property
+    def embedded_redis_url_file(self) -> Path:
+        return self.run_dir / "redis.url"
+
+    def resolved_redis_url(self) -> str:
+        """The Redis to use: AITASKS_REDIS_URL, else the private one `aitasks run` started."""
+        if self.redis_url:
+            return self.redis_url
+        try:
+            return self.embedded_redis_url_file.read_text().strip()
+        except FileNotFoundError:
+            from aitasks.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "No Redis configured: set AITASKS_REDIS_URL, or start the service with `make run` "
+                f"(it records its private Redis in {self.embedded_redis_url_file})."
+            ) from None
+
+    def check_production(self) -> None:
+        """Refuse defaults that are unsafe outside one developer's machine."""
+        if self.environment != "production":
+            return
+        from aitasks.errors import ConfigurationError
+
+        if not self.redis_url:
+            raise ConfigurationError("AITASKS_REDIS_URL must be set in production (no private Redis).")
+        if not self.public_url:
+            raise ConfigurationError("AITASKS_PUBLIC_URL must be set in production (artifact links).")
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

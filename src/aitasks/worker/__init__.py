@@ -1,0 +1,1 @@
+"""Celery side: app configuration, the runner task, the job context, worker hooks."""

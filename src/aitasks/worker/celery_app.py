@@ -1,0 +1,72 @@
+"""The Celery application, configured for long AI jobs that must survive dying workers.
+
+- JSON only; no result backend: the job record in Redis is the truth (Celery's AsyncResult says
+  PENDING for any id, celery#3596).
+- Late acknowledgement with reject-on-worker-lost and prefetch 1: a job is acknowledged only after it
+  ran, a killed pool process puts it back, and a worker holds one job at a time.
+- The visibility timeout sits above the longest hard time limit, so a job still running is never
+  handed to a second worker (kombu#337); a worker killed outright gets its job restored after it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from aitasks.jobs.keys import QUEUES
+from aitasks.processors.registry import load_all
+from aitasks.settings import Settings, get_settings
+
+RUN_JOB_TASK = "aitasks.run_job"
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    if settings.visibility_timeout_s:
+        return settings.visibility_timeout_s
+    longest = max(jt.limits(settings)["time_limit_s"] for jt in load_all().all())
+    return int(longest + 60)
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("aitasks")
+    app.conf.update(
+        broker_url=settings.resolved_redis_url(),
+        broker_connection_retry_on_startup=True,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={
+            "visibility_timeout": visibility_timeout_s(settings),
+            "unacked_restore_interval": settings.unacked_restore_interval_s,
+            "unacked_restore_throttle": 1,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+            "socket_keepalive": True,
+            "health_check_interval": 10,
+        },
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_hijack_root_logger=False,
+        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        task_default_queue="cpu",
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+@functools.cache
+def get_celery() -> Celery:
+    return create_celery(get_settings())

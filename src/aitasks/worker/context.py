@@ -1,0 +1,112 @@
+"""What a job function gets: progress reports, cancellation checks and artifact storage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import redis
+
+from aitasks.errors import JobCancelled
+from aitasks.jobs import keys
+from aitasks.jobs.artifacts import ArtifactStore
+from aitasks.jobs.files import FileRef
+from aitasks.jobs.models import Artifact, Job
+from aitasks.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.2  # at most this often a progress write (and event) per job
+CANCEL_CHECK_INTERVAL_S = 0.1
+
+
+class JobContext:
+    """Passed to every job function. Bookkeeping failures (Redis briefly away) never break the job."""
+
+    def __init__(self, job: Job, store: JobStore, artifacts: ArtifactStore, attempt: int, delivery: int):
+        self.job = job
+        self.job_id = job.id
+        self.attempt = attempt
+        self.delivery = delivery
+        self._store = store
+        self._artifacts = artifacts
+        self._saved: dict[str, Artifact] = {}
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._progress = job.progress
+        self._pending: tuple[int, str] | None = None
+
+    # --- progress --------------------------------------------------------------------------------
+
+    def progress(self, percent: float, message: str = "") -> None:
+        """Report progress (0-100, never backwards) with a human message; also checks for cancel."""
+        value = max(self._progress, min(99, int(percent)))
+        self._progress = value
+        now = time.monotonic()
+        if now - self._last_write < PROGRESS_INTERVAL_S:
+            self._pending = (value, message)
+            self.check_cancel()
+            return
+        self._write(value, message, now)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._write(*self._pending, time.monotonic())
+
+    def _write(self, value: int, message: str, now: float) -> None:
+        self._pending = None
+        self._last_write = now
+        try:
+            pipe = self._store.r.pipeline(transaction=False)
+            self._store._update(keys=[keys.job(self.job_id), keys.events(self.job_id)],
+                                args=["", "progress", str(value), "message", message], client=pipe)
+            pipe.hget(keys.job(self.job_id), "cancel_requested_at")
+            _, cancel = pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("progress of job %s not recorded: %s", self.job_id, exc)
+            return
+        self._last_cancel_check = now
+        if cancel:
+            raise JobCancelled("cancelled by request")
+
+    # --- cancellation ----------------------------------------------------------------------------
+
+    def check_cancel(self) -> None:
+        """Raise JobCancelled if a client asked to cancel this job. Cheap: checks Redis at most every 100 ms."""
+        now = time.monotonic()
+        if now - self._last_cancel_check < CANCEL_CHECK_INTERVAL_S:
+            return
+        self._last_cancel_check = now
+        try:
+            cancel = self._store.r.hget(keys.job(self.job_id), "cancel_requested_at")
+        except redis.RedisError as exc:
+            log.warning("cancel flag of job %s not read: %s", self.job_id, exc)
+            return
+        if cancel:
+            raise JobCancelled("cancelled by request")
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep, waking to check for cancellation."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, CANCEL_CHECK_INTERVAL_S))
+            self.check_cancel()
+
+    # --- files -----------------------------------------------------------------------------------
+
+    def save_artifact(self, name: str, data: bytes, media_type: str | None = None) -> Artifact:
+        """Store an output file under this job; saving the same name again replaces it."""
+        artifact = self._artifacts.save(self.job_id, name, data, media_type)
+        self._saved[name] = artifact
+        return artifact
+
+    def input_path(self, ref: FileRef) -> Path:
+        return self._artifacts.path(self.job_id, ref.artifact)
+
+    def read_input(self, ref: FileRef) -> bytes:
+        return self._artifacts.read(self.job_id, ref.artifact)
+
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return list(self._saved.values())

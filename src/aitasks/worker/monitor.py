@@ -1,0 +1,118 @@
+"""A thread in each worker's main process: heartbeat, hard cancel after the grace period, file sweeping.
+
+- Heartbeat: ``aitasks:worker:<name>`` with the queues served and the jobs running, expiring after
+  three missed beats; /readyz and /metrics read these.
+- Cancel: a running job is asked to stop through its record (``ctx`` raises at its next progress
+  report). One that has not stopped after ``cancel_grace_s`` is marked REVOKED and its pool process
+  killed *by the request object that runs it*, so the kill cannot hit the next job in that process
+  (the hazard of ``revoke(terminate=True)``, celery#2142).
+- Sweep: folders of jobs whose records expired are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+from celery import signals
+from celery.worker import state as worker_state
+
+from aitasks.jobs import keys
+from aitasks.jobs.models import Status
+from aitasks.worker.resources import resources
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 60.0
+
+
+class WorkerMonitor(threading.Thread):
+    def __init__(self, consumer: Any):
+        super().__init__(name="aitasks-monitor", daemon=True)
+        self.consumer = consumer
+        self.hostname: str = consumer.hostname
+        self.queues = sorted(q.name for q in consumer.task_consumer.queues) if consumer.task_consumer else []
+        self.stopping = threading.Event()
+        self.started_at = time.time()
+        self._last_sweep = 0.0
+
+    def run(self) -> None:
+        res = resources()
+        interval = res.settings.worker_heartbeat_s
+        while not self.stopping.is_set():
+            try:
+                self.beat()
+                self.enforce_cancel()
+                if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+                    self._last_sweep = time.monotonic()
+                    self.sweep()
+            except Exception as exc:  # never let bookkeeping kill the worker
+                log.warning("worker monitor: %s", exc)
+            self.stopping.wait(interval)
+        try:
+            resources().redis.delete(keys.worker(self.hostname))
+        except Exception:
+            pass
+
+    def active(self) -> list[Any]:
+        return [r for r in list(worker_state.active_requests) if r.args]
+
+    def beat(self) -> None:
+        res = resources()
+        info = {
+            "name": self.hostname, "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
+            "concurrency": res.settings.worker_concurrency, "started_at": self.started_at,
+            "active": [r.args[0] for r in self.active()], "seen_at": time.time(),
+        }
+        res.redis.set(keys.worker(self.hostname), orjson.dumps(info), ex=max(3, int(3 * res.settings.worker_heartbeat_s)))
+
+    def enforce_cancel(self) -> None:
+        res = resources()
+        now = time.time()
+        for request in self.active():
+            job_id = request.args[0]
+            flag = res.store.field(job_id, "cancel_requested_at")
+            if not flag or now - float(flag) < res.settings.cancel_grace_s:
+                continue
+            log.warning("job %s ignored cancel for %.0fs; killing its process", job_id, now - float(flag))
+            res.store.end_delivery(job_id)
+            job = res.store.get(job_id)
+            if job and res.store.update(job_id, {
+                "status": Status.REVOKED.value, "finished_at": now,
+                "message": "Cancelled; the job did not stop in time and was terminated",
+            }, ttl_s=job.retention_s) > 0:
+                res.store.record_outcome(job, Status.REVOKED, now - (job.started_at or now))
+            request.terminate(self.consumer.pool, signal="SIGKILL")
+
+    def sweep(self) -> None:
+        res = resources()
+
+        def exists(job_ids: list[str]) -> list[bool]:
+            pipe = res.redis.pipeline(transaction=False)
+            for job_id in job_ids:
+                pipe.exists(keys.job(job_id))
+            return [bool(x) for x in pipe.execute()]
+
+        removed = res.artifacts.sweep(exists)
+        if removed:
+            log.info("removed the files of %d expired jobs", removed)
+
+
+_monitor: WorkerMonitor | None = None
+
+
+@signals.worker_ready.connect
+def _start_monitor(sender: Any = None, **_: Any) -> None:
+    global _monitor
+    _monitor = WorkerMonitor(sender)
+    _monitor.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop_monitor(**_: Any) -> None:
+    if _monitor:
+        _monitor.stopping.set()

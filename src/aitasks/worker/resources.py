@@ -1,0 +1,39 @@
+"""Per-process resources of a worker (Redis client, stores), created after fork, once per process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import redis
+
+from aitasks.jobs.artifacts import ArtifactStore
+from aitasks.jobs.store import JobStore
+from aitasks.settings import Settings, get_settings
+
+
+@dataclass
+class WorkerResources:
+    settings: Settings
+    redis: redis.Redis
+    store: JobStore
+    artifacts: ArtifactStore
+
+
+_by_pid: dict[int, WorkerResources] = {}
+
+
+def resources() -> WorkerResources:
+    """The calling process's resources; a forked child never reuses its parent's sockets."""
+    pid = os.getpid()
+    res = _by_pid.get(pid)
+    if res is None:
+        settings = get_settings()
+        client = redis.Redis.from_url(
+            settings.resolved_redis_url(), socket_connect_timeout=5, socket_timeout=30,
+            health_check_interval=10, retry_on_timeout=True,
+        )
+        res = WorkerResources(settings, client, JobStore(client), ArtifactStore(settings.artifacts_path))
+        _by_pid.clear()
+        _by_pid[pid] = res
+    return res

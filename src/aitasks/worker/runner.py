@@ -1,0 +1,155 @@
+"""The one Celery task that runs every job type: load the record, run the type's function, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from billiard.exceptions import SoftTimeLimitExceeded
+from celery import Task
+from pydantic import ValidationError
+
+from aitasks.errors import JobCancelled, JobError, TransientJobError
+from aitasks.jobs.models import Job, Status
+from aitasks.logs import job_log_context
+from aitasks.processors.registry import JobType, load_all
+from aitasks.worker.celery_app import RUN_JOB_TASK, get_celery
+from aitasks.worker.context import JobContext
+from aitasks.worker.resources import resources
+
+log = logging.getLogger(__name__)
+app = get_celery()
+T = TypeVar("T")
+
+
+def retry_redis(fn: Callable[[], T], for_s: float = 60.0) -> T:
+    """Outcome writes must land: retry through a short Redis outage instead of losing the result."""
+    deadline = time.monotonic() + for_s
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def backoff_s(jt: JobType, attempt: int) -> float:
+    """Exponential backoff with full jitter: base * 2^(attempt-1), capped, times a random factor in [0.5, 1]."""
+    raw = min(jt.retry_backoff_max_s, jt.retry_backoff_s * (2 ** (attempt - 1)))
+    return raw * random.uniform(0.5, 1.0)
+
+
+def finish(job: Job, status: Status, message: str, **fields: Any) -> bool:
+    """Write a terminal state (only if the job is not finished already) and count it."""
+    res = resources()
+    now = time.time()
+    started = job.started_at or fields.get("started_at")
+    values: dict[str, Any] = {"status": status.value, "message": message, "finished_at": now, **fields}
+    if status is Status.SUCCESS:
+        values["progress"] = 100
+    applied = retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s)) > 0
+    if applied:
+        duration = now - started if started else None
+        try:
+            res.store.record_outcome(job, status, duration)
+        except redis.RedisError as exc:
+            log.warning("metrics for job %s not recorded: %s", job.id, exc)
+    return applied
+
+
+def error_fields(exc: BaseException, error_type: str | None = None) -> dict[str, str]:
+    return {"error_type": error_type or type(exc).__name__, "error_message": str(exc) or type(exc).__name__}
+
+
+@app.task(bind=True, name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True,
+          Request="aitasks.worker.request:JobRequest", max_retries=None)
+def run_job(self: Task, job_id: str) -> None:
+    with job_log_context(job_id=job_id):
+        execute(self, job_id)
+
+
+def execute(task: Task, job_id: str) -> None:
+    res = resources()
+    store = res.store
+    job = retry_redis(lambda: store.get(job_id))
+    if job is None:
+        log.warning("job %s is unknown or expired; message dropped", job_id)
+        return
+    if job.status.is_terminal():
+        log.info("job %s already %s; duplicate delivery dropped", job_id, job.status.value)
+        return
+    if job.cancel_requested_at:
+        finish(job, Status.REVOKED, "Cancelled before it started")
+        return
+    jt = load_all().get(job.type)
+    if jt is None:
+        finish(job, Status.FAILURE, "Task failed", error_type="UnknownTaskType",
+               error_message=f"this worker does not know job type {job.type!r}")
+        return
+
+    deliveries, finished = retry_redis(lambda: store.begin_delivery(job_id))
+    losses = deliveries - finished - 1
+    if losses > res.settings.max_worker_losses:
+        finish(job, Status.FAILURE, "Task failed", error_type="WorkerLost",
+               error_message=f"the worker running this job died {losses} times (killed, out of memory "
+                             f"or crashed); not trying again")
+        return
+
+    attempt = task.request.retries + 1
+    started = job.started_at or time.time()
+    with job_log_context(task_type=job.type, tenant=job.tenant):
+        state = store.update(job_id, {
+            "status": Status.PROCESSING.value, "attempts": attempt, "started_at": started,
+            "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
+            "error_type": "", "error_message": "",
+        })
+        if state <= 0:  # cancelled (or expired) between the checks above and now
+            store.end_delivery(job_id)
+            return
+        job.started_at = started
+        try:
+            _run(task, jt, job, attempt, deliveries)
+        finally:
+            retry_redis(lambda: store.end_delivery(job_id))
+
+
+def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int) -> None:
+    res = resources()
+    ctx = JobContext(job, res.store, res.artifacts, attempt=attempt, delivery=delivery)
+    try:
+        data = jt.input_model.model_validate(job.input)
+        result = jt.func(data, ctx)
+        ctx.flush()
+    except JobCancelled:
+        finish(job, Status.REVOKED, "Cancelled while running", progress=ctx._progress)
+    except SoftTimeLimitExceeded:
+        finish(job, Status.FAILURE, "Task failed", error_type="TimeLimitExceeded",
+               error_message=f"soft time limit of {job.soft_time_limit_s:g}s exceeded; the job was stopped")
+    except TransientJobError as exc:
+        if attempt <= job.max_retries:
+            countdown = backoff_s(jt, attempt)
+            res.store.update(job.id, {
+                "status": Status.RETRY.value,
+                "message": f"Attempt {attempt} failed; retrying in {countdown:.1f}s",
+                **error_fields(exc),
+            })
+            raise task.retry(countdown=countdown, exc=exc, queue=job.queue) from None
+        finish(job, Status.FAILURE, "Task failed", error_type=type(exc).__name__,
+               error_message=f"failed after {attempt} attempts: {exc}")
+    except ValidationError as exc:
+        finish(job, Status.FAILURE, "Task failed", error_type="InvalidInput", error_message=str(exc))
+    except JobError as exc:
+        finish(job, Status.FAILURE, "Task failed", **error_fields(exc))
+    except Exception as exc:  # a bug or an unexpected fault in the job: recorded, never retried blindly
+        log.exception("job %s raised", job.id)
+        finish(job, Status.FAILURE, "Task failed", **error_fields(exc))
+    else:
+        finish(job, Status.SUCCESS, "Task completed successfully",
+               result=result, artifacts=[a.to_dict() for a in ctx.artifacts])

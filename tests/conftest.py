@@ -1,0 +1,56 @@
+"""Fixtures: one shared deployment for most tests; fault tests build their own with ``make_stack``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("stack"))
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    """A client of a fresh tenant, so tests never see each other's jobs."""
+    with stack.client() as c:
+        yield c
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
+    """Start a separate deployment (own Redis) with extra settings; stopped after the test."""
+    stacks: list[Stack] = []
+
+    def make(env: dict[str, str] | None = None, **kwargs: object) -> Stack:
+        s = Stack(tmp_path / f"stack{len(stacks)}", env=env, **kwargs)  # type: ignore[arg-type]
+        stacks.append(s)
+        s.start()
+        return s
+
+    yield make
+    for s in stacks:
+        s.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """On failure, attach the tail of every process's log to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        for name in ("stack",):
+            s = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+            if isinstance(s, Stack):
+                report.sections.append(("aitasks logs", s.logs()))

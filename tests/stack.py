@@ -1,0 +1,234 @@
+"""A real aitasks deployment for tests: its own redis-server on a free port, Celery worker processes
+and the API over HTTP, each a subprocess started the way an operator starts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+from aitasks.jobs.apikeys import create_key
+from aitasks.service.redis_server import RedisServer, free_port
+
+TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
+
+# Fast but realistic settings for tests; a stack may override any of them.
+TEST_ENV = {
+    "AITASKS_WORKER_HEARTBEAT_S": "0.5",
+    "AITASKS_CANCEL_GRACE_S": "2",
+    "AITASKS_UNACKED_RESTORE_INTERVAL_S": "1",
+    "AITASKS_LOG_LEVEL": "INFO",
+}
+
+
+class Process:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and everything it started (a worker with its pool)."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(5)
+
+    def children(self) -> list[int]:
+        """Pids of the direct children (a prefork worker's pool processes)."""
+        try:
+            out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
+        except FileNotFoundError:
+            return []
+        return [int(p) for p in out.split()]
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class Stack:
+    """Redis + workers (one per queue) + API. ``env`` overrides TEST_ENV."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None, redis_server: RedisServer | None = None,
+                 worker_queues: tuple[str, ...] = ("cpu", "gpu")):
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.own_redis = redis_server is None
+        self.redis_server = redis_server or RedisServer(root / "redis")
+        self.port = free_port()
+        self.worker_queues = worker_queues
+        self.extra_env = env or {}
+        self.workers: dict[str, Process] = {}
+        self.api: Process | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AITASKS_")}
+        env.update(TEST_ENV)
+        env.update({
+            "AITASKS_REDIS_URL": self.redis_server.url,
+            "AITASKS_DATA_DIR": str(self.root / "data"),
+            "AITASKS_PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> Stack:
+        if self.own_redis:
+            self.redis_server.start()
+        for queue in self.worker_queues:
+            self.start_worker(queue)
+        self.api = Process("api", [sys.executable, "-m", "aitasks.cli.main", "api"], self.env(), self.root).start()
+        self.wait_ready()
+        return self
+
+    def start_worker(self, queue: str, name: str | None = None) -> Process:
+        name = name or f"worker-{queue}"
+        proc = Process(name, [sys.executable, "-m", "aitasks.cli.main", "worker", "--queues", queue,
+                              "--concurrency", "1"], self.env(), self.root).start()
+        self.workers[name] = proc
+        return proc
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{self.url}/readyz", timeout=2)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            if self.api is not None and not self.api.alive():
+                raise RuntimeError(f"API exited:\n{self.api.tail()}")
+            time.sleep(0.2)
+        raise RuntimeError(f"stack not ready: {last}\n" + "\n".join(p.tail() for p in self.processes()))
+
+    def wait_workers(self, queues: tuple[str, ...] = ("cpu", "gpu"), timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                body = httpx.get(f"{self.url}/readyz", timeout=2).json()
+                if all(body.get("workers", {}).get(q, 0) > 0 for q in queues):
+                    return
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("workers did not come up")
+
+    def processes(self) -> list[Process]:
+        return [*self.workers.values(), *([self.api] if self.api else [])]
+
+    def stop(self) -> None:
+        if self.api:
+            self.api.stop(signal.SIGTERM, 10)
+        for w in self.workers.values():
+            w.stop(signal.SIGTERM, 20)
+        if self.own_redis:
+            self.redis_server.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.processes())
+
+    # --- helpers for tests -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_server.url)
+
+    def new_key(self, tenant: str | None = None) -> str:
+        return create_key(self.redis, tenant or f"t-{uuid.uuid4().hex[:10]}", "test")
+
+    def client(self, key: str | None = None, tenant: str | None = None, timeout: float = 30) -> httpx.Client:
+        key = key or self.new_key(tenant)
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+
+def submit(client: httpx.Client, task_type: str = "diagnostic", **body: Any) -> str:
+    r = client.post("/api/v1/tasks/submit/", json={"task_type": task_type, **body})
+    assert r.status_code == 202, r.text
+    return str(r.json()["task_id"])
+
+
+def wait_status(client: httpx.Client, task_id: str, statuses: set[str] | None = None,
+                timeout_s: float = 60) -> dict[str, Any]:
+    """Poll until the task reaches one of ``statuses`` (default: a terminal one)."""
+    statuses = statuses or TERMINAL
+    deadline = time.monotonic() + timeout_s
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = client.get(f"/api/v1/tasks/{task_id}/status/")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} did not reach {statuses} in {timeout_s}s; last: {body}")
+
+
+def sse_events(client: httpx.Client, task_id: str, timeout_s: float = 60) -> Iterator[dict[str, Any]]:
+    """Parse the task's SSE stream into its JSON events, until the stream ends."""
+    import json
+
+    with client.stream("GET", f"/api/v1/tasks/{task_id}/events", timeout=timeout_s) as r:
+        assert r.status_code == 200, r.read()
+        event_name = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                event_name = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line.split(":", 1)[1])
+                if event_name != "end":
+                    yield data
+            elif line == "":
+                event_name = None
