@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test bench lint install redis-server clean
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@PYTHON=$(PY) bash scripts/ensure-venv.sh $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $(STAMP)
