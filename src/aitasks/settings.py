@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     # Requests.
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0)
-    max_image_pixels: int = Field(40_000_000, gt=0)
+    max_image_pixels: int = Field(16_000_000, gt=0, description="Largest image, in pixels; larger is refused (413).")
     max_wait_s: float = Field(60.0, gt=0)
     redis_timeout_s: float = Field(1.5, gt=0, description="Socket timeout of the API's Redis calls.")
     auth_cache_s: float = Field(30.0, ge=0, description="How long the API trusts a checked key (revocation clears it).")

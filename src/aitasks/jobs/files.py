@@ -13,6 +13,7 @@ import binascii
 import io
 import re
 import typing
+import warnings
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -40,8 +41,7 @@ class FileKind:
     media_types: tuple[str, ...] = ()
 
 
-IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "BMP": "image/bmp",
-                 "GIF": "image/gif", "TIFF": "image/tiff"}
+IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
 ImageFile = Annotated[
     FileRef,
@@ -50,7 +50,7 @@ ImageFile = Annotated[
         "type": "string",
         "contentEncoding": "base64",
         "contentMediaType": "image/*",
-        "description": "An image (PNG, JPEG, WebP, BMP, GIF or TIFF) as base64 or a data: URI, "
+        "description": "An image (PNG, JPEG or WebP) as base64 or a data: URI, "
                        "or a multipart file part of the same name.",
     }),
 ]
@@ -118,17 +118,22 @@ def check_file(field: str, kind: FileKind, data: bytes, max_bytes: int, max_pixe
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = img.format or ""
-            width, height = img.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        raise ValidationFailed(f"{field} is not an image this service reads (PNG, JPEG, WebP, BMP, GIF, TIFF)",
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides below
+            with Image.open(io.BytesIO(data)) as img:
+                fmt = img.format or ""
+                width, height = img.size
+    except Image.DecompressionBombError:
+        raise PayloadTooLarge(f"{field} is a decompression bomb (its header claims far more pixels than the "
+                              f"limit of {max_pixels})", [FieldError(field, f"over the limit of {max_pixels} pixels")]) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise ValidationFailed(f"{field} is not an image this service reads (PNG, JPEG, WebP)",
                                [FieldError(field, "is not a readable image")]) from None
     if fmt not in IMAGE_FORMATS:
         raise ValidationFailed(f"{field} is a {fmt or 'unknown'} image; accepted: {', '.join(IMAGE_FORMATS)}",
                                [FieldError(field, f"unsupported image format {fmt}")])
-    if width * height > max_pixels:
-        raise ValidationFailed(
+    if width * height > max_pixels:  # refused from the header, before any pixel is decoded
+        raise PayloadTooLarge(
             f"{field} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}",
             [FieldError(field, f"over the limit of {max_pixels} pixels")])
     try:  # header parsed; now make sure the pixel data is really there

@@ -7,7 +7,6 @@ Both share the key layout, the record encoding and the Lua scripts.
 from __future__ import annotations
 
 import base64
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,9 +160,3 @@ class JobStore:
 
     def end_delivery(self, job_id: str) -> None:
         self.r.hincrby(keys.job(job_id), "finished_deliveries", 1)
-
-    def record_outcome(self, job: Job, status: Status, duration_s: float | None) -> None:
-        """Count a finished job for /metrics (totals, durations, per-minute timeline)."""
-        from aitasks.jobs.metrics import record_outcome
-
-        record_outcome(self.r, job.type, status, duration_s, time.time())

@@ -81,11 +81,11 @@ class WorkerMonitor(threading.Thread):
             log.warning("job %s ignored cancel for %.0fs; killing its process", job_id, now - float(flag))
             res.store.end_delivery(job_id)
             job = res.store.get(job_id)
-            if job and res.store.update(job_id, {
-                "status": Status.REVOKED.value, "finished_at": now,
-                "message": "Cancelled; the job did not stop in time and was terminated",
-            }, ttl_s=job.retention_s) > 0:
-                res.store.record_outcome(job, Status.REVOKED, now - (job.started_at or now))
+            if job:
+                res.store.update(job_id, {
+                    "status": Status.REVOKED.value, "finished_at": now,
+                    "message": "Cancelled; the job did not stop in time and was terminated",
+                }, ttl_s=job.retention_s)
             request.terminate(self.consumer.pool, signal="SIGKILL")
 
     def sweep(self) -> None:

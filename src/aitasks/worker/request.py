@@ -34,13 +34,11 @@ class JobRequest(Request):
             if job is None:
                 return
             res.store.end_delivery(self.job_id)
-            applied = res.store.update(self.job_id, {
+            res.store.update(self.job_id, {
                 "status": Status.FAILURE.value, "message": "Task failed", "finished_at": time.time(),
                 "error_type": "TimeLimitExceeded",
                 "error_message": f"hard time limit of {timeout:g}s exceeded; the job was killed",
             }, ttl_s=job.retention_s)
-            if applied > 0:
-                res.store.record_outcome(job, Status.FAILURE, time.time() - (job.started_at or time.time()))
         except Exception:
             log.exception("could not record the hard time limit of job %s", self.job_id)
 

@@ -50,18 +50,11 @@ def finish(job: Job, status: Status, message: str, **fields: Any) -> bool:
     """Write a terminal state (only if the job is not finished already) and count it."""
     res = resources()
     now = time.time()
-    started = job.started_at or fields.get("started_at")
     values: dict[str, Any] = {"status": status.value, "message": message, "finished_at": now, **fields}
     if status is Status.SUCCESS:
         values["progress"] = 100
-    applied = retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s)) > 0
-    if applied:
-        duration = now - started if started else None
-        try:
-            res.store.record_outcome(job, status, duration)
-        except redis.RedisError as exc:
-            log.warning("metrics for job %s not recorded: %s", job.id, exc)
-    return applied
+    # The update script counts the outcome for /metrics in the same atomic step.
+    return retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s)) > 0
 
 
 def error_fields(exc: BaseException, error_type: str | None = None) -> dict[str, str]:

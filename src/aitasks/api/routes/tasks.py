@@ -16,7 +16,6 @@ from aitasks.api.submission import (
 from aitasks.api.views import links, prefer_wait_s, result_body, result_payload, wait_for_end, base_url
 from aitasks.errors import FieldError, NotFound, ValidationFailed
 from aitasks.jobs.artifacts import ArtifactStore
-from aitasks.jobs.metrics import add_outcome
 from aitasks.jobs.models import Status
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
@@ -60,7 +59,8 @@ SUBMIT_BODY: dict[str, Any] = {
 
 
 def _alias(path: str) -> str:
-    return path.rstrip("/")
+    """The no-slash spelling, relative to the router (route.path already carries the prefix)."""
+    return path.removeprefix(router.prefix).rstrip("/")
 
 
 @router.post(
@@ -168,9 +168,6 @@ async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
             "message": "Cancelled before it started" if job.status is Status.PENDING else "Cancelled",
         }, ttl_s=job.retention_s)
         if applied > 0:
-            pipe = services.redis.pipeline(transaction=False)
-            add_outcome(pipe, job.type, Status.REVOKED, None, now)
-            await pipe.execute()
             return JSONResponse({"task_id": task_id, "message": "Task cancelled successfully",
                                  "status": Status.REVOKED.value})
     elif not job.status.is_terminal():
