@@ -10,11 +10,14 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import redis
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from aitasks.jobs.apikeys import create_key
 from aitasks.service.redis_server import RedisServer, free_port
@@ -232,3 +235,77 @@ def sse_events(client: httpx.Client, task_id: str, timeout_s: float = 60) -> Ite
                     yield data
             elif line == "":
                 event_name = None
+
+
+def poll(fn: Callable[[], Any], what: str, timeout_s: float = 90, interval_s: float = 0.1) -> Any:
+    """Call ``fn`` until it returns something truthy; fail with ``what`` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def key_of(client: httpx.Client) -> str:
+    return client.headers["Authorization"].removeprefix("Bearer ")
+
+
+def ws_paths(task_id: str) -> list[str]:
+    """The task's WebSocket, at our path and at the seed 003 alias."""
+    return [f"/api/v1/tasks/{task_id}/ws", f"/api/ws/tasks/{task_id}"]
+
+
+def ws_open(stack: Stack, path: str, key: str | None) -> ClientConnection:
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else None
+    return connect("ws" + stack.url.removeprefix("http") + path, additional_headers=headers,
+                   open_timeout=30, close_timeout=10, proxy=None)
+
+
+def ws_recv(ws: ClientConnection, timeout_s: float = 60) -> dict[str, Any]:
+    import json
+
+    return json.loads(ws.recv(timeout=timeout_s))  # type: ignore[no-any-return]
+
+
+def ws_rest(ws: ClientConnection, timeout_s: float = 120) -> tuple[list[dict[str, Any]], int | None]:
+    """Every further message until the server closes; returns them and the close code."""
+    messages: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            messages.append(ws_recv(ws, max(0.1, deadline - time.monotonic())))
+        except ConnectionClosed as exc:
+            return messages, exc.rcvd.code if exc.rcvd else None
+
+
+def ws_refused(stack: Stack, path: str, key: str | None) -> tuple[dict[str, Any], int | None]:
+    """An error message and the close code of a WebSocket the server refuses."""
+    with ws_open(stack, path, key) as ws:
+        messages, code = ws_rest(ws, 30)
+    assert len(messages) == 1, messages
+    return messages[0], code
+
+
+@contextmanager
+def queue_held(client: httpx.Client, queue: str = "cpu") -> Iterator[Callable[[], None]]:
+    """Keep the queue's only worker busy with a long job until ``release()`` cancels it, so a job
+    submitted meanwhile waits in the queue and a subscriber sees its whole history."""
+    blocker = submit(client, parameters={"duration_s": 60, "steps": 240, "queue": queue})
+    assert wait_status(client, blocker, {"PROCESSING"} | TERMINAL)["status"] == "PROCESSING"
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            r = client.post(f"/api/v1/tasks/{blocker}/cancel/")
+            assert r.status_code == 200, r.text
+
+    try:
+        yield release
+    finally:
+        release()
+        assert wait_status(client, blocker)["status"] == "REVOKED"

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from aitasks import __version__
 from aitasks.api.errors import install_error_handlers
 from aitasks.api.limits import BodyLimitMiddleware
+from aitasks.api.openapi import install_openapi
 from aitasks.api.routes import catalog, health, stream, tasks
 from aitasks.api.services import Services
 from aitasks.settings import Settings, get_settings
@@ -43,4 +44,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
     for module in (tasks, stream, catalog, health):
         app.include_router(module.router)
+    install_openapi(app)
     return app

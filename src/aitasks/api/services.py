@@ -64,7 +64,7 @@ class Services:
         if tenant is None:
             self._auth_cache.pop(d, None)
             return None
-        tenant_s = tenant.decode()
+        tenant_s = tenant.decode() if isinstance(tenant, bytes) else str(tenant)
         if self.settings.auth_cache_s > 0:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()

@@ -18,6 +18,7 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from aitasks.api.errors import pydantic_fields, summary
 from aitasks.api.services import Services
@@ -48,7 +49,13 @@ async def read_payload(request: Request) -> tuple[dict[str, Any], dict[str, Uplo
     """The request's fields and uploaded files, from JSON or multipart."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        form = await request.form(max_files=20, max_fields=200)
+        try:
+            form = await request.form(max_files=20, max_fields=200)
+        except HTTPException as exc:  # malformed multipart: answer in the shared error shape
+            if exc.status_code != 400:
+                raise
+            raise ValidationFailed(f"request body is not valid {content_type} ({exc.detail})",
+                                   [FieldError("body", f"is not valid {content_type}")]) from None
         fields: dict[str, Any] = {}
         uploads: dict[str, UploadFile] = {}
         for name, value in form.multi_items():

@@ -21,6 +21,10 @@ KEY_PREFIX = "ait_"
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -51,7 +55,7 @@ def list_keys(r: redis.Redis) -> list[KeyInfo]:
     for d in sorted(r.smembers(keys.API_KEYS_INDEX)):
         raw = r.hgetall(keys.api_key(d.decode() if isinstance(d, bytes) else d))
         if raw:
-            h = {k.decode(): v.decode() for k, v in raw.items()}
+            h = {_text(k): _text(v) for k, v in raw.items()}
             out.append(KeyInfo(h["id"], h["tenant"], h.get("name", ""), float(h["created_at"])))
     return sorted(out, key=lambda k: k.created_at)
 

@@ -115,7 +115,7 @@ class Job:
 
         def opt_float(name: str) -> float | None:
             value = h.get(name)
-            return float(value) if value not in (None, "") else None
+            return float(value) if value else None
 
         result = h.get("result")
         artifacts = h.get("artifacts")

@@ -102,7 +102,8 @@ class AsyncJobStore:
                 exhausted = True
                 break
             offset += len(rows)
-            members = [(m.decode() if isinstance(m, bytes) else m, s) for m, s in rows]
+            members: list[tuple[str, float]] = [
+                (row[0].decode() if isinstance(row[0], bytes) else str(row[0]), float(row[1])) for row in rows]
             if after:
                 members = [(m, s) for m, s in members if s < after[0] or m < after[1]]
             pipe = self.r.pipeline(transaction=False)

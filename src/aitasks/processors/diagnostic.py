@@ -65,7 +65,7 @@ def _thumbnail(data: bytes) -> tuple[bytes, dict[str, Any]]:
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
-        info = {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
+        info: dict[str, Any] = {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode}
         thumb = img.convert("RGBA") if img.mode in ("RGBA", "LA", "P") else img.convert("RGB")
         thumb.thumbnail((128, 128))
         out = io.BytesIO()

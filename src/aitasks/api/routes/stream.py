@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
+from aitasks.api import schemas
 from aitasks.api.deps import ServicesDep, Tenant, load_job, websocket_tenant
 from aitasks.api.services import Services
 from aitasks.api.views import result_payload
@@ -80,7 +81,8 @@ async def _full(services: Services, request: Request | WebSocket, job: Job) -> d
     "/api/v1/tasks/{task_id}/events",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"example": 'id: 3\ndata: {"task_id": "...", "status": '
-                                                                  '"PROCESSING", "progress": 50, ...}\n\n'}}}},
+                                                                  '"PROCESSING", "progress": 50, ...}\n\n'}}},
+               **schemas.errors(401, 404)},
     summary="Live updates (Server-Sent Events)",
 )
 async def task_events(request: Request, task_id: str, services: ServicesDep, tenant: Tenant) -> StreamingResponse:

@@ -1,0 +1,123 @@
+"""The ratios against the targets, a table for people and JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+# (key, description, comparison, target, unit)
+TARGETS = [
+    ("submit_throughput_ratio", "submit req/s / bare endpoint req/s", ">=", 0.5, "x"),
+    ("submit_p99_ratio", "submit p99 / bare endpoint p99 (same concurrency)", "<=", 1.5, "x"),
+    ("e2e_p50_overhead_ms", "no-op job p50: API+SSE minus raw Celery", "<=", 5.0, "ms"),
+    ("sustained_ratio", "no-op jobs/s: API / raw Celery (same workers)", ">=", 0.6, "x"),
+    ("redis_bytes_per_job", "Redis memory per finished job", "<", 4096, "B"),
+]
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    except (OSError, IndexError):
+        redis_version = "?"
+    return {
+        "host": platform.node(), "cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+        "python": platform.python_version(), "redis": redis_version.removeprefix("v="),
+    }
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {k: None for k, *_ in TARGETS}
+    sub = result.get("submit")
+    if sub:
+        out["submit_throughput_ratio"] = round(sub["submit"]["rps"] / sub["bare"]["rps"], 3)
+        out["submit_p99_ratio"] = round(sub["submit"]["p99_ms"] / sub["bare"]["p99_ms"], 3)
+    e2e = result.get("e2e")
+    if e2e:
+        rt = e2e["round_trip"]
+        out["e2e_p50_overhead_ms"] = round(rt["api_sse"]["p50_ms"] - rt["raw_celery"]["p50_ms"], 3)
+        out["sustained_ratio"] = round(e2e["sustained"]["api"]["jobs_per_s"] / e2e["sustained"]["raw"]["jobs_per_s"], 3)
+        out["redis_bytes_per_job"] = e2e["memory"]["bytes_per_finished_job"]
+    return out
+
+
+def verdicts(values: dict[str, float | None]) -> dict[str, str]:
+    out = {}
+    for key, _, op, target, _ in TARGETS:
+        v = values.get(key)
+        if v is None:
+            out[key] = "n/a"
+        else:
+            ok = {">=": v >= target, "<=": v <= target, "<": v < target}[op]
+            out[key] = "PASS" if ok else "MISS"
+    return out
+
+
+def render(result: dict[str, Any]) -> str:
+    lines: list[str] = []
+    add = lines.append
+    m = result["machine"]
+    add("")
+    add(f"aitasks platform benchmark  {result['started_at']}  ({'quick' if result['quick'] else 'full'} run, "
+        f"{result['elapsed_s']:.0f} s)")
+    add(f"machine: {m['cores']} cores, {m['cpu']}; Python {m['python']}, Redis {m['redis']}; "
+        f"load average {result['load_before']} before, {result['load_after']} after")
+    sub = result.get("submit")
+    if sub:
+        add("")
+        add(f"(a) submit over HTTP: {sub['generator']}, {sub['connections']} connections, "
+            f"best of {sub['rounds']} x {sub['duration_s']:g} s, one uvicorn process each")
+        add(f"    {'':<34}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}")
+        for label, name in (("bare", "bare FastAPI endpoint"), ("submit", "POST /api/v1/tasks/submit/")):
+            r = sub[label]
+            add(f"    {name:<34}{r['rps']:>9.0f}{r['p50_ms']:>9.1f}{r['p90_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+                f"{r['errors']:>8}")
+    e2e = result.get("e2e")
+    if e2e:
+        rt, su, mem = e2e["round_trip"], e2e["sustained"], e2e["memory"]
+        add("")
+        add(f"(b) no-op job, worker {e2e['worker_pool']} x {e2e['worker_concurrency']}: round trip one at a "
+            f"time (n={rt['api_sse']['n']}), sustained {su['api']['jobs']} jobs at once")
+        add(f"    {'':<34}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'jobs/s':>9}")
+        add(f"    {'raw Celery delay().get()':<34}{rt['raw_celery']['p50_ms']:>9.2f}{rt['raw_celery']['p90_ms']:>9.2f}"
+            f"{rt['raw_celery']['p99_ms']:>9.2f}{su['raw']['jobs_per_s']:>9.0f}")
+        add(f"    {'aitasks submit -> SUCCESS on SSE':<34}{rt['api_sse']['p50_ms']:>9.2f}{rt['api_sse']['p90_ms']:>9.2f}"
+            f"{rt['api_sse']['p99_ms']:>9.2f}{su['api']['jobs_per_s']:>9.0f}")
+        add(f"    Redis memory per finished job: {mem['bytes_per_finished_job']:.0f} bytes "
+            f"(used_memory {mem['used_memory_before']} -> {mem['used_memory_after']} over {mem['jobs']} jobs; "
+            f"one job record: {mem['job_record_bytes']} bytes; raw Celery result: "
+            f"{mem['raw_celery_result_bytes_per_job']:.0f} bytes/job)")
+    add("")
+    add("ratios against the targets (information, not assertions)")
+    values, marks = result["ratios"], result["verdicts"]
+    for key, desc, op, target, unit in TARGETS:
+        v = values.get(key)
+        shown = "n/a" if v is None else (f"{v:.2f}{unit}" if unit == "x" else f"{v:.1f} {unit}")
+        add(f"    {desc:<52}{shown:>12}   target {op} {target:g}{unit if unit == 'x' else ' ' + unit}"
+            f"   {marks[key]}")
+    add("")
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,118 @@
+"""`make bench`: the platform benchmarks, each next to its baseline measured in the same run.
+
+    .venv/bin/python -m bench.run_all            # full run (about 2-3 minutes)
+    .venv/bin/python -m bench.run_all --quick    # smoke run (about 30 seconds)
+
+Prints a table and the ratios against the targets, and writes them as JSON to var/bench/last.json.
+Everything runs on private redis-servers and free ports of 127.0.0.1, and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import e2e_bench, loadgen, report, submit_bench
+from bench.procs import ROOT, Cleanup
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a short smoke run: fewer, shorter rounds")
+    p.add_argument("--only", choices=("submit", "e2e"), help="run one part only")
+    p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                   help="HTTP load generator for (a): wrk (installed with apt-get if missing and allowed), "
+                        "or the in-process asyncio one; auto = wrk when it can be had")
+    p.add_argument("--no-install", action="store_true", help="never apt-get install wrk")
+    p.add_argument("--connections", type=int, default=64, help="concurrent connections for (a) (default 64)")
+    p.add_argument("--concurrency", type=int, default=2,
+                   help="pool processes of the aitasks worker and of the raw Celery worker (default 2)")
+    p.add_argument("--jobs", type=int, help="jobs per sustained round of (b) (default 1000; quick 200)")
+    p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "last.json", help="JSON results")
+    p.add_argument("--keep", action="store_true", help="keep the Redis data of the run under var/bench/run")
+    return p.parse_args(argv)
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.quick:
+        return {"duration_s": 3, "rounds": 1, "warmup_s": 1, "samples": 40, "warmup": 5,
+                "jobs": args.jobs or 200, "sustained_rounds": 1}
+    return {"duration_s": 8, "rounds": 3, "warmup_s": 2, "samples": 300, "warmup": 20,
+            "jobs": args.jobs or 1000, "sustained_rounds": 2}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = settings(args)
+    # SIGTERM ends the run like Ctrl-C does: through the finally below, which stops every child.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    base = ROOT / "var" / "bench"
+    work, logs = base / "run", base / "logs"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(logs, ignore_errors=True)
+    work.mkdir(parents=True)
+    logs.mkdir(parents=True)
+
+    result: dict[str, Any] = {
+        "command": "python -m bench.run_all " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "quick": args.quick, "settings": cfg, "machine": report.machine(), "load_before": report.load_average(),
+    }
+    started = time.monotonic()
+    cleanup = Cleanup()
+    failed = False
+    try:
+        if args.only in (None, "submit"):
+            wrk = None
+            if args.generator != "python":
+                wrk = loadgen.ensure_wrk(allow_install=not args.no_install)
+                if wrk is None and args.generator == "wrk":
+                    print("wrk is not installed and cannot be installed here", file=sys.stderr)
+                    return 2
+                if wrk is None:
+                    print("  wrk unavailable: using the in-process asyncio load generator", flush=True)
+            result["wrk"] = loadgen.wrk_version(wrk) if wrk else None
+            print(f"(a) submit vs bare endpoint, {args.connections} connections", flush=True)
+            sub_cleanup = Cleanup()
+            try:
+                result["submit"] = submit_bench.run(
+                    work, logs, sub_cleanup, connections=args.connections, duration_s=cfg["duration_s"],
+                    rounds=cfg["rounds"], warmup_s=cfg["warmup_s"], wrk=wrk)
+            finally:
+                sub_cleanup.run()  # its servers are not needed for (b): free the cores
+        if args.only in (None, "e2e"):
+            print(f"(b) no-op job end to end vs raw Celery, worker concurrency {args.concurrency}", flush=True)
+            result["e2e"] = e2e_bench.run(
+                work, logs, cleanup, concurrency=args.concurrency, samples=cfg["samples"], warmup=cfg["warmup"],
+                sustained_jobs=cfg["jobs"], sustained_rounds=cfg["sustained_rounds"], submit_connections=8)
+    except KeyboardInterrupt:
+        print("interrupted: stopping everything", file=sys.stderr)
+        failed = True
+    except Exception as exc:
+        print(f"benchmark failed: {exc}\n(logs in {logs})", file=sys.stderr)
+        failed = True
+    finally:
+        cleanup.run()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        return 1
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    result["load_after"] = report.load_average()
+    result["ratios"] = report.ratios(result)
+    result["verdicts"] = report.verdicts(result["ratios"])
+    print(report.render(result))
+    report.write_json(result, args.out)
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
