@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     auth_cache_s: float = Field(30.0, ge=0, description="How long the API trusts a checked key (revocation clears it).")
     log_level: str = "INFO"
 
+    # Models.
+    image_model_dir: Path | None = Field(
+        None, description="A diffusers text-to-image folder (e.g. Stable Diffusion 1.5) for image_generation.")
+    preload: str = Field("", description="Job types whose models load when a worker starts: comma list or 'all'.")
+
     @field_validator("type_overrides", mode="before")
     @classmethod
     def _parse_overrides(cls, value: Any) -> Any:
@@ -63,6 +68,13 @@ class Settings(BaseSettings):
 
             return json.loads(value) if value.strip() else {}
         return value
+
+    def preload_types(self, known: list[str]) -> list[str]:
+        """The job types named by AITASKS_PRELOAD that exist; 'all' means every one."""
+        wanted = [t.strip() for t in self.preload.split(",") if t.strip()]
+        if "all" in wanted:
+            return list(known)
+        return [t for t in wanted if t in known]
 
     @property
     def artifacts_path(self) -> Path:

@@ -87,6 +87,9 @@ class TaskTypeInfo(BaseModel):
     limits: dict[str, Any]
     retry: dict[str, Any]
     examples: list[dict[str, Any]]
+    available: bool
+    unavailable_reason: str | None = None
+    options: dict[str, Any] | None = None
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -94,7 +97,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
     404: {"model": ErrorBody, "description": "Unknown, expired, or another tenant's task."},
     413: {"model": ErrorBody, "description": "Body or file over the size limit."},
-    503: {"model": ErrorBody, "description": "Redis unreachable: nothing was accepted."},
+    503: {"model": ErrorBody, "description": "Redis unreachable, or the job type is not configured here "
+                                               "(the body names the missing setting): nothing was accepted."},
 }
 
 

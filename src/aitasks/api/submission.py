@@ -100,6 +100,9 @@ async def build_submission(
 ) -> Submission:
     """Validate the input against the type's model; decode and check its files (nothing stored yet)."""
     settings = services.settings
+    reason = jt.unavailable_reason(settings)
+    if reason:
+        raise ServiceUnavailable(f"{jt.name} is not available in this deployment: {reason}")
     raw = {k: v for k, v in fields.items() if v is not None}
     unknown_uploads = set(uploads) - set(jt.files)
     if unknown_uploads:
@@ -128,6 +131,9 @@ async def build_submission(
     except ValidationError as exc:
         flds = pydantic_fields(list(exc.errors()))
         raise ValidationFailed(summary(flds), flds) from None
+    if jt.check_files is not None:
+        check = jt.check_files
+        await asyncio.to_thread(check, data_model, {name: c.data for name, (_, c) in files.items()})
     return Submission(jt, data_model, files, data_model.model_dump(mode="json", exclude_none=True))
 
 

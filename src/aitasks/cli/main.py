@@ -77,7 +77,7 @@ def worker(
     setup_logging(settings.log_level, f"worker-{'+'.join(wanted)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from aitasks.worker import monitor, runner  # noqa: F401  (registers the task and the hooks)
+    from aitasks.worker import monitor, preload, runner  # noqa: F401  (registers the task and the hooks)
 
     node = name or f"{'+'.join(wanted)}.{os.getpid()}@%h"
     argv = ["worker", "-Q", ",".join(wanted), "-c", str(concurrency or settings.worker_concurrency), "-n", node,

@@ -41,6 +41,14 @@ class JobType:
     route: Callable[[Any], str] | None = None  # picks the queue from the validated input
     files: dict[str, FileKind] = field(default_factory=dict)
     examples: tuple[dict[str, Any], ...] = ()
+    # Loads the type's models in the worker process (AITASKS_PRELOAD); otherwise they load on first use.
+    preload: Callable[[], Any] | None = None
+    # Says why the type cannot run in this deployment (a model not configured), or None: submit answers 503.
+    unavailable: Callable[[Settings], str | None] | None = None
+    # Checks the decoded input files against the validated input (e.g. a mask not empty): raises ValidationFailed.
+    check_files: Callable[[Any, dict[str, bytes]], None] | None = None
+    # Extra catalog facts (e.g. the style presets).
+    catalog: dict[str, Any] = field(default_factory=dict)
 
     def queue_for(self, data: BaseModel) -> str:
         queue = self.route(data) if self.route else self.queue
@@ -57,6 +65,9 @@ class JobType:
             "max_retries": o.max_retries if o and o.max_retries is not None else self.max_retries,
             "retention_s": (o and o.retention_s) or self.retention_s or settings.retention_s,
         }
+
+    def unavailable_reason(self, settings: Settings) -> str | None:
+        return self.unavailable(settings) if self.unavailable else None
 
     def input_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()

@@ -59,6 +59,8 @@ def create_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
+        # A pool process that preloads models (AITASKS_PRELOAD) needs more than Celery's 4 s to come up.
+        worker_proc_alive_timeout=180.0 if settings.preload.strip() else 4.0,
         task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
         task_default_queue="cpu",
         timezone="UTC",

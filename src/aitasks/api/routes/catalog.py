@@ -28,6 +28,9 @@ def describe(jt: JobType, settings: Settings) -> dict[str, Any]:
         "retry": {"max_retries": limits["max_retries"], "backoff_s": jt.retry_backoff_s,
                   "backoff_max_s": jt.retry_backoff_max_s, "jitter": True, "retries_on": "transient errors only"},
         "examples": list(jt.examples),
+        "available": (reason := jt.unavailable_reason(settings)) is None,
+        "unavailable_reason": reason,
+        **({"options": jt.catalog} if jt.catalog else {}),
     }
 
 
