@@ -8,17 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stack import Stack
+from stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("stack"))
-    try:
-        s.start()
+    with running_stack(tmp_path_factory.mktemp("stack")) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture

@@ -309,3 +309,14 @@ def queue_held(client: httpx.Client, queue: str = "cpu") -> Iterator[Callable[[]
     finally:
         release()
         assert wait_status(client, blocker)["status"] == "REVOKED"
+
+
+@contextmanager
+def running_stack(root: Path, env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """A started Stack, stopped on exit (for fixtures of any scope)."""
+    s = Stack(root, env=env)
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()

@@ -276,3 +276,28 @@ def test_files_as_multipart_uploads_work_too(client):
     assert wait_status(client, r.json()["task_id"], timeout_s=180)["status"] == "SUCCESS"
     out = client.get(f"{TASKS}/{r.json()['task_id']}/artifacts/result.png")
     assert out.status_code == 200 and bright_fraction(np.asarray(Image.open(io.BytesIO(out.content)))) < 0.02
+
+
+def test_preload_loads_each_workers_own_models_at_start(make_stack):
+    s = make_stack(env={"AITASKS_PRELOAD": "all"})
+    with s.client() as c:
+        meta = run(c, "background_removal", image=b64(png(astronaut()[::2, ::2].copy())))["metadata"]
+    # Loaded when the pool process started, not by this job.
+    assert meta["model_loads_in_process"] == {"selfie_segmenter": 1, "face_detector": 1}
+    assert meta["timings_ms"]["model_ms"] < meta["timings_ms"]["total_ms"]
+    cpu_log = s.workers["worker-cpu"].log_path.read_text()
+    gpu_log = s.workers["worker-gpu"].log_path.read_text()
+    assert "models preloaded" in cpu_log and "background_removal" in cpu_log and "face_swap" not in cpu_log
+    assert "models preloaded" in gpu_log and "face_swap" in gpu_log and "background_removal" not in gpu_log
+
+
+def test_the_api_process_never_loads_the_image_libraries():
+    import subprocess
+    import sys
+
+    code = ("import sys; from aitasks.processors.registry import load_all; load_all(); import aitasks.api.app; "
+            "print(sorted(m for m in ('cv2', 'numpy', 'torch', 'mediapipe', 'diffusers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={"AITASKS_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -11,7 +11,8 @@ from aitasks.errors import NotFound, Unauthorized
 from aitasks.jobs.models import Job
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, one hop per request.
     return request.app.state.services  # type: ignore[no-any-return]
 
 

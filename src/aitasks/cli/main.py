@@ -64,6 +64,7 @@ def worker(
     from aitasks.jobs.keys import QUEUES
     from aitasks.logs import setup_logging
     from aitasks.settings import get_settings
+    from aitasks.worker.preload import SERVED_QUEUES_ENV
 
     settings = get_settings()
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
@@ -77,6 +78,7 @@ def worker(
     setup_logging(settings.log_level, f"worker-{'+'.join(wanted)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ[SERVED_QUEUES_ENV] = ",".join(wanted)  # read by the pool processes' preload
     from aitasks.worker import monitor, preload, runner  # noqa: F401  (registers the task and the hooks)
 
     node = name or f"{'+'.join(wanted)}.{os.getpid()}@%h"

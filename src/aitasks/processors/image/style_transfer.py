@@ -60,9 +60,13 @@ def check_style(data: StyleTransferInput, files: dict[str, bytes]) -> None:
 
 def _bgr(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """OpenCV's filters work in BGR; ours take and give RGB."""
-    import cv2
 
-    return lambda rgb: cv2.cvtColor(fn(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), cv2.COLOR_BGR2RGB)
+    def in_rgb(rgb: Any) -> Any:
+        import cv2  # here, not at import: the API imports this module and stays free of OpenCV
+
+        return cv2.cvtColor(fn(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), cv2.COLOR_BGR2RGB)
+
+    return in_rgb
 
 
 def pencil(bgr: Any) -> Any:
