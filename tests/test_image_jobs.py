@@ -301,3 +301,12 @@ def test_the_api_process_never_loads_the_image_libraries():
                          env={"AITASKS_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_large_inputs_are_scaled_down_and_the_result_says_so(client):
+    wide = np.asarray(Image.fromarray(coffee()).resize((2600, 300)))
+    result = run(client, "style_transfer", image=b64(png(wide)), parameters={"style": "detail"})
+    meta = result["metadata"]
+    assert meta["scaled_down"] is True
+    assert (meta["original_width"], meta["original_height"]) == (2600, 300)
+    assert (meta["width"], meta["height"]) == (2048, 236) == result["array"].shape[1::-1]
