@@ -22,6 +22,7 @@ class Proc:
         self.env = env
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False
 
     def start(self) -> Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,9 +40,11 @@ class Proc:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout_s: float = 20) -> None:
-        """SIGTERM, then SIGKILL to its process group (its own session: only what it started)."""
-        if self.proc is None:
+        """SIGTERM, then SIGKILL to its process group (its own session: only what it started). Once:
+        a second call does nothing, so a group id reused since is never signalled."""
+        if self.proc is None or self.stopped:
             return
+        self.stopped = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

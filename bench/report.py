@@ -17,6 +17,14 @@ TARGETS = [
     ("sustained_ratio", "no-op jobs/s: API / raw Celery (same workers)", ">=", 0.6, "x"),
     ("redis_bytes_per_job", "Redis memory per finished job", "<", 4096, "B"),
 ]
+# (c) one ratio per image case: API median / bare job function median, same run.
+IMAGE_RATIO_TARGET = 1.1
+IMAGE_RATIO_PREFIX = "image_overhead_ratio:"
+
+
+def image_targets(values: dict[str, float | None]) -> list[tuple[str, str, str, float, str]]:
+    return [(k, f"{k.removeprefix(IMAGE_RATIO_PREFIX)}: API / bare", "<=", IMAGE_RATIO_TARGET, "x")
+            for k in values if k.startswith(IMAGE_RATIO_PREFIX)]
 
 
 def machine() -> dict[str, Any]:
@@ -57,12 +65,14 @@ def ratios(result: dict[str, Any]) -> dict[str, float | None]:
         out["e2e_p50_overhead_ms"] = round(rt["api_sse"]["p50_ms"] - rt["raw_celery"]["p50_ms"], 3)
         out["sustained_ratio"] = round(e2e["sustained"]["api"]["jobs_per_s"] / e2e["sustained"]["raw"]["jobs_per_s"], 3)
         out["redis_bytes_per_job"] = e2e["memory"]["bytes_per_finished_job"]
+    for label, case in (result.get("images") or {}).get("cases", {}).items():
+        out[IMAGE_RATIO_PREFIX + label] = case["overhead_ratio"]
     return out
 
 
 def verdicts(values: dict[str, float | None]) -> dict[str, str]:
     out = {}
-    for key, _, op, target, _ in TARGETS:
+    for key, _, op, target, _ in TARGETS + image_targets(values):
         v = values.get(key)
         if v is None:
             out[key] = "n/a"
@@ -106,10 +116,38 @@ def render(result: dict[str, Any]) -> str:
             f"(used_memory {mem['used_memory_before']} -> {mem['used_memory_after']} over {mem['jobs']} jobs; "
             f"one job record: {mem['job_record_bytes']} bytes; raw Celery result: "
             f"{mem['raw_celery_result_bytes_per_job']:.0f} bytes/job)")
+    images = result.get("images")
+    if images:
+        cases = images["cases"]
+        cs = images["concurrencies"]
+        add("")
+        add(f"(c) image jobs, 512x512: one at a time (median of {next(iter(cases.values()))['samples']}), the bare "
+            f"job function in this process vs submit with `Prefer: wait` -> result PNG decoded; API time split "
+            f"by the job record's timestamps (ms)")
+        add(f"    {'':<28}{'bare ms':>9}{'API ms':>9}{'ratio':>8}{'submit':>8}{'queue':>7}{'run':>8}{'answer':>8}"
+            f"{'job fn in worker':>18}")
+        for label, c in cases.items():
+            seg = c["api_segments_ms"]
+            add(f"    {label:<28}{c['bare_ms']:>9.1f}{c['api_ms']:>9.1f}{c['overhead_ratio']:>7.2f}x"
+                f"{seg['submit']:>8.1f}{seg['queue']:>7.1f}{seg['run']:>8.1f}{seg['answer']:>8.1f}"
+                f"{seg['job_function']:>18.1f}")
+        add(f"    jobs per minute, {images['throughput_jobs']} jobs at once: through the API with N worker pool "
+            f"processes on the queue, and N bare processes")
+        add(f"    {'':<28}" + "".join(f"{f'API {n}p':>9}{f'bare {n}p':>9}{'ratio':>7}" for n in cs))
+        for label, c in cases.items():
+            cells = []
+            for n in cs:
+                api, bare = c["throughput"][str(n)]["jobs_per_min"], c["bare_throughput"][str(n)]["jobs_per_min"]
+                cells.append(f"{api:>9.0f}{bare:>9.0f}{api / bare:>6.2f}x")
+            add(f"    {label:<28}" + "".join(cells))
+        add("    CPU ms per job in the API batches (1 worker process): API, Redis, worker main process, pool process")
+        for label, c in cases.items():
+            cpu = c["throughput"][str(cs[0])]["cpu_ms_per_job"]
+            add(f"    {label:<28}{cpu['api']:>9.1f}{cpu['redis']:>9.1f}{cpu['worker_main']:>9.1f}{cpu['worker_pool']:>9.1f}")
     add("")
     add("ratios against the targets (information, not assertions)")
     values, marks = result["ratios"], result["verdicts"]
-    for key, desc, op, target, unit in TARGETS:
+    for key, desc, op, target, unit in TARGETS + image_targets(values):
         v = values.get(key)
         shown = "n/a" if v is None else (f"{v:.2f}{unit}" if unit == "x" else f"{v:.1f} {unit}")
         add(f"    {desc:<52}{shown:>12}   target {op} {target:g}{unit if unit == 'x' else ' ' + unit}"

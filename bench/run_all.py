@@ -1,7 +1,8 @@
 """`make bench`: the platform benchmarks, each next to its baseline measured in the same run.
 
-    .venv/bin/python -m bench.run_all            # full run (about 2-3 minutes)
-    .venv/bin/python -m bench.run_all --quick    # smoke run (about 30 seconds)
+    .venv/bin/python -m bench.run_all                 # full run (about 2.5 minutes)
+    .venv/bin/python -m bench.run_all --quick         # smoke run (about 50 seconds)
+    .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only (about 70 seconds)
 
 Prints a table and the ratios against the targets, and writes them as JSON to var/bench/last.json.
 Everything runs on private redis-servers and free ports of 127.0.0.1, and is stopped at the end.
@@ -18,15 +19,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e_bench, loadgen, report, submit_bench
+from bench import e2e_bench, image_bench, loadgen, report, submit_bench
 from bench.procs import ROOT, Cleanup
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a short smoke run: fewer, shorter rounds")
-    p.add_argument("--only", choices=("submit", "e2e"), help="run one part only")
+    p.add_argument("--only", choices=("submit", "e2e", "images"), help="run one part only")
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                    help="HTTP load generator for (a): wrk (installed with apt-get if missing and allowed), "
                         "or the in-process asyncio one; auto = wrk when it can be had")
@@ -35,6 +43,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=2,
                    help="pool processes of the aitasks worker and of the raw Celery worker (default 2)")
     p.add_argument("--jobs", type=int, help="jobs per sustained round of (b) (default 1000; quick 200)")
+    p.add_argument("--image-samples", type=int,
+                   help="sequential jobs per image case in (c), bare and through the API (default 30; quick 5)")
+    p.add_argument("--image-jobs", type=int, help="jobs per image throughput batch in (c) (default 30; quick 6)")
+    p.add_argument("--worker-env", action="append", default=[], type=env_pair, metavar="NAME=VALUE",
+                   help="an environment variable for the image workers of (c), to try a setting (repeatable)")
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "last.json", help="JSON results")
     p.add_argument("--keep", action="store_true", help="keep the Redis data of the run under var/bench/run")
     return p.parse_args(argv)
@@ -43,9 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         return {"duration_s": 3, "rounds": 1, "warmup_s": 1, "samples": 40, "warmup": 5,
-                "jobs": args.jobs or 200, "sustained_rounds": 1}
+                "jobs": args.jobs or 200, "sustained_rounds": 1,
+                "image_samples": args.image_samples or 5, "image_warmup": 1, "image_jobs": args.image_jobs or 6}
     return {"duration_s": 8, "rounds": 3, "warmup_s": 2, "samples": 300, "warmup": 20,
-            "jobs": args.jobs or 1000, "sustained_rounds": 2}
+            "jobs": args.jobs or 1000, "sustained_rounds": 2,
+            "image_samples": args.image_samples or 30, "image_warmup": 2, "image_jobs": args.image_jobs or 30}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +104,20 @@ def main(argv: list[str] | None = None) -> int:
                 sub_cleanup.run()  # its servers are not needed for (b): free the cores
         if args.only in (None, "e2e"):
             print(f"(b) no-op job end to end vs raw Celery, worker concurrency {args.concurrency}", flush=True)
-            result["e2e"] = e2e_bench.run(
-                work, logs, cleanup, concurrency=args.concurrency, samples=cfg["samples"], warmup=cfg["warmup"],
-                sustained_jobs=cfg["jobs"], sustained_rounds=cfg["sustained_rounds"], submit_connections=8)
+            e2e_cleanup = Cleanup()
+            try:
+                result["e2e"] = e2e_bench.run(
+                    work, logs, e2e_cleanup, concurrency=args.concurrency, samples=cfg["samples"],
+                    warmup=cfg["warmup"], sustained_jobs=cfg["jobs"], sustained_rounds=cfg["sustained_rounds"],
+                    submit_connections=8)
+            finally:
+                e2e_cleanup.run()  # free the cores for (c)
+        if args.only in (None, "images"):
+            print("(c) image jobs: through the API vs the bare job function; jobs/min with 1 and 2 worker "
+                  "processes", flush=True)
+            result["images"] = image_bench.run(
+                work, logs, cleanup, samples=cfg["image_samples"], warmup=cfg["image_warmup"],
+                jobs=cfg["image_jobs"], worker_env=dict(args.worker_env))
     except KeyboardInterrupt:
         print("interrupted: stopping everything", file=sys.stderr)
         failed = True

@@ -38,13 +38,15 @@ class AitasksStack:
         self.redis_server = start_redis(root / "redis", cleanup)
         self.port = free_port()
         self.api: Proc | None = None
-        self.worker: Proc | None = None
+        self.worker: Proc | None = None  # the last one started
+        self.workers: list[Proc] = []
 
-    def env(self) -> dict[str, str]:
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return child_env({
             "AITASKS_REDIS_URL": self.redis_server.url,
             "AITASKS_DATA_DIR": str(self.root / "data"),
             "AITASKS_PORT": str(self.port),
+            **(extra or {}),
         })
 
     @property
@@ -64,25 +66,42 @@ class AitasksStack:
         wait_http(f"{self.url}/healthz", self.api)
         return self
 
-    def start_worker(self, concurrency: int, queue: str = "cpu") -> AitasksStack:
-        self.worker = Proc(f"{self.name}-worker-{queue}",
-                           [sys.executable, "-m", "aitasks.cli.main", "worker", "--queues", queue,
-                            "--concurrency", str(concurrency)], self.env(), self.log_dir).start()
-        self.cleanup.push(self.worker.name, self.worker.stop)
-        self.wait_worker(queue)
+    def start_worker(self, concurrency: int, queue: str = "cpu", env: dict[str, str] | None = None,
+                     label: str = "") -> AitasksStack:
+        """An `aitasks worker` for ``queue`` with ``concurrency`` pool processes; ``env``: more environment
+        of its own (e.g. AITASKS_PRELOAD)."""
+        worker = Proc(f"{self.name}-worker-{queue}{label}",
+                      [sys.executable, "-m", "aitasks.cli.main", "worker", "--queues", queue,
+                       "--concurrency", str(concurrency)],
+                      self.env({"AITASKS_WORKER_CONCURRENCY": str(concurrency), **(env or {})}),
+                      self.log_dir).start()
+        self.worker = worker
+        self.workers.append(worker)
+        self.cleanup.push(worker.name, worker.stop)
+        self.wait_worker(queue, worker)
         return self
 
-    def wait_worker(self, queue: str, timeout_s: float = 60) -> None:
-        """Until a worker serving ``queue`` sends its heartbeat (what /readyz reads)."""
+    def stop_workers(self) -> None:
+        """Stop every worker started so far (their cleanup entries then find them stopped)."""
+        for worker in self.workers:
+            worker.stop()
+        self.workers.clear()
+        self.worker = None
+
+    def wait_worker(self, queue: str, worker: Proc | None = None, timeout_s: float = 60) -> None:
+        """Until ``worker`` (default: the last one started) sends its heartbeat for ``queue`` (what /readyz
+        reads)."""
+        worker = worker or self.worker
+        assert worker is not None
         r = self.redis()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assert self.worker is not None
-            if not self.worker.alive():
-                raise RuntimeError(f"worker exited:\n{self.worker.tail()}")
+            if not worker.alive():
+                raise RuntimeError(f"worker exited:\n{worker.tail()}")
             for name in r.scan_iter(match=keys.WORKERS_PATTERN):
                 raw = r.get(name)
-                if raw and queue in orjson.loads(raw).get("queues", []):
+                info = orjson.loads(raw) if raw else {}
+                if queue in info.get("queues", []) and info.get("pid") == worker.pid:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"no {queue} worker heartbeat after {timeout_s}s")

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from aitasks import __version__
+from aitasks.api.responses import FastJSONResponse
 from aitasks.api.errors import install_error_handlers
 from aitasks.api.limits import BodyLimitMiddleware
 from aitasks.api.openapi import install_openapi
@@ -39,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await services.redis.aclose()
             await services.hub.r.aclose()
 
-    app = FastAPI(title="aitasks", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="aitasks", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  default_response_class=FastJSONResponse)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
     for module in (tasks, stream, catalog, health):

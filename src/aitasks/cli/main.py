@@ -79,6 +79,9 @@ def worker(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ[SERVED_QUEUES_ENV] = ",".join(wanted)  # read by the pool processes' preload
+    from aitasks.worker.malloc import tune_malloc
+
+    tune_malloc()  # before the pool forks: every pool process inherits it
     from aitasks.worker import monitor, preload, runner  # noqa: F401  (registers the task and the hooks)
 
     node = name or f"{'+'.join(wanted)}.{os.getpid()}@%h"

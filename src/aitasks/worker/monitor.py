@@ -65,7 +65,8 @@ class WorkerMonitor(threading.Thread):
         res = resources()
         info = {
             "name": self.hostname, "host": socket.gethostname(), "pid": os.getpid(), "queues": self.queues,
-            "concurrency": res.settings.worker_concurrency, "started_at": self.started_at,
+            "concurrency": getattr(self.consumer.pool, "num_processes", None) or res.settings.worker_concurrency,
+            "started_at": self.started_at,
             "active": [r.args[0] for r in self.active()], "seen_at": time.time(),
         }
         res.redis.set(keys.worker(self.hostname), orjson.dumps(info), ex=max(3, int(3 * res.settings.worker_heartbeat_s)))

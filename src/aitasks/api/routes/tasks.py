@@ -6,7 +6,9 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
+
+from aitasks.api.responses import FastJSONResponse as JSONResponse
 
 from aitasks.api import schemas
 from aitasks.api.deps import ServicesDep, Tenant, load_job
