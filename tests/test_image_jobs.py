@@ -310,3 +310,23 @@ def test_large_inputs_are_scaled_down_and_the_result_says_so(client):
     assert meta["scaled_down"] is True
     assert (meta["original_width"], meta["original_height"]) == (2600, 300)
     assert (meta["width"], meta["height"]) == (2048, 236) == result["array"].shape[1::-1]
+
+
+def test_face_swap_with_several_faces_takes_the_largest_or_the_one_asked_for(client):
+    target = np.zeros((512, 800, 3), np.uint8)
+    target[:, :512] = astronaut()
+    target[156:412, 540:796] = lfw_face(5, 256)  # a bigger face than the astronaut's
+    source = b64(png(lfw_face(8)))
+
+    def changed(out: np.ndarray, box: list[int]) -> float:
+        x, y, w, h = box
+        return float(np.abs(out[y:y + h, x:x + w].astype(int) - target[y:y + h, x:x + w].astype(int)).mean())
+
+    largest = run(client, "face_swap", source_image=source, target_image=b64(png(target)))
+    second = run(client, "face_swap", source_image=source, target_image=b64(png(target)),
+                 parameters={"target_face_index": 1})
+    assert largest["metadata"]["faces_in_target"] == second["metadata"]["faces_in_target"] == 2
+    big, small = largest["metadata"]["target_face_box"], second["metadata"]["target_face_box"]
+    assert big[2] * big[3] > small[2] * small[3]
+    assert changed(largest["array"], big) > 5 and changed(largest["array"], small) == 0
+    assert changed(second["array"], small) > 5 and changed(second["array"], big) == 0
