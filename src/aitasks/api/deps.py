@@ -11,9 +11,13 @@ from aitasks.errors import NotFound, Unauthorized
 from aitasks.jobs.models import Job
 
 
+def get_services_now(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
 async def get_services(request: Request) -> Services:
     # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, one hop per request.
-    return request.app.state.services  # type: ignore[no-any-return]
+    return get_services_now(request)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -29,7 +33,7 @@ def bearer(authorization: str | None) -> str | None:
 
 
 async def current_tenant(request: Request) -> str:
-    services: Services = request.app.state.services
+    services = get_services_now(request)
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized()

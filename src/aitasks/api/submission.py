@@ -155,7 +155,7 @@ async def accept(
     )
     if sub.files:
         await asyncio.to_thread(_save_inputs, services, job_id, sub.files)
-    message = job_message(services.celery, job_id, queue, limits["soft_time_limit_s"], limits["time_limit_s"])
+    message = job_message(job_id, queue, limits["soft_time_limit_s"], limits["time_limit_s"])
     idem = hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
     try:
         created, stored_id = await services.store.create(

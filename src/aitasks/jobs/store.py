@@ -68,7 +68,8 @@ class AsyncJobStore:
             flat.extend((k, v))
         created, job_id = await self._create(
             keys=[keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED],
-            args=[pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms, *flat],
+            args=[pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
+                  orjson.dumps(flat)],
         )
         return bool(created), job_id.decode() if isinstance(job_id, bytes) else job_id
 
