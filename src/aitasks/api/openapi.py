@@ -1,7 +1,10 @@
-"""The OpenAPI document, told the truth: request validation answers 400 with our error body.
+"""The OpenAPI document, told the truth: request validation answers 400 with our error body, and the
+task endpoints need a Bearer key.
 
 FastAPI adds a ``422 HTTPValidationError`` response to every operation with parameters, but the
-error handlers answer 400 ``ErrorBody`` instead; this swaps one for the other in the schema.
+error handlers answer 400 ``ErrorBody`` instead; this swaps one for the other in the schema. The key
+is checked inline (not as a FastAPI security dependency, which costs on every request), so the
+security scheme is declared here, on every operation that answers 401: /docs then offers "Authorize".
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ def install_openapi(app: FastAPI) -> None:
                 responses = operation.get("responses", {})
                 if responses.pop("422", None) is not None and _can_fail_validation(operation):
                     responses.setdefault("400", BAD_REQUEST)
+                if "401" in responses:
+                    operation["security"] = [{"bearer": []}]
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http", "scheme": "bearer", "description": "An API key: `aitasks keys create --tenant NAME`."}
         components = schema.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
