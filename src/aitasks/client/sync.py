@@ -1,0 +1,197 @@
+"""The synchronous client: ``aitasks.Client``.
+
+    from aitasks import Client
+
+    with Client("http://127.0.0.1:8000", api_key="ait_...") as c:
+        job = c.submit("background_removal", image=Path("photo.jpg"))
+        result = job.wait(timeout=120, on_progress=lambda s: print(s["progress"], s["message"]))
+        job.download("result.png", "cut-out.png")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from aitasks.client import protocol
+from aitasks.client.errors import ConnectionFailed, WaitTimeout, raise_for
+
+T = TypeVar("T")
+Progress = Callable[[dict[str, Any]], None]
+
+
+class Client:
+    """One tenant's view of an aitasks service. Connection errors are retried with exponential backoff
+    (``retries`` times); submits carry an Idempotency-Key, so a retried submit never creates two jobs."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float = 30.0,
+                 retries: int = 3, backoff_s: float = 0.5, transport: httpx.BaseTransport | None = None):
+        self.url, self.api_key = protocol.resolve(url, api_key)
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.http = httpx.Client(base_url=self.url, headers=protocol.headers(self.api_key), timeout=timeout,
+                                 transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
+                time.sleep(self.backoff_s * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request with retries on connection errors; an error answer raises its ApiError."""
+        response = self._retrying(lambda: self.http.request(method, path, **kwargs))
+        raise_for(response)
+        return response
+
+    # --- the API ---------------------------------------------------------------------------------
+
+    def submit(self, task_type: str, *, idempotency_key: str | None = None, **inputs: Any) -> Job:
+        """Submit a job. Inputs are the seed's fields (``prompt=``, ``parameters=``, ``image=``...);
+        a ``bytes``, ``Path`` or open file is uploaded, anything else sent as JSON."""
+        req = protocol.submit_request(task_type, inputs, idempotency_key)
+        body = self.request("POST", "/api/v1/tasks/submit/", **req.kwargs).json()
+        return Job(self, body["task_id"], body)
+
+    def run(self, task_type: str, *, timeout: float | None = None, on_progress: Progress | None = None,
+            **inputs: Any) -> dict[str, Any]:
+        """Submit and wait: the result of a successful job (raises JobFailed, JobCancelled, WaitTimeout)."""
+        return self.submit(task_type, **inputs).wait(timeout, on_progress)
+
+    def job(self, task_id: str) -> Job:
+        return Job(self, task_id)
+
+    def jobs(self, status: str | None = None, task_type: str | None = None, page_size: int = 50,
+             limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """The tenant's jobs, newest first, following the cursor."""
+        cursor: str | None = None
+        seen = 0
+        while True:
+            params = {k: v for k, v in {"status": status, "task_type": task_type, "limit": page_size,
+                                        "cursor": cursor}.items() if v is not None}
+            page = self.request("GET", "/api/v1/tasks/", params=params).json()
+            for task in page["tasks"]:
+                yield task
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def task_types(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/v1/task-types").json())
+
+
+class Job:
+    """A handle on one job."""
+
+    def __init__(self, client: Client, task_id: str, last: dict[str, Any] | None = None):
+        self.client = client
+        self.id = task_id
+        self.last: dict[str, Any] = last or {"task_id": task_id}
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, status={self.last.get('status')!r})"
+
+    def status(self) -> dict[str, Any]:
+        self.last = self.client.request("GET", f"/api/v1/tasks/{self.id}/status/").json()
+        return self.last
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every state and progress change as it happens (SSE), from the current state to the end.
+        A dropped stream is reopened: the service answers a late subscriber with the current state."""
+        for attempt in range(self.client.retries + 1):
+            try:
+                with self.client.http.stream("GET", f"/api/v1/tasks/{self.id}/events", timeout=None) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        raise_for(r)
+                    parser = protocol.SseParser()
+                    for line in r.iter_lines():
+                        ended, doc = parser.feed(line)
+                        if doc is not None:
+                            self.last = doc
+                            yield doc
+                        if ended:
+                            return
+                if self.last.get("status") in protocol.TERMINAL:
+                    return
+            except httpx.TransportError as exc:
+                if attempt == self.client.retries:
+                    raise ConnectionFailed(f"lost the event stream of job {self.id}: {exc}") from exc
+                time.sleep(self.client.backoff_s * 2 ** attempt)
+
+    def wait(self, timeout: float | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
+        """Block until the job ends; its result, or JobFailed / JobCancelled. ``on_progress`` gets each
+        status document as it arrives. WaitTimeout after ``timeout`` seconds (the job goes on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for doc in self._events_until(deadline):
+            if on_progress:
+                on_progress(doc)
+            if doc.get("status") in protocol.TERMINAL:
+                if doc.get("status") == "SUCCESS" and "result" not in doc:
+                    doc = self._full()
+                return protocol.outcome(doc)
+        raise WaitTimeout(f"job {self.id} still {self.last.get('status')} after {timeout} s")
+
+    def _events_until(self, deadline: float | None) -> Iterator[dict[str, Any]]:
+        if deadline is None:
+            yield from self.events()
+            return
+        # A deadline: poll the status (a blocking stream read cannot be bounded portably).
+        while time.monotonic() < deadline:
+            doc = self.status()
+            yield doc
+            if doc.get("status") in protocol.TERMINAL:
+                return
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+    def _full(self) -> dict[str, Any]:
+        r = self.client._retrying(lambda: self.client.http.get(f"/api/v1/tasks/{self.id}/result/"))
+        if r.status_code not in (200, 202, 410, 500):
+            raise_for(r)
+        self.last = r.json()
+        return self.last
+
+    def result(self) -> dict[str, Any]:
+        """The result if the job succeeded; JobFailed / JobCancelled if it ended otherwise; WaitTimeout
+        if it is still running (use ``wait`` to block)."""
+        doc = self._full()
+        if doc.get("status") not in protocol.TERMINAL:
+            raise WaitTimeout(f"job {self.id} is still {doc.get('status')}")
+        return protocol.outcome(doc)
+
+    def cancel(self) -> dict[str, Any]:
+        return dict(self.client.request("POST", f"/api/v1/tasks/{self.id}/cancel/").json())
+
+    def download(self, artifact: str, path: str | Path) -> Path:
+        """Save one of the job's files (an output, or an input it was given)."""
+        target = Path(path)
+        if target.is_dir():
+            target = target / artifact
+        r = self.client.request("GET", f"/api/v1/tasks/{self.id}/artifacts/{artifact}")
+        target.write_bytes(r.content)
+        return target
+
+    def artifacts(self) -> list[str]:
+        return list(protocol.artifact_names(self._full()))
