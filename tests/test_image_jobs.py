@@ -108,7 +108,7 @@ def test_background_removal_person_keeps_subject_and_clears_corners(client):
     assert alpha[300:400, 150:350].mean() > 240  # the suit
     assert np.array_equal(out[200:210, 220:230, :3], photo[200:210, 220:230])  # the subject's own pixels
     meta = result["metadata"]
-    assert meta["method"] == "mediapipe selfie segmentation" and meta["width"] == 512
+    assert meta["method"] == "mediapipe selfie segmentation" and meta["width"] == 512 and meta["format"] == "PNG"
     assert 0.2 < meta["foreground_fraction"] < 0.8
     assert set(meta["timings_ms"]) >= {"decode_ms", "inference_ms", "encode_ms", "total_ms"}
 

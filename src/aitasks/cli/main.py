@@ -1,4 +1,5 @@
-"""The `aitasks` command: run the whole service or one part of it, and manage API keys."""
+"""The `aitasks` command: run the whole service or one part of it, manage API keys, and use the service
+(submit, watch, results: aitasks.cli.jobs)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from aitasks.cli.jobs import register as register_job_commands
 from aitasks.errors import ConfigurationError
 
 app = typer.Typer(help="aitasks: run AI jobs in the background.", no_args_is_help=True,
@@ -145,6 +147,9 @@ def _redis():  # type: ignore[no-untyped-def]
     except redis.RedisError as exc:
         fail(f"cannot reach Redis at {url}: {exc}")
     return client
+
+
+register_job_commands(app)  # after the service commands, so --help lists those first
 
 
 def main() -> None:

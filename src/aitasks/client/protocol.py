@@ -15,12 +15,14 @@ from aitasks.client.errors import JobCancelled, JobFailed
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 DEFAULT_URL = "http://127.0.0.1:8000"
+CLIENT_VARIABLES = ("AITASKS_URL", "AITASKS_API_KEY")  # read by the client and the CLI, not the service
 FileInput = str | Path | bytes | BinaryIO
 
 
 def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
     """Explicit arguments, else AITASKS_URL and AITASKS_API_KEY, else the local default URL."""
-    return (url or os.environ.get("AITASKS_URL") or DEFAULT_URL).rstrip("/"), api_key or os.environ.get("AITASKS_API_KEY")
+    env_url, env_key = (os.environ.get(name) for name in CLIENT_VARIABLES)
+    return (url or env_url or DEFAULT_URL).rstrip("/"), api_key or env_key
 
 
 def headers(api_key: str | None) -> dict[str, str]:

@@ -29,21 +29,21 @@ class Decoded:
                 "original_width": self.original_size[0], "original_height": self.original_size[1]}
 
 
-def _open(data: bytes, field: str) -> Image.Image:
+def _open(data: bytes, field: str) -> tuple[Image.Image, str]:
+    """The image turned upright (EXIF orientation) and its format (read before the turn drops it)."""
     try:
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as exc:  # the API checked it already; a file changed on disk is still bad input
         raise JobError(f"{field}: not a readable image ({exc})") from exc
-    return ImageOps.exif_transpose(img)
+    return ImageOps.exif_transpose(img), img.format or "?"
 
 
 def decode_rgb(data: bytes, field: str = "image", max_side: int | None = None) -> Decoded:
     """The image as RGB; transparent parts become white; larger than ``max_side`` is scaled down."""
     import numpy as np
 
-    img = _open(data, field)
-    fmt = img.format or "?"
+    img, fmt = _open(data, field)
     original = img.size
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
@@ -61,7 +61,7 @@ def decode_mask(data: bytes, size: tuple[int, int], field: str = "mask") -> np.n
     """A mask image as H x W bool, True where it is painted: white (or opaque, for a mask with alpha)."""
     import numpy as np
 
-    img = _open(data, field)
+    img, _ = _open(data, field)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         channel = img.convert("RGBA").getchannel("A")
     else:
