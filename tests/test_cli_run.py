@@ -46,12 +46,13 @@ def descendants(root: int) -> dict[int, str]:
 class RunningService:
     """`aitasks run` in its own process group, with its output collected as it comes."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None):
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()):
         self.port = free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("AITASKS_")}
         full.update({"AITASKS_DATA_DIR": str(data_dir), "AITASKS_PORT": str(self.port),
                      "AITASKS_WORKER_HEARTBEAT_S": "0.5", "PYTHONUNBUFFERED": "1", **(env or {})})
-        self.proc = subprocess.Popen([sys.executable, "-m", "aitasks.cli.main", "run", "--tenant", "cli-test"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "aitasks.cli.main", "run", "--tenant", "cli-test",
+                                      *extra_args],
                                      env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True, text=True)
         self.lines: list[str] = []
@@ -160,3 +161,30 @@ def test_run_refuses_a_busy_port(tmp_path):
                            text=True, timeout=60)
     assert r.returncode == 2
     assert f"port {port}" in r.stdout + r.stderr and "AITASKS_PORT" in r.stdout + r.stderr
+
+
+def test_run_with_flower_shows_the_workers_in_flower(tmp_path):
+    flower_port = free_port()
+    service = RunningService(tmp_path / "var", extra_args=("--flower", "--flower-port", str(flower_port)))
+    try:
+        url, key = service.wait_banner()
+        assert f"Flower (Celery monitoring): http://127.0.0.1:{flower_port}" in service.output
+        flower = f"http://127.0.0.1:{flower_port}"
+        poll(lambda: httpx.get(f"{flower}/healthcheck", timeout=5).text == "OK", "Flower to answer", timeout_s=60)
+
+        def workers() -> set[str]:
+            page = httpx.get(f"{flower}/workers", timeout=10).text  # Flower's own page, as a user opens it
+            return set(re.findall(r"\b(?:cpu|gpu)\.\d+@[\w.-]+", page))
+
+        seen = poll(lambda: (w := workers()) and {h.split(".")[0] for h in w} >= {"cpu", "gpu"} and w,
+                    "Flower to see both workers", timeout_s=60)
+        assert any(h.startswith("cpu.") for h in seen) and any(h.startswith("gpu.") for h in seen)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+            task_id = submit(c)
+            assert wait_status(c, task_id)["status"] == "SUCCESS"
+        # The job shows in Flower's task list (task events are on).
+        datatable = (f"{flower}/tasks/datatable?draw=1&start=0&length=50&search[value]=&order[0][column]=0"
+                     "&order[0][dir]=desc&columns[0][data]=name")
+        poll(lambda: task_id in httpx.get(datatable, timeout=10).text, "Flower to list the job", timeout_s=60)
+    finally:
+        assert service.interrupt() == 0, service.output

@@ -12,7 +12,7 @@ from aitasks.api.responses import FastJSONResponse
 from aitasks.api.errors import install_error_handlers
 from aitasks.api.limits import BodyLimitMiddleware
 from aitasks.api.openapi import install_openapi
-from aitasks.api.routes import catalog, health, stream, tasks
+from aitasks.api.routes import catalog, dashboard, health, stream, tasks
 from aitasks.api.services import Services
 from aitasks.settings import Settings, get_settings
 
@@ -20,6 +20,7 @@ DESCRIPTION = """
 Run AI jobs in the background: submit, follow progress live, fetch results and files, cancel.
 
 Authenticate with `Authorization: Bearer <API key>` (create one with `aitasks keys create --tenant NAME`).
+The web dashboard is at `/`.
 Every error answers `{"error": <sentence>, "code": <code>, "fields": [{"field", "message"}]}`.
 """
 
@@ -44,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   default_response_class=FastJSONResponse)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
-    for module in (tasks, stream, catalog, health):
+    for module in (tasks, stream, catalog, health, dashboard):
         app.include_router(module.router)
+    app.mount(dashboard.UI_PREFIX, dashboard.static_files(), name="dashboard")
     install_openapi(app)
     return app

@@ -24,12 +24,19 @@ def fail(message: str, code: int = 2) -> None:
 
 
 @app.command()
-def run(tenant: Annotated[str, typer.Option(help="Tenant of the API key printed at start.")] = "default") -> None:
+def run(
+    tenant: Annotated[str, typer.Option(help="Tenant of the API key printed at start.")] = "default",
+    flower: Annotated[bool, typer.Option("--flower", help="Also start Flower (Celery's monitor) on the same Redis.")] = False,
+    flower_port: Annotated[int, typer.Option(help="Flower's port.")] = 5555,
+) -> None:
     """Start everything: a private Redis (unless AITASKS_REDIS_URL is set), cpu and gpu workers, the API."""
     from aitasks.service.supervisor import Supervisor
     from aitasks.settings import get_settings
 
-    raise typer.Exit(Supervisor(get_settings(), tenant=tenant).run())
+    raise typer.Exit(Supervisor(get_settings(), tenant=tenant, flower_port=flower_port if flower else None).run())
+
+
+app.command("up", help="The same as `run`.")(run)
 
 
 @app.command()
@@ -84,7 +91,7 @@ def worker(
     from aitasks.worker.malloc import tune_malloc
 
     tune_malloc()  # before the pool forks: every pool process inherits it
-    from aitasks.worker import monitor, preload, runner  # noqa: F401  (registers the task and the hooks)
+    from aitasks.worker import monitor, preload, runner, webhooks  # noqa: F401  (registers the task and hooks)
 
     node = name or f"{'+'.join(wanted)}.{os.getpid()}@%h"
     argv = ["worker", "-Q", ",".join(wanted), "-c", str(concurrency or settings.worker_concurrency), "-n", node,
@@ -120,6 +127,17 @@ def keys_list() -> None:
     for k in rows:
         created = datetime.fromtimestamp(k.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         typer.echo(f"{k.id:<14}{k.tenant:<20}{created:<22}{k.name}")
+
+
+@keys_app.command("secret")
+def keys_secret(
+    tenant: Annotated[str, typer.Option(help="The tenant whose webhook signing secret to show.")],
+    rotate: Annotated[bool, typer.Option(help="Replace it with a new one (receivers must be told).")] = False,
+) -> None:
+    """The tenant's webhook signing secret (whsec_...), made on first use; prints only the secret."""
+    from aitasks.jobs.webhooks import rotate_secret, tenant_secret
+
+    typer.echo(rotate_secret(_redis(), tenant) if rotate else tenant_secret(_redis(), tenant))
 
 
 @keys_app.command("revoke")

@@ -45,6 +45,19 @@ def run_lock(job_id: str) -> str:
     return f"{PREFIX}:running:{job_id}"
 
 
+WEBHOOKS_PENDING = f"{PREFIX}:webhooks:pending"  # list of deliveries to make (JSON), pushed by UPDATE
+WEBHOOKS_RETRY = f"{PREFIX}:webhooks:retry"  # sorted set of deliveries to retry, scored by due time
+
+
+def webhook_log(job_id: str) -> str:
+    """The job's delivery attempts and their outcomes (a list of JSON entries)."""
+    return f"{PREFIX}:webhook-log:{job_id}"
+
+
+def webhook_secret(tenant: str) -> str:
+    return f"{PREFIX}:tenant:{tenant}:webhook-secret"
+
+
 METRICS_JOBS = f"{PREFIX}:metrics:jobs"  # hash "type|status" -> count
 METRICS_SUBMITTED = f"{PREFIX}:metrics:submitted"  # hash type -> count
 

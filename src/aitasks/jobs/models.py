@@ -83,6 +83,8 @@ class Job:
     soft_time_limit_s: float = 240
     time_limit_s: float = 300
     max_retries: int = 3
+    webhook: str | None = None  # where the job's status document is POSTed (see worker/webhooks.py)
+    webhook_events: tuple[str, ...] = ()  # of "start", "progress", "completed"
 
     # --- Redis hash encoding ---------------------------------------------------------------------
 
@@ -106,6 +108,10 @@ class Job:
             "time_limit_s": repr(self.time_limit_s),
             "max_retries": str(self.max_retries),
         }
+        if self.webhook:
+            out["webhook"] = self.webhook
+            # Comma-framed so the UPDATE script can test membership with a plain find.
+            out["webhook_events"] = "," + ",".join(self.webhook_events) + ","
         return out
 
     @classmethod
@@ -144,6 +150,8 @@ class Job:
             soft_time_limit_s=float(h.get("soft_time_limit_s", 240)),
             time_limit_s=float(h.get("time_limit_s", 300)),
             max_retries=int(h.get("max_retries", 3)),
+            webhook=h.get("webhook") or None,
+            webhook_events=tuple(e for e in h.get("webhook_events", "").split(",") if e),
         )
 
     # --- views -----------------------------------------------------------------------------------

@@ -68,6 +68,19 @@ if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
     redis.call('HINCRBYFLOAT', dkey, 'sum', tostring(d))
   end
 end
+-- A webhook subscribed to this kind of change gets a delivery queued, in the same step: a state the
+-- client sees is a state its webhook will be told about, whoever wrote it (worker, API, monitor).
+local hook = redis.call('HMGET', KEYS[1], 'webhook', 'webhook_events')
+if hook[1] and hook[1] ~= '' then
+  local kind = nil
+  if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then kind = 'completed'
+  elseif f[2] == 'PROCESSING' and status ~= 'PROCESSING' then kind = 'start'
+  elseif f[2] == 'PROCESSING' then kind = 'progress' end
+  if kind and string.find(hook[2] or '', ',' .. kind .. ',', 1, true) then
+    redis.call('LPUSH', '@WEBHOOKS@', cjson.encode({task_id = f[1], event = kind, seq = seq, attempt = 1,
+                                                   status = f[2], progress = tonumber(f[3]), message = f[4]}))
+  end
+end
 local ev = {task_id = f[1], seq = seq, status = f[2], progress = tonumber(f[3]), message = f[4],
             attempts = tonumber(f[5]), task_type = f[8]}
 if f[6] and f[6] ~= '' then ev.error_type = f[6]; ev.error = f[7] end
@@ -76,4 +89,4 @@ redis.call('PUBLISH', KEYS[2], cjson.encode(ev))
 return seq
 """.replace("@JOBS@", keys.METRICS_JOBS).replace("@TIMELINE@", keys.metrics_timeline("")) \
     .replace("@DURATION@", keys.metrics_duration("")).replace("@KEEP@", str(TIMELINE_KEEP_S)) \
-    .replace("@BUCKETS@", _BUCKETS_LUA)
+    .replace("@BUCKETS@", _BUCKETS_LUA).replace("@WEBHOOKS@", keys.WEBHOOKS_PENDING)

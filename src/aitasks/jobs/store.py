@@ -77,6 +77,9 @@ class AsyncJobStore:
         raw = await self.r.hgetall(keys.job(job_id))
         return Job.from_hash(raw) if raw else None
 
+    async def webhook_deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(x) for x in await self.r.lrange(keys.webhook_log(job_id), 0, -1)]
+
     async def update(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> int:
         return int(await self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, ttl_s)))
 

@@ -65,9 +65,10 @@ def port_free(host: str, port: int) -> bool:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, tenant: str = "default"):
+    def __init__(self, settings: Settings, tenant: str = "default", flower_port: int | None = None):
         self.settings = settings
         self.tenant = tenant
+        self.flower_port = flower_port
         self.redis: RedisServer | None = None
         self.children: list[Child] = []
         self.stopping = False
@@ -92,6 +93,10 @@ class Supervisor:
                 self.children.append(Child(f"worker-{queue}", [py, "-m", "aitasks.cli.main", "worker",
                                                                 "--queues", queue, "--concurrency", "1"], True))
             self.children.append(Child("api", [py, "-m", "aitasks.cli.main", "api"], False))
+            if self.flower_port:
+                # The real Flower, on the same broker: it reads the workers' task events (they send them).
+                self.children.append(Child("flower", [py, "-m", "celery", "--broker", url, "flower",
+                                                      f"--port={self.flower_port}", f"--address={s.host}"], True))
             for child in self.children:
                 child.start(env)
             base = f"http://{s.host}:{s.port}"
@@ -99,6 +104,8 @@ class Supervisor:
                 self.say("")
                 self.say(f"aitasks is running at {base}   (API docs: {base}/docs)")
                 self.say(f"API key (tenant '{self.tenant}'): {key}")
+                if self.flower_port:
+                    self.say(f"Flower (Celery monitoring): http://{s.host}:{self.flower_port}")
                 self.say(f'try:  curl -H "Authorization: Bearer {key}" {base}/api/v1/task-types')
                 self.say("Ctrl-C stops everything.")
                 self.say("")
@@ -160,7 +167,7 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         self.stopping = True
-        for name in ("api",):
+        for name in ("api", "flower"):
             for child in self.children:
                 if child.name == name:
                     child.signal(signal.SIGTERM)

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 from aitasks.api import schemas
-from aitasks.api.deps import ServicesDep, Tenant, load_job, websocket_tenant
+from aitasks.api.deps import ServicesDep, StreamTenant, load_job, websocket_tenant
 from aitasks.api.services import Services
 from aitasks.api.views import result_payload
 from aitasks.errors import NotFound
@@ -85,9 +85,12 @@ async def _full(services: Services, request: Request | WebSocket, job: Job) -> d
                **schemas.errors(401, 404)},
     summary="Live updates (Server-Sent Events)",
 )
-async def task_events(request: Request, task_id: str, services: ServicesDep, tenant: Tenant) -> StreamingResponse:
+async def task_events(request: Request, task_id: str, services: ServicesDep,
+                      tenant: StreamTenant) -> StreamingResponse:
     """Each state and progress change as an SSE message whose data is the status JSON (plus `seq`,
-    and `result` when done). The stream ends with `event: end` after a terminal state."""
+    and `result` when done). The stream ends with `event: end` after a terminal state.
+
+    Browsers (EventSource cannot send headers) pass `?token=` from `POST /api/v1/stream-tokens` instead."""
     job = await load_job(services, tenant, task_id)
 
     async def stream() -> AsyncIterator[bytes]:

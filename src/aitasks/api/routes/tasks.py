@@ -15,6 +15,7 @@ from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_n
 from aitasks.api.submission import (
     accept, build_submission, check_idempotency_key, new_job_id, read_payload, resolve_type,
 )
+from aitasks.api.webhook_input import read_webhook
 from aitasks.api.views import links, prefer_wait_s, result_body, result_payload, wait_for_end, base_url
 from aitasks.errors import FieldError, NotFound, ValidationFailed
 from aitasks.jobs.artifacts import ArtifactStore
@@ -39,6 +40,11 @@ SUBMIT_BODY: dict[str, Any] = {
                         "mask": {"type": "string", "contentEncoding": "base64"},
                         "style_image": {"type": "string", "contentEncoding": "base64"},
                         "parameters": {"type": "object", "description": "Per type; see its input_schema."},
+                        "webhook": {"type": "string", "format": "uri",
+                                    "description": "POST the job's status document here (signed)."},
+                        "webhook_events_filter": {"type": "array", "items": {"enum": ["start", "progress",
+                                                                                      "completed"]},
+                                                  "description": "Which changes to send; default [\"completed\"]."},
                     },
                 },
                 "examples": {
@@ -102,9 +108,10 @@ async def submit(request: Request) -> JSONResponse:
     wait_s = prefer_wait_s(request.headers.get("prefer"), services.settings.max_wait_s)
     fields, uploads = await read_payload(request)
     jt = resolve_type(services, fields.pop("task_type", None))
+    webhook = await read_webhook(fields, services.settings)
     job_id = new_job_id()
     sub = await build_submission(services, jt, fields, uploads, job_id)
-    accepted = await accept(services, tenant, sub, job_id, key)
+    accepted = await accept(services, tenant, sub, job_id, key, webhook)
     job = accepted.job
     base = base_url(services, request)
     body: dict[str, Any] = {
@@ -152,7 +159,11 @@ async def list_tasks(
             summary="Task status and progress")
 async def task_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     job = await load_job(services, tenant, task_id)
-    return JSONResponse(job.status_view())
+    view = job.status_view()
+    if job.webhook:
+        view["webhook"] = {"url": job.webhook, "events": list(job.webhook_events),
+                           "deliveries": await services.store.webhook_deliveries(job.id)}
+    return JSONResponse(view)
 
 
 @router.get("/{task_id}/result/", response_model=schemas.ResultResponse,

@@ -1,0 +1,125 @@
+"""The webhook delivery thread, one in each worker's main process (never in a job's process).
+
+Deliveries are queued in Redis by the script that records each change (jobs/scripts.py), so a job never
+waits on a receiver. This thread takes them one at a time (BRPOP: each goes to one worker of the
+deployment), reads the job's current record and POSTs its status document, signed with the tenant's
+secret. A 5xx, 429, timeout or connection error is retried with exponential backoff (1, 2, 4, 8, 16 s;
+at most ``MAX_ATTEMPTS`` tries) through a sorted set of due retries; any other answer ends it. Every
+attempt and its outcome is appended to the job's delivery log, shown in its status document.
+Several workers deliver in parallel, so deliveries of one job may arrive out of order: each carries
+the change's ``seq`` (also in ``webhook-id``, ``<task_id>:<seq>:<event>``) to order them by.
+A delivery taken by a worker that then dies is lost (at most once after the pop): the log shows it
+was not delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from celery import signals
+
+from aitasks.jobs import keys
+from aitasks.jobs.models import Job
+from aitasks.jobs.webhooks import sign, tenant_secret
+from aitasks.worker.resources import resources
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 6
+BACKOFF_S = (1, 2, 4, 8, 16)
+TIMEOUT_S = 10.0
+# Take due retries back into the pending list atomically, so two workers never both take one.
+_CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 50)
+for _, item in ipairs(due) do
+  if redis.call('ZREM', KEYS[1], item) == 1 then redis.call('LPUSH', KEYS[2], item) end
+end
+return #due
+"""
+
+
+def payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
+    """The job's status document as it was at the change that queued this delivery (status, progress
+    and message from the change; the rest from the record), plus the result when it succeeded."""
+    doc = job.status_view()
+    doc.update({k: item[k] for k in ("status", "progress", "message") if item.get(k) is not None})
+    doc["event"] = item["event"]
+    doc["seq"] = item["seq"]
+    if job.result is not None and doc["status"] == "SUCCESS":
+        doc["result"] = {k: v for k, v in job.result.items() if k != "image_data"}
+    return doc
+
+
+class WebhookSender(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(name="aitasks-webhooks", daemon=True)
+        self.stopping = threading.Event()
+        self.http = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False,
+                                 headers={"User-Agent": "aitasks-webhooks/1", "Content-Type": "application/json"})
+
+    def run(self) -> None:
+        res = resources()
+        claim = res.redis.register_script(_CLAIM_DUE)
+        while not self.stopping.is_set():
+            try:
+                claim(keys=[keys.WEBHOOKS_RETRY, keys.WEBHOOKS_PENDING], args=[time.time()])
+                item = res.redis.brpop([keys.WEBHOOKS_PENDING], timeout=1)
+                if item is not None:
+                    self.deliver(orjson.loads(item[1]))
+            except Exception as exc:  # never let a receiver or a Redis blip kill the thread
+                log.warning("webhook delivery: %s", exc)
+                self.stopping.wait(1)
+        self.http.close()
+
+    def deliver(self, item: dict[str, Any]) -> None:
+        res = resources()
+        job = res.store.get(item["task_id"])
+        if job is None or not job.webhook:
+            return  # expired meanwhile: nobody to tell about it
+        body = orjson.dumps(payload(job, item))
+        message_id = f"{job.id}:{item['seq']}:{item['event']}"  # the same on every retry of this message
+        stamp = int(time.time())
+        headers = {"webhook-id": message_id, "webhook-timestamp": str(stamp),
+                   "webhook-signature": sign(tenant_secret(res.redis, job.tenant), message_id, stamp, body)}
+        entry: dict[str, Any] = {"event": item["event"], "attempt": item["attempt"],
+                                 "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+        retry = False
+        try:
+            r = self.http.post(job.webhook, content=body, headers=headers)
+            entry["status_code"] = r.status_code
+            entry["delivered"] = 200 <= r.status_code < 300
+            retry = r.status_code >= 500 or r.status_code == 429
+        except httpx.HTTPError as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            entry["delivered"] = False
+            retry = True
+        if retry and item["attempt"] < MAX_ATTEMPTS:
+            delay = BACKOFF_S[min(item["attempt"] - 1, len(BACKOFF_S) - 1)]
+            entry["retry_in_s"] = delay
+            res.redis.zadd(keys.WEBHOOKS_RETRY, {orjson.dumps({**item, "attempt": item["attempt"] + 1}): time.time() + delay})
+        pipe = res.redis.pipeline(transaction=False)
+        pipe.rpush(keys.webhook_log(job.id), orjson.dumps(entry))
+        pipe.ltrim(keys.webhook_log(job.id), -200, -1)
+        pipe.expire(keys.webhook_log(job.id), job.retention_s + 600)
+        pipe.execute()
+
+
+_sender: WebhookSender | None = None
+
+
+@signals.worker_ready.connect
+def _start(**_: Any) -> None:
+    global _sender
+    _sender = WebhookSender()
+    _sender.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop(**_: Any) -> None:
+    if _sender:
+        _sender.stopping.set()
