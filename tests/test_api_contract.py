@@ -507,7 +507,7 @@ def test_openapi_documents_the_paths(stack):
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, ops in paths.items():
         for op in ops.values():
-            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens"))
+            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens", "/api/v1/system"))
             assert (op.get("security") == [{"bearer": []}]) == needs_key, path
     # Only one spelling of each path in the schema.
     assert "/api/v1/tasks/submit" not in paths
@@ -553,3 +553,28 @@ def test_status_progress_is_reported_while_running(client):
     assert body["status"] == "SUCCESS"
     assert seen == sorted(seen) and len(seen) >= 2, seen
     assert all(0 <= p <= 100 for p in seen)
+
+
+def test_system_shows_workers_running_jobs_and_recent_throughput(stack, client):
+    done = submit(client)
+    failed = submit(client, parameters={"fail": True})
+    assert wait_status(client, done)["status"] == "SUCCESS"
+    assert wait_status(client, failed)["status"] == "FAILURE"
+    blocker = long_job(client)
+    assert wait_status(client, blocker, {"PROCESSING"} | TERMINAL)["status"] == "PROCESSING"
+
+    def running_blocker() -> dict[str, Any] | None:
+        body = client.get("/api/v1/system", params={"minutes": 5}).json()
+        runs = [r for w in body["workers"] for r in w["running"]]
+        return body if any(r.get("task_id") == blocker for r in runs) else None
+
+    body = poll(running_blocker, "the blocker on a worker's running list", timeout_s=30)
+    assert {q for w in body["workers"] for q in w["queues"]} == {"cpu", "gpu"}
+    assert len(body["history"]) == 5 and body["history"][-1]["succeeded"] >= 1 and body["history"][-1]["failed"] >= 1
+    assert body["per_minute"] > 0 and 0 < body["failure_rate"] < 1
+    # Another tenant sees that a diagnostic job runs, not its id.
+    with stack.client() as other:
+        runs = [r for w in other.get("/api/v1/system").json()["workers"] for r in w["running"]]
+        assert any(r["task_type"] == "diagnostic" for r in runs) and all("task_id" not in r for r in runs)
+    assert client.get("/api/v1/system", params={"minutes": 0}).status_code == 400
+    assert cancel_and_wait(client, blocker)["status"] == "REVOKED"

@@ -238,6 +238,12 @@ def test_the_system_page_shows_queues_workers_and_finished_jobs(page, stack, key
     expect(table).to_contain_text("gpu")
     expect(page.locator("#finished-by-status")).to_contain_text("SUCCESS")
     expect(page.locator("#types-table")).to_contain_text("diagnostic")
+    # Workers with what they run, and throughput from the service's per-minute counters.
+    workers = page.locator("#workers-table")
+    expect(workers).to_contain_text("cpu")
+    expect(workers).to_contain_text("gpu")
+    expect(page.locator("#history")).to_contain_text("ok")
+    assert float(page.locator("#throughput").inner_text()) >= 0
 
 
 def test_pages_fit_a_phone_screen(browser, stack, key):

@@ -1,4 +1,4 @@
-import { text } from "../api.js";
+import { api, text } from "../api.js";
 import { clear, h } from "../dom.js";
 
 /** Prometheus text format: [{name, labels, value}] (comments skipped). */
@@ -32,18 +32,19 @@ export async function systemPage(view) {
   const box = h("div", { id: "system" });
   view.append(h("section", { class: "card" }, h("div", { class: "row" }, h("h1", {}, "System"), h("span", { class: "spacer" }),
     h("span", { class: "muted small", id: "system-updated" })), box));
-  const history = []; // [time, finished total, failed total] while this page is open
   let timer = null;
   let stopped = false;
 
   async function load() {
     let ready;
     let metrics;
+    let sys;
     try {
-      const [r, m] = await Promise.all([text("/readyz"), text("/metrics")]);
+      const [r, m, s] = await Promise.all([text("/readyz"), text("/metrics"), api("/api/v1/system?minutes=15")]);
       ready = JSON.parse(r.text);
       ready.http = r.status;
       metrics = parseMetrics(m.text);
+      sys = s;
     } catch (exc) {
       clear(box, h("p", { class: "form-error" }, `Cannot read the service's state: ${exc.message}`));
       timer = setTimeout(load, 5000);
@@ -59,15 +60,11 @@ export async function systemPage(view) {
       byType[s.labels.task_type] ??= {};
       byType[s.labels.task_type][s.labels.status] = s.value;
     }
-    const total = Object.values(byStatus).reduce((a, b) => a + b, 0);
-    const failed = byStatus.FAILURE || 0;
-    const now = Date.now() / 1000;
-    history.push([now, total, failed]);
-    while (history.length > 2 && now - history[0][0] > 600) history.shift();
-    const [t0, total0, failed0] = history[0];
-    const minutes = (now - t0) / 60;
-    const rate = minutes > 0.05 ? ((total - total0) / minutes).toFixed(1) : "—";
-    const failRate = total - total0 > 0 ? `${Math.round((100 * (failed - failed0)) / (total - total0))} %` : "—";
+    // Throughput and failure rate come from the service's per-minute counters (GET /api/v1/system).
+    const rate = sys.per_minute.toFixed(1);
+    const failRate = sys.failure_rate === null ? "—" : `${Math.round(100 * sys.failure_rate)} %`;
+    const recent = sys.history.slice(-5).map((m) =>
+      `${m.minute.slice(11, 16)}: ${m.succeeded} ok, ${m.failed} failed, ${m.cancelled} cancelled`).join(" · ");
     const types = metrics.filter((s) => s.name === "aitasks_jobs_submitted_total").map((s) => s.labels.task_type);
     const statuses = ["SUCCESS", "FAILURE", "REVOKED"];
 
@@ -77,12 +74,19 @@ export async function systemPage(view) {
           h("span", { class: "big" }, ready.status), h("span", {}, `redis: ${ready.redis}`),
           ready.missing ? h("span", {}, ready.missing) : ""),
         h("div", { class: "tile" }, h("span", { class: "big", id: "jobs-running" }, String(sum(metrics, "aitasks_jobs_running"))), h("span", {}, "jobs running")),
-        h("div", { class: "tile" }, h("span", { class: "big", id: "throughput" }, String(rate)), h("span", {}, `finished / min (last ${Math.max(1, Math.round(minutes))} min on this page)`)),
-        h("div", { class: "tile" }, h("span", { class: "big" }, failRate), h("span", {}, "failure rate (same window)"))),
+        h("div", { class: "tile" }, h("span", { class: "big", id: "throughput" }, String(rate)), h("span", {}, `finished / min (last ${sys.history.length} min)`)),
+        h("div", { class: "tile" }, h("span", { class: "big", id: "failure-rate" }, failRate), h("span", {}, "failure rate (same window)"))),
+      h("p", { class: "muted small", id: "history" }, recent),
       h("h2", {}, "Queues"),
       table("queues-table", ["Queue", "Waiting", "Workers"], queues.map((q) => [q,
         String(sum(metrics, "aitasks_queue_depth", (l) => l.queue === q)),
         String(sum(metrics, "aitasks_workers", (l) => l.queue === q))])),
+      h("h2", {}, "Workers"),
+      table("workers-table", ["Worker", "Queues", "Pool", "Running"], sys.workers.map((w) => [
+        w.name, w.queues.join(", "), String(w.concurrency ?? "?"),
+        w.running.length ? h("span", {}, w.running.map((r) => h("span", { class: "run" },
+          r.task_id ? h("a", { href: `#/job/${r.task_id}` }, r.task_type) : r.task_type,
+          ` ${r.progress} % `, h("span", { class: "muted small" }, r.message), h("br")))) : h("span", { class: "muted" }, "idle")])),
       h("h2", {}, "Finished jobs"),
       h("p", { id: "finished-by-status" }, statuses.map((s) => h("span", { class: `badge status-${s.toLowerCase()}` }, `${s} ${byStatus[s] || 0}`)), " ",
         h("span", { class: "muted small" }, "since Redis's counters began")),
@@ -92,7 +96,7 @@ export async function systemPage(view) {
         return [t, String(sum(metrics, "aitasks_jobs_submitted_total", (l) => l.task_type === t)),
           ...statuses.map((s) => String((byType[t] || {})[s] || 0)), count ? `${(secs / count).toFixed(2)} s` : "—"];
       })),
-      h("p", { class: "muted small" }, "From ", h("a", { href: "/metrics" }, "/metrics"), " and ", h("a", { href: "/readyz" }, "/readyz"), "."));
+      h("p", { class: "muted small" }, "From ", h("a", { href: "/metrics" }, "/metrics"), ", ", h("a", { href: "/readyz" }, "/readyz"), " and /api/v1/system."));
     document.getElementById("system-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     timer = setTimeout(load, 5000);
   }
