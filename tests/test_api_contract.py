@@ -507,7 +507,7 @@ def test_openapi_documents_the_paths(stack):
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, ops in paths.items():
         for op in ops.values():
-            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens", "/api/v1/system"))
+            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens", "/api/v1/system", "/v1/"))
             assert (op.get("security") == [{"bearer": []}]) == needs_key, path
     # Only one spelling of each path in the schema.
     assert "/api/v1/tasks/submit" not in paths

@@ -1,0 +1,428 @@
+"""Replicate's view of aitasks (served under /v1/ by api/routes/replicate.py).
+
+Every job type is a model ``aitasks/<type>``. Its one version is named by a hash of its input schema,
+and that schema is the job type's own input model, flattened: Replicate's ``input`` object carries the
+top-level fields (files, prompt) and the ``parameters`` side by side; :func:`seed_fields` folds it back
+into the seeds' shape, so both views are validated by the same model with the same errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import os
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from aitasks.api.services import Services
+from aitasks.api.views import artifact_url
+from aitasks.errors import ApiError, FieldError, NotFound, ValidationFailed
+from aitasks.jobs import keys
+from aitasks.jobs.models import Job, Status, iso
+from aitasks.processors.registry import JobType
+
+log = logging.getLogger(__name__)
+
+OWNER = "aitasks"
+
+STATUS = {
+    Status.PENDING: "starting",
+    Status.PROCESSING: "processing",
+    Status.RETRY: "processing",
+    Status.SUCCESS: "succeeded",
+    Status.FAILURE: "failed",
+    Status.REVOKED: "canceled",
+}
+
+# Replicate's webhook events, as ours: output and logs arrive with the progress reports.
+WEBHOOK_EVENTS = {"start": "start", "output": "progress", "logs": "progress", "completed": "completed"}
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def problem(exc: ApiError) -> tuple[int, dict[str, Any]]:
+    """Replicate's error body (RFC 7807, as its client reads it), with our fields kept beside."""
+    status = 422 if exc.status == 400 else exc.status
+    title = {401: "Unauthenticated", 404: "Not found", 413: "Payload too large",
+             422: "Input validation failed", 503: "Service unavailable"}.get(status, "Error")
+    body: dict[str, Any] = {"title": title, "detail": exc.message, "status": status,
+                            "error": exc.message, "code": exc.code}
+    if status == 422:
+        body["invalid_fields"] = [{"type": "invalid", "field": f.field, "description": f.message}
+                                  for f in exc.fields]
+    return status, body
+
+
+# --- models and versions -------------------------------------------------------------------------
+
+
+def is_image_type(jt: JobType) -> bool:
+    """An image job's output is its picture (one URL); any other type's is its result object."""
+    return jt.func.__module__.startswith("aitasks.processors.image")
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            merged = {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+            return _inline_refs(merged, defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
+FILE_HOW = "a data: URI, or the URL of a file uploaded to /v1/files"
+
+
+def _file_schema(prop: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in prop.items() if k not in ("contentEncoding", "contentMediaType", "anyOf")}
+    said = str(out.get("description") or "")
+    if not said or said.startswith("An image (PNG"):  # ImageFile's own words, about the seeds' API
+        said = f"An image (PNG, JPEG or WebP): {FILE_HOW}."
+    else:
+        said = f"{said.rstrip('.')}. An image: {FILE_HOW}."
+    out.update(type="string", format="uri", description=said)
+    return out
+
+
+def input_schema(jt: JobType) -> dict[str, Any]:
+    """The Input component: the type's top-level fields and its parameters, side by side."""
+    raw = jt.input_schema()
+    schema = _inline_refs({k: v for k, v in raw.items() if k != "$defs"}, raw.get("$defs", {}))
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    order = 0
+    for name, prop in schema.get("properties", {}).items():
+        if name == "parameters":
+            params = prop
+            for option in prop.get("anyOf", []):
+                if option.get("type") == "object":
+                    params = option
+            for pname, pprop in params.get("properties", {}).items():
+                props[pname] = {**pprop, "x-order": order}
+                order += 1
+            required += [p for p in params.get("required", []) if p not in required]
+            continue
+        if name in jt.files:
+            prop = _file_schema(prop)
+        props[name] = {**prop, "x-order": order}
+        order += 1
+        if name in schema.get("required", []):
+            required.append(name)
+    out: dict[str, Any] = {"type": "object", "title": "Input", "properties": props}
+    if required:
+        out["required"] = required
+    return out
+
+
+def output_schema(jt: JobType) -> dict[str, Any]:
+    if is_image_type(jt):
+        return {"type": "string", "format": "uri", "title": "Output"}
+    return {"type": "object", "title": "Output"}
+
+
+def openapi_schema(jt: JobType) -> dict[str, Any]:
+    return {
+        "openapi": "3.0.2",
+        "info": {"title": f"{OWNER}/{jt.name}", "version": "0.1.0"},
+        "paths": {},
+        "components": {"schemas": {"Input": input_schema(jt), "Output": output_schema(jt)}},
+    }
+
+
+def version_id(jt: JobType) -> str:
+    """Named by its schema: a new version appears exactly when the declaration changes."""
+    return hashlib.sha256(orjson.dumps(openapi_schema(jt), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _declared_at(jt: JobType) -> str:
+    try:
+        return iso(os.path.getmtime(inspect.getfile(jt.func))) or ""
+    except (OSError, TypeError):
+        return iso(0) or ""
+
+
+def version_view(jt: JobType) -> dict[str, Any]:
+    return {"id": version_id(jt), "created_at": _declared_at(jt), "cog_version": "aitasks",
+            "openapi_schema": openapi_schema(jt)}
+
+
+def model_view(jt: JobType, base: str) -> dict[str, Any]:
+    return {
+        "url": f"{base}/v1/models/{OWNER}/{jt.name}", "owner": OWNER, "name": jt.name,
+        "description": jt.description, "visibility": "public", "github_url": None, "paper_url": None,
+        "license_url": None, "run_count": 0, "cover_image_url": None, "default_example": None,
+        "latest_version": version_view(jt),
+    }
+
+
+def find_model(services: Services, owner: str, name: str) -> JobType:
+    jt = services.registry.get(name) if owner == OWNER else None
+    if jt is None:
+        raise NotFound(f"Model {owner}/{name} not found; models here are "
+                       + ", ".join(f"{OWNER}/{n}" for n in services.registry.names()))
+    return jt
+
+
+def find_version(services: Services, ref: str) -> JobType:
+    """A version id, or ``owner/name[:version]`` as some clients send in ``version``."""
+    if "/" in ref:
+        owner, _, rest = ref.partition("/")
+        name, _, vid = rest.partition(":")
+        jt = find_model(services, owner, name)
+        if vid and vid != version_id(jt):
+            raise NotFound(f"Version {vid} of {owner}/{name} not found")
+        return jt
+    for jt in services.registry.all():
+        if version_id(jt) == ref:
+            return jt
+    raise NotFound(f"Version {ref} not found")
+
+
+# --- input: Replicate's flat object to the seeds' fields -----------------------------------------
+
+
+def seed_fields(jt: JobType, flat: dict[str, Any]) -> dict[str, Any]:
+    top = set(jt.input_model.model_fields) - {"parameters"}
+    fields: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key in top:
+            fields[key] = value
+        elif key == "parameters" and isinstance(value, dict):
+            params.update(value)
+        else:
+            params[key] = value
+    if params:
+        fields["parameters"] = params
+    return fields
+
+
+def file_id_of(url: str) -> str | None:
+    """The id of a /v1/files/<id> URL (or its /download), whatever host the client saw us at."""
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    if len(parts) >= 3 and parts[-3:-1] == ["v1", "files"]:
+        return parts[-1]
+    if len(parts) >= 4 and parts[-4:-2] == ["v1", "files"] and parts[-1] == "download":
+        return parts[-2]
+    return None
+
+
+# --- files uploaded through POST /v1/files: kept in Redis until they expire ----------------------
+
+
+def _file_key(file_id: str) -> str:
+    return f"{keys.PREFIX}:replicate:file:{file_id}"
+
+
+def _files_index(tenant: str) -> str:
+    return f"{keys.PREFIX}:replicate:files:{tenant}"
+
+
+async def save_file(services: Services, tenant: str, name: str, content_type: str, data: bytes,
+                    metadata: dict[str, Any], ttl_s: int) -> dict[str, Any]:
+    file_id = secrets.token_hex(12)
+    now = time.time()
+    record = {
+        "id": file_id, "tenant": tenant, "name": name, "content_type": content_type, "size": str(len(data)),
+        "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        "metadata": orjson.dumps(metadata).decode(), "created_at": repr(now), "expires_at": repr(now + ttl_s),
+    }
+    pipe = services.redis.pipeline(transaction=True)
+    mapping: dict[Any, Any] = {**record, "data": data}
+    pipe.hset(_file_key(file_id), mapping=mapping)
+    pipe.expire(_file_key(file_id), ttl_s)
+    pipe.zadd(_files_index(tenant), {file_id: now})
+    pipe.zremrangebyscore(_files_index(tenant), 0, now - ttl_s)
+    pipe.expire(_files_index(tenant), ttl_s)
+    await pipe.execute()
+    return dict(record)
+
+
+async def load_file(services: Services, tenant: str, file_id: str, with_data: bool = False) -> dict[str, Any]:
+    fields = ["id", "tenant", "name", "content_type", "size", "sha256", "md5", "metadata", "created_at",
+              "expires_at"] + (["data"] if with_data else [])
+    values = await services.redis.hmget(_file_key(file_id), fields) if len(file_id) <= 64 else [None]
+    if values[0] is None:
+        raise NotFound(f"File {file_id} not found (unknown, expired, or not yours)")
+    record = {k: (v.decode() if isinstance(v, bytes) and k != "data" else v) for k, v in zip(fields, values)}
+    if record["tenant"] != tenant:
+        raise NotFound(f"File {file_id} not found (unknown, expired, or not yours)")
+    return record
+
+
+async def delete_file(services: Services, tenant: str, file_id: str) -> None:
+    await load_file(services, tenant, file_id)
+    await services.redis.delete(_file_key(file_id))
+    await services.redis.zrem(_files_index(tenant), file_id)
+
+
+async def list_files(services: Services, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+    ids = await services.redis.zrevrange(_files_index(tenant), 0, limit - 1)
+    out = []
+    for raw in ids:
+        try:
+            out.append(await load_file(services, tenant, raw.decode() if isinstance(raw, bytes) else str(raw)))
+        except NotFound:
+            continue
+    return out
+
+
+def file_view(record: dict[str, Any], base: str) -> dict[str, Any]:
+    file_id = record["id"]
+    return {
+        "id": file_id, "name": record["name"], "content_type": record["content_type"],
+        "size": int(record["size"]), "etag": record["md5"],
+        "checksums": {"sha256": record["sha256"], "md5": record["md5"]},
+        "metadata": orjson.loads(record["metadata"] or "{}"),
+        "created_at": iso(float(record["created_at"])), "expires_at": iso(float(record["expires_at"])),
+        "urls": {"get": f"{base}/v1/files/{file_id}"},
+    }
+
+
+def bad_file_url(field: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{field} must be a data: URI or the URL of a file uploaded to /v1/files of this service",
+        [FieldError(field, "must be a data: URI or the URL of a file uploaded to /v1/files")])
+
+
+# --- logs: the progress messages of the predictions this API process started ----------------------
+#
+# The job record keeps only the current message. While a prediction runs, the API process that accepted it
+# listens to its events (every API process already receives them all) and appends each new message to a
+# list that expires with the job. A restart of that process stops the collection: later messages are lost,
+# the current one is still shown.
+
+_collectors: set[asyncio.Task[None]] = set()
+MAX_LOG_LINES = 1000
+
+
+def _logs_key(job_id: str) -> str:
+    return f"{keys.PREFIX}:replicate:logs:{job_id}"
+
+
+async def start_log_collector(services: Services, job_id: str, max_s: float) -> asyncio.Task[None]:
+    """Subscribed before the job is accepted, so no message is missed; cancel it if the accept fails."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(_collect(services, job_id, max_s, ready), name=f"replicate-logs-{job_id}")
+    _collectors.add(task)
+    task.add_done_callback(_collectors.discard)
+    await ready.wait()
+    return task
+
+
+async def _collect(services: Services, job_id: str, max_s: float, ready: asyncio.Event) -> None:
+    terminal = {s.value for s in Status if s.is_terminal()}
+    key = _logs_key(job_id)
+    last = ""
+    deadline = time.monotonic() + max_s
+    try:
+        async with services.hub.subscribe(job_id) as events:
+            ready.set()
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=min(left, 30.0))
+                except TimeoutError:
+                    event = {"resync": True}
+                if event.get("resync"):
+                    job = await services.store.get(job_id)
+                    if job is None or job.status.is_terminal():
+                        return
+                    continue
+                message = event.get("message")
+                if isinstance(message, str) and message and message != last:
+                    last = message
+                    pipe = services.redis.pipeline(transaction=False)
+                    pipe.rpush(key, message)
+                    pipe.ltrim(key, -MAX_LOG_LINES, -1)
+                    pipe.expire(key, int(max_s) + 60)
+                    await pipe.execute()
+                if event.get("status") in terminal:
+                    return
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # Redis away: the logs are a courtesy, the job goes on
+        log.warning("replicate logs of %s: collection stopped", job_id, exc_info=True)
+    finally:
+        ready.set()
+
+
+async def log_history(services: Services, job_ids: list[str]) -> dict[str, list[str]]:
+    if not job_ids:
+        return {}
+    pipe = services.redis.pipeline(transaction=False)
+    for job_id in job_ids:
+        pipe.lrange(_logs_key(job_id), 0, -1)
+    rows = await pipe.execute()
+    return {job_id: [v.decode() if isinstance(v, bytes) else str(v) for v in row]
+            for job_id, row in zip(job_ids, rows)}
+
+
+# --- the prediction object -----------------------------------------------------------------------
+
+
+def flat_input(jt: JobType | None, job: Job, base: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (job.input or {}).items():
+        if key == "parameters" and isinstance(value, dict):
+            out.update(value)
+        elif isinstance(value, dict) and value.get("artifact"):
+            out[key] = artifact_url(base, job.id, value["artifact"])
+        else:
+            out[key] = value
+    return out
+
+
+def output_of(jt: JobType | None, job: Job, base: str) -> Any:
+    if job.status is not Status.SUCCESS:
+        return None
+    result: dict[str, Any] = dict(job.result or {})
+    names = {a.name for a in job.artifacts}
+    image = result.get("image_artifact")
+    if jt is not None and is_image_type(jt) and isinstance(image, str) and image in names:
+        return artifact_url(base, job.id, image)
+    result["artifacts"] = [{**a.to_dict(), "url": artifact_url(base, job.id, a.name)} for a in job.artifacts]
+    return result
+
+
+def logs_of(job: Job, history: list[str]) -> str:
+    lines = list(history)
+    if job.message and (not lines or lines[-1] != job.message):
+        lines.append(job.message)
+    if job.status is Status.FAILURE and job.error_message and job.error_message not in lines:
+        lines.append(job.error_message)
+    return "\n".join(lines)
+
+
+def prediction_view(services: Services, job: Job, base: str, history: list[str] | None = None) -> dict[str, Any]:
+    jt = services.registry.get(job.type)
+    urls = {"get": f"{base}/v1/predictions/{job.id}", "cancel": f"{base}/v1/predictions/{job.id}/cancel"}
+    metrics: dict[str, Any] = {}
+    if job.duration_s is not None:
+        metrics["predict_time"] = round(job.duration_s, 6)
+    return {
+        "id": job.id,
+        "model": f"{OWNER}/{job.type}",
+        "version": version_id(jt) if jt else "",
+        "input": flat_input(jt, job, base),
+        "output": output_of(jt, job, base),
+        "logs": logs_of(job, history or []),
+        "error": job.error_message if job.status is Status.FAILURE else None,
+        "status": STATUS[job.status],
+        "source": "api",
+        "data_removed": False,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "completed_at": iso(job.finished_at) if job.status.is_terminal() else None,
+        "urls": urls,
+        "metrics": metrics,
+    }
