@@ -502,12 +502,13 @@ def test_openapi_documents_the_paths(stack):
     assert {"application/json", "multipart/form-data"} <= set(content)
     assert content["application/json"]["examples"]
     assert {"202", "400", "401", "413"} <= set(submit_op["responses"])
-    assert {p["name"] for p in submit_op["parameters"]} == {"Idempotency-Key", "Prefer"}
+    assert {p["name"] for p in submit_op["parameters"]} == {"Idempotency-Key", "Prefer", "async_processing"}
     # Every task endpoint (and the stream tokens) says it needs the Bearer key; the catalog and operations do not.
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, ops in paths.items():
         for op in ops.values():
-            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens", "/api/v1/system", "/v1/"))
+            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens", "/api/v1/system", "/v1/",
+                                         "/api/tasks/", "/api/visualizations", "/api/exports"))
             assert (op.get("security") == [{"bearer": []}]) == needs_key, path
     # Only one spelling of each path in the schema.
     assert "/api/v1/tasks/submit" not in paths

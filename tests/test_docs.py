@@ -21,9 +21,9 @@ def test_every_setting_is_in_the_readme_and_nothing_else():
 
 def ws_paths(app) -> set[str]:
     """WebSocket routes are not in OpenAPI; find them on the included routers."""
-    from aitasks.api.routes import stream
+    from aitasks.api.routes import compat, stream
 
-    return {getattr(r, "path", "") for r in stream.router.routes}
+    return {getattr(r, "path", "") for module in (stream, compat) for r in module.router.routes}
 
 
 def test_documented_http_paths_exist_in_the_openapi_schema(monkeypatch):

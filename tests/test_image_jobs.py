@@ -16,30 +16,13 @@ import pytest
 from PIL import Image, ImageDraw
 from skimage import data as samples
 
+from pictures import png, b64, astronaut, coffee
 from stack import submit, wait_status
 
 TASKS = "/api/v1/tasks"
 
 
 # --- pictures and helpers ------------------------------------------------------------------------
-
-
-def png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def astronaut() -> np.ndarray:
-    return np.asarray(samples.astronaut())
-
-
-def coffee() -> np.ndarray:
-    return np.asarray(Image.fromarray(samples.coffee()).resize((300, 200)))
 
 
 def lfw_face(index: int = 0, side: int = 256) -> np.ndarray:

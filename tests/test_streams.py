@@ -169,7 +169,8 @@ def test_cancellation_is_seen_on_every_stream_as_revoked(stack, client):
     assert ws_code == 1000 and ws_all[-1]["status"] == "REVOKED"
     assert all(m["status"] == "PROCESSING" for m in ws_all[:-1])
     assert seed_code == 1000
-    assert seed_all[-1]["type"] == "cancelled" and seed_all[-1]["data"]["state"] == "REVOKED"
+    assert seed_all[-1]["type"] == "error" and seed_all[-1]["data"]["state"] == "REVOKED"
+    assert seed_all[-1]["data"]["error"] == "Task was cancelled"
     assert all(m["type"] == "progress" for m in seed_all[:-1])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class AitasksError(Exception):
@@ -102,3 +103,34 @@ class ErrorInfo:
     type: str
     message: str
     details: dict[str, object] = field(default_factory=dict)
+
+
+# Field paths and sentences for validation errors: shared by the API and the submit-time checks of job
+# types that validate nested inputs (comparison, visualization), so both name fields the same way.
+def field_path(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
+    return out or "body"
+
+
+def pydantic_fields(errors: list[Any], prefix: str = "") -> list[FieldError]:
+    fields = []
+    for e in errors:
+        path = field_path(tuple(e.get("loc", ())))
+        if prefix:
+            path = f"{prefix}.{path}" if path != "body" else prefix
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "missing":
+            msg = "is required"
+        elif e.get("type") == "extra_forbidden":
+            msg = "is not a known field"
+        fields.append(FieldError(path, msg))
+    return fields
+
+
+def summary(fields: list[FieldError]) -> str:
+    first = fields[0]
+    text = f"{first.field} {first.message}" if first.message.startswith("is ") else f"{first.field}: {first.message}"
+    return text + (f" (and {len(fields) - 1} more)" if len(fields) > 1 else "")

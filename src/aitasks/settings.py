@@ -21,6 +21,15 @@ class TypeOverride(BaseModel):
     retention_s: int | None = Field(None, gt=0)
 
 
+class Price(BaseModel):
+    """What one job type costs (``AITASKS_PRICES``, or a cost_infographic request's ``prices``)."""
+
+    model_config = {"extra": "forbid"}
+
+    per_second: float = Field(0.0, ge=0, description="Price per compute second (finished_at - started_at).")
+    per_job: float = Field(0.0, ge=0, description="Price per finished job (any terminal status).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AITASKS_", extra="ignore")
 
@@ -38,6 +47,9 @@ class Settings(BaseSettings):
     retention_s: int = Field(3600, gt=0, description="How long finished jobs and their files are kept.")
     pending_ttl_s: int = Field(86400, gt=0, description="How long a record lives while not yet finished.")
     type_overrides: dict[str, TypeOverride] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="Per job type prices for cost reports; key '*' prices every other type.")
+    currency: str = Field("USD", min_length=1, max_length=8, description="Currency label of the prices.")
     max_worker_losses: int = Field(2, ge=0, description="Worker deaths a job may cause before it ends FAILURE.")
     cancel_grace_s: float = Field(5.0, ge=0, description="Time a running job gets to stop before it is killed.")
     visibility_timeout_s: int | None = Field(
@@ -51,6 +63,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(16_000_000, gt=0, description="Largest image, in pixels; larger is refused (413).")
     max_wait_s: float = Field(60.0, gt=0)
+    sync_wait_s: float = Field(30.0, gt=0, description="How long ?async_processing=false waits for the job.")
     redis_timeout_s: float = Field(1.5, gt=0, description="Socket timeout of the API's Redis calls.")
     auth_cache_s: float = Field(30.0, ge=0, description="How long the API trusts a checked key (revocation clears it).")
     log_level: str = "INFO"
@@ -60,7 +73,7 @@ class Settings(BaseSettings):
         None, description="A diffusers text-to-image folder (e.g. Stable Diffusion 1.5) for image_generation.")
     preload: str = Field("", description="Job types whose models load when a worker starts: comma list or 'all'.")
 
-    @field_validator("type_overrides", mode="before")
+    @field_validator("type_overrides", "prices", mode="before")
     @classmethod
     def _parse_overrides(cls, value: Any) -> Any:
         if isinstance(value, str):

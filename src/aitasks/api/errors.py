@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from aitasks.errors import ApiError, FieldError
+from aitasks.errors import ApiError, FieldError, pydantic_fields, summary
 
 log = logging.getLogger(__name__)
 
@@ -26,35 +26,6 @@ def error_body(message: str, code: str, fields: list[FieldError] | None = None) 
     if fields:
         body["fields"] = [{"field": f.field, "message": f.message} for f in fields]
     return body
-
-
-def field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)
-    return out or "body"
-
-
-def pydantic_fields(errors: list[Any], prefix: str = "") -> list[FieldError]:
-    fields = []
-    for e in errors:
-        path = field_path(tuple(e.get("loc", ())))
-        if prefix:
-            path = f"{prefix}.{path}" if path != "body" else prefix
-        msg = e.get("msg", "invalid")
-        if e.get("type") == "missing":
-            msg = "is required"
-        elif e.get("type") == "extra_forbidden":
-            msg = "is not a known field"
-        fields.append(FieldError(path, msg))
-    return fields
-
-
-def summary(fields: list[FieldError]) -> str:
-    first = fields[0]
-    text = f"{first.field} {first.message}" if first.message.startswith("is ") else f"{first.field}: {first.message}"
-    return text + (f" (and {len(fields) - 1} more)" if len(fields) > 1 else "")
 
 
 def install_error_handlers(app: FastAPI) -> None:

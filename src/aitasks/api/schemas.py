@@ -46,6 +46,9 @@ class StatusResponse(BaseModel):
     started_at: str | None
     finished_at: str | None
     cancel_requested: bool | None = None
+    worker: str | None = Field(None, description="The Celery node that last started it.")
+    parent: str | None = Field(None, description="A child job's parent (e.g. a comparison).")
+    children: list[str] | None = Field(None, description="A parent job's children, in order.")
 
 
 class ArtifactRef(BaseModel):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from aitasks.api.errors import pydantic_fields, summary
+from aitasks.errors import pydantic_fields, summary
 from aitasks.api.services import Services
 from aitasks.errors import FieldError, ServiceUnavailable, ValidationFailed
 from aitasks.jobs.files import CheckedFile, check_file, decode_base64
@@ -144,6 +144,8 @@ async def accept(
     """Store input files, then record and enqueue the job in one atomic Redis call."""
     settings = services.settings
     jt = sub.job_type
+    if jt.check_access is not None:
+        await jt.check_access(sub.data, tenant, services.store)
     limits = jt.limits(settings)
     try:
         queue = jt.queue_for(sub.data)

@@ -71,4 +71,13 @@ def metrics_timeline(kind: str) -> str:
     return f"{PREFIX}:metrics:timeline:{kind}"
 
 
+USAGE_TTL_S = 400 * 86400  # per-tenant usage counters outlive job records by far (cost reports)
+
+
+def usage(tenant: str, day: str) -> str:
+    """A tenant's usage on one UTC day (``YYYY-MM-DD``): hash ``type|queue|jobs``, ``type|queue|seconds``
+    and ``type|queue|status:<STATUS>`` -> count, written by the UPDATE script when a job finishes."""
+    return f"{PREFIX}:usage:{tenant}:{day}"
+
+
 QUEUES = ("cpu", "gpu")

@@ -85,6 +85,10 @@ class Job:
     max_retries: int = 3
     webhook: str | None = None  # where the job's status document is POSTed (see worker/webhooks.py)
     webhook_events: tuple[str, ...] = ()  # of "start", "progress", "completed"
+    worker: str | None = None  # the Celery node that last started it
+    # Child jobs (see worker/children.py): a child names its parent; a parent lists its children.
+    parent: str | None = None
+    children: list[str] = field(default_factory=list)
 
     # --- Redis hash encoding ---------------------------------------------------------------------
 
@@ -112,6 +116,8 @@ class Job:
             out["webhook"] = self.webhook
             # Comma-framed so the UPDATE script can test membership with a plain find.
             out["webhook_events"] = "," + ",".join(self.webhook_events) + ","
+        if self.parent:
+            out["parent"] = self.parent
         return out
 
     @classmethod
@@ -152,6 +158,9 @@ class Job:
             max_retries=int(h.get("max_retries", 3)),
             webhook=h.get("webhook") or None,
             webhook_events=tuple(e for e in h.get("webhook_events", "").split(",") if e),
+            worker=h.get("worker") or None,
+            parent=h.get("parent") or None,
+            children=orjson.loads(h["children"]) if h.get("children") else [],
         )
 
     # --- views -----------------------------------------------------------------------------------
@@ -182,4 +191,10 @@ class Job:
             view["error_type"] = self.error_type
         if self.cancel_requested_at is not None and not self.status.is_terminal():
             view["cancel_requested"] = True
+        if self.worker:
+            view["worker"] = self.worker
+        if self.parent:
+            view["parent"] = self.parent
+        if self.children:
+            view["children"] = self.children
         return view

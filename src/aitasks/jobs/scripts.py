@@ -12,6 +12,20 @@ from __future__ import annotations
 from aitasks.jobs import keys
 from aitasks.jobs.metrics import DURATION_BUCKETS, TIMELINE_KEEP_S, bucket_label
 
+# A Lua function: epoch seconds -> 'YYYY-MM-DD' in UTC (Redis' Lua has no os.date). Hinnant's civil_from_days.
+UTC_DAY_LUA = """local function utc_day(ts)
+    local z = math.floor(ts / 86400) + 719468
+    local era = math.floor(z / 146097)
+    local doe = z - era * 146097
+    local yoe = doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)
+    yoe = math.floor(yoe / 365)
+    local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+    local mp = math.floor((5 * doy + 2) / 153)
+    local d = doy - math.floor((153 * mp + 2) / 5) + 1
+    local m = mp < 10 and mp + 3 or mp - 9
+    if m <= 2 then yoe = yoe + 1 end
+    return string.format('%04d-%02d-%02d', yoe + era * 400, m, d)
+  end"""
 _BUCKETS_LUA = "{" + ", ".join(f"{{{b!r}, '{bucket_label(b)}'}}" for b in DURATION_BUCKETS) + "}"
 
 CREATE = """
@@ -68,6 +82,46 @@ if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
     redis.call('HINCRBYFLOAT', dkey, 'sum', tostring(d))
   end
 end
+-- Usage (cost reports): the tenant's counters for the UTC day the job finished, by type and queue. Records
+-- expire after their retention; these hashes last @USAGE_TTL@ s. Compute seconds = finished - started.
+if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
+  local u = redis.call('HMGET', KEYS[1], 'tenant', 'queue', 'children_total')
+  local t = redis.call('TIME')
+  local fin = tonumber(f[11] or '') or (tonumber(t[1]) + tonumber(t[2]) / 1e6)
+  local secs = 0
+  -- A parent (comparison) mostly waits for its children, which count their own seconds: it counts none.
+  if tonumber(f[10] or '') and not u[3] then secs = math.max(0, fin - tonumber(f[10])) end
+  @UTC_DAY@
+  local ukey = '@USAGE@' .. (u[1] or '') .. ':' .. utc_day(fin)
+  local pre = f[8] .. '|' .. (u[2] or '') .. '|'
+  redis.call('HINCRBY', ukey, pre .. 'jobs', 1)
+  redis.call('HINCRBYFLOAT', ukey, pre .. 'seconds', string.format('%.6f', secs))
+  redis.call('HINCRBY', ukey, pre .. 'status:' .. f[2], 1)
+  redis.call('EXPIRE', ukey, @USAGE_TTL@)
+end
+-- Chord on the job store (worker/children.py): a child's end, whoever writes it, counts on its parent,
+-- whose progress is finished/total; the last one queues the parent's pre-built callback message.
+if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
+  local parent = redis.call('HGET', KEYS[1], 'parent')
+  local pkey = 'aitasks:job:' .. (parent or '')
+  local p = {}
+  if parent and parent ~= '' then
+    p = redis.call('HMGET', pkey, 'status', 'children_total', 'queue', 'callback', 'attempts', 'type')
+  end
+  if p[1] and p[2] then
+    local done = redis.call('HINCRBY', pkey, 'children_done', 1)
+    local total = tonumber(p[2])
+    if p[1] ~= 'SUCCESS' and p[1] ~= 'FAILURE' and p[1] ~= 'REVOKED' then
+      local pprogress = math.min(99, math.floor(100 * done / total))
+      local pmessage = done .. ' of ' .. total .. ' child jobs finished'
+      redis.call('HSET', pkey, 'progress', pprogress, 'message', pmessage)
+      local pseq = redis.call('HINCRBY', pkey, 'seq', 1)
+      redis.call('PUBLISH', 'aitasks:events:' .. parent, cjson.encode({task_id = parent, seq = pseq,
+        status = p[1], progress = pprogress, message = pmessage, attempts = tonumber(p[5]), task_type = p[6]}))
+      if done == total then redis.call('LPUSH', p[3], p[4]) end
+    end
+  end
+end
 -- A webhook subscribed to this kind of change gets a delivery queued, in the same step: a state the
 -- client sees is a state its webhook will be told about, whoever wrote it (worker, API, monitor).
 local hook = redis.call('HMGET', KEYS[1], 'webhook', 'webhook_events')
@@ -89,4 +143,37 @@ redis.call('PUBLISH', KEYS[2], cjson.encode(ev))
 return seq
 """.replace("@JOBS@", keys.METRICS_JOBS).replace("@TIMELINE@", keys.metrics_timeline("")) \
     .replace("@DURATION@", keys.metrics_duration("")).replace("@KEEP@", str(TIMELINE_KEEP_S)) \
-    .replace("@BUCKETS@", _BUCKETS_LUA).replace("@WEBHOOKS@", keys.WEBHOOKS_PENDING)
+    .replace("@BUCKETS@", _BUCKETS_LUA).replace("@WEBHOOKS@", keys.WEBHOOKS_PENDING) \
+    .replace("@UTC_DAY@", UTC_DAY_LUA).replace("@USAGE@", keys.usage("", "")[:-1]) \
+    .replace("@USAGE_TTL@", str(keys.USAGE_TTL_S))
+
+FAN_OUT = """
+-- A parent job's children, created and queued in one step (worker/children.py). The UPDATE script
+-- counts their ends on the parent and queues the parent's callback message after the last one.
+-- KEYS: parent job, parent events channel, tenant index, submitted counter
+-- ARGV: callback message, created ms, pending ttl, children as JSON [{id, type, queue, message, hash}],
+--       the parent's message while it waits
+-- Returns 1 when created now, 0 when they exist already (a redelivered parent: nothing is duplicated),
+-- -1 when the parent is gone or finished, -2 when its cancellation was requested.
+local p = redis.call('HMGET', KEYS[1], 'status', 'children_total', 'cancel_requested_at', 'progress',
+                     'attempts', 'type', 'id')
+if not p[1] or p[1] == 'SUCCESS' or p[1] == 'FAILURE' or p[1] == 'REVOKED' then return -1 end
+if p[2] then return 0 end
+if p[3] and p[3] ~= '' then return -2 end
+local ids = {}
+for i, c in ipairs(cjson.decode(ARGV[4])) do
+  local key = 'aitasks:job:' .. c.id
+  redis.call('HSET', key, unpack(c.hash))
+  redis.call('EXPIRE', key, ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[2], c.id)
+  redis.call('LPUSH', c.queue, c.message)
+  redis.call('HINCRBY', KEYS[4], c.type, 1)
+  ids[i] = c.id
+end
+redis.call('HSET', KEYS[1], 'children', cjson.encode(ids), 'children_total', #ids, 'children_done', 0,
+           'callback', ARGV[1], 'message', ARGV[5])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('PUBLISH', KEYS[2], cjson.encode({task_id = p[7], seq = seq, status = p[1], progress = tonumber(p[4]),
+                                             message = ARGV[5], attempts = tonumber(p[5]), task_type = p[6]}))
+return 1
+"""

@@ -143,6 +143,7 @@ class JobStore:
     def __init__(self, client: redis.Redis):
         self.r = client
         self._update = client.register_script(scripts.UPDATE)
+        self._fan_out = client.register_script(scripts.FAN_OUT)
 
     def get(self, job_id: str) -> Job | None:
         raw = self.r.hgetall(keys.job(job_id))
@@ -165,3 +166,26 @@ class JobStore:
 
     def end_delivery(self, job_id: str) -> None:
         self.r.hincrby(keys.job(job_id), "finished_deliveries", 1)
+
+    def fan_out(self, parent: Job, children: list[tuple[Job, str]], callback: str, pending_ttl_s: int,
+                waiting_message: str) -> int:
+        """Create and queue ``children`` (each a record and its Celery message) of ``parent`` atomically,
+        once. Returns 1 (created), 0 (they existed: a redelivery), -1 (parent finished), -2 (cancelled)."""
+        spec = [{"id": c.id, "type": c.type, "queue": c.queue, "message": message,
+                 "hash": [x for pair in c.to_hash().items() for x in pair]} for c, message in children]
+        created_ms = int(max((c.created_at for c, _ in children), default=parent.created_at) * 1000)
+        return int(self._fan_out(
+            keys=[keys.job(parent.id), keys.events(parent.id), keys.tenant_index(parent.tenant),
+                  keys.METRICS_SUBMITTED],
+            args=[callback, created_ms, pending_ttl_s, orjson.dumps(spec), waiting_message]))
+
+    def children(self, parent_id: str) -> list[Job | None] | None:
+        """The parent's child records in order (None for an expired one); None before its fan-out."""
+        raw = self.r.hget(keys.job(parent_id), "children")
+        if not raw:
+            return None
+        ids: list[str] = orjson.loads(raw)
+        pipe = self.r.pipeline(transaction=False)
+        for child_id in ids:
+            pipe.hgetall(keys.job(child_id))
+        return [Job.from_hash(h) if h else None for h in pipe.execute()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from aitasks.settings import Settings
     from aitasks.worker.context import JobContext
 
+# The result dict (a worker.children.Deferred from ctx.fan_out() while the job waits for child jobs).
 JobFunction = Callable[[Any, "JobContext"], dict[str, Any]]
 
 
@@ -47,6 +48,9 @@ class JobType:
     unavailable: Callable[[Settings], str | None] | None = None
     # Checks the decoded input files against the validated input (e.g. a mask not empty): raises ValidationFailed.
     check_files: Callable[[Any, dict[str, bytes]], None] | None = None
+    # Checks the validated input against the caller's tenant at submit, in the API (e.g. the job ids it
+    # names are the tenant's own): an async function (data, tenant, AsyncJobStore) that raises ValidationFailed.
+    check_access: Callable[[Any, str, Any], Awaitable[None]] | None = None
     # Extra catalog facts (e.g. the style presets).
     catalog: dict[str, Any] = field(default_factory=dict)
 

@@ -14,6 +14,7 @@ from aitasks.jobs.artifacts import ArtifactStore
 from aitasks.jobs.files import FileRef
 from aitasks.jobs.models import Artifact, Job
 from aitasks.jobs.store import JobStore
+from aitasks.worker.children import ChildSpec, Deferred, fan_out
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,22 @@ class JobContext:
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(left, CANCEL_CHECK_INTERVAL_S))
             self.check_cancel()
+
+    # --- child jobs (see worker/children.py) ------------------------------------------------------
+
+    def fan_out(self, specs: list[ChildSpec], waiting_message: str | None = None) -> Deferred:
+        """Create and queue child jobs once (a redelivery creates none); return the result to return."""
+        return fan_out(self, specs, waiting_message)
+
+    def children(self) -> list[Job | None] | None:
+        """This job's children in order (None for an expired one), or None before ``fan_out``."""
+        return self._store.children(self.job_id)
+
+    def read_child_file(self, child: Job, name: str) -> bytes:
+        """An artifact of one of this job's children (e.g. its result image)."""
+        if child.parent != self.job_id:
+            raise ValueError(f"job {child.id} is not a child of {self.job_id}")
+        return self._artifacts.read(child.id, name)
 
     # --- files -----------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from aitasks.jobs.models import Job, Status
 from aitasks.logs import job_log_context
 from aitasks.processors.registry import JobType, load_all
 from aitasks.worker.celery_app import RUN_JOB_TASK, get_celery
+from aitasks.worker.children import Deferred
 from aitasks.worker.context import JobContext
 from aitasks.worker.resources import resources
 
@@ -78,8 +79,8 @@ def execute(task: Task, job_id: str) -> None:
     if job.status.is_terminal():
         log.info("job %s already %s; duplicate delivery dropped", job_id, job.status.value)
         return
-    if job.cancel_requested_at:
-        finish(job, Status.REVOKED, "Cancelled before it started")
+    if job.cancel_requested_at:  # (a parent's callback run comes here after its children were cancelled)
+        finish(job, Status.REVOKED, "Cancelled before it started" if job.started_at is None else "Cancelled")
         return
     jt = load_all().get(job.type)
     if jt is None:
@@ -101,7 +102,7 @@ def execute(task: Task, job_id: str) -> None:
         state = store.update(job_id, {
             "status": Status.PROCESSING.value, "attempts": attempt, "started_at": started,
             "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
-            "error_type": "", "error_message": "",
+            "error_type": "", "error_message": "", "worker": task.request.hostname or "",
         })
         if state <= 0:  # cancelled (or expired) between the checks above and now
             store.end_delivery(job_id)
@@ -144,5 +145,8 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int) -> None
         log.exception("job %s raised", job.id)
         finish(job, Status.FAILURE, "Task failed", **error_fields(exc))
     else:
+        if isinstance(result, Deferred):  # waiting for child jobs: the last one's end queues the next run
+            log.info("job %s waits for %d child jobs", job.id, result.children)
+            return
         finish(job, Status.SUCCESS, "Task completed successfully",
                result=result, artifacts=[a.to_dict() for a in ctx.artifacts])

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers, UploadFile
 
 from aitasks.api import replicate_views as rv
 from aitasks.api import schemas
-from aitasks.api.errors import pydantic_fields, summary
+from aitasks.errors import pydantic_fields, summary
 from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_now, load_job
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import cancel_task

@@ -8,7 +8,7 @@ state.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -109,7 +109,8 @@ async def task_events(request: Request, task_id: str, services: ServicesDep,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _ws_job(ws: WebSocket, services: Services, task_id: str) -> Job | None:
+async def ws_job(ws: WebSocket, services: Services, task_id: str) -> Job | None:
+    """Accept the WebSocket and return the caller's job, or refuse it (a JSON error, then 4401/4404)."""
     tenant = await websocket_tenant(ws)
     await ws.accept()
     if tenant is None:
@@ -128,43 +129,20 @@ async def _ws_job(ws: WebSocket, services: Services, task_id: str) -> Job | None
 @router.websocket("/api/v1/tasks/{task_id}/ws")
 async def task_ws(ws: WebSocket, task_id: str) -> None:
     """Same messages as the SSE stream, one JSON object each; closed (1000) after a terminal state."""
+    await serve_ws(ws, task_id, lambda update: update)
+
+
+async def serve_ws(ws: WebSocket, task_id: str, render: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Push the job's updates, each as ``render`` shapes it, then close (1000) after a terminal state."""
     services: Services = ws.app.state.services
-    job = await _ws_job(ws, services, task_id)
+    job = await ws_job(ws, services, task_id)
     if job is None:
         return
     try:
         async for update in job_updates(services, ws, job):
             if update is not None:
-                await ws.send_text(orjson.dumps(update).decode())
+                await ws.send_text(orjson.dumps(render(update)).decode())
         await ws.close(code=1000)
     except WebSocketDisconnect:
         pass
 
-
-def seed003_message(update: dict[str, Any]) -> dict[str, Any]:
-    """Seed 003's shape: ``{"type", "data": {"progress", "status" (the human message), ...}}``."""
-    status = Status(update["status"])
-    kind = {Status.SUCCESS: "complete", Status.FAILURE: "error", Status.REVOKED: "cancelled"}.get(status, "progress")
-    data = {"task_id": update["task_id"], "state": status.value, "progress": update.get("progress", 0),
-            "status": update.get("message", "")}
-    if "result" in update:
-        data["result"] = update["result"]
-    if update.get("error"):
-        data["error"] = update["error"]
-    return {"type": kind, "data": data}
-
-
-@router.websocket("/api/ws/tasks/{task_id}")
-async def task_ws_seed003(ws: WebSocket, task_id: str) -> None:
-    """Seed 003's WebSocket: ``{"type": "progress"|"complete"|"error"|"cancelled", "data": {...}}``."""
-    services: Services = ws.app.state.services
-    job = await _ws_job(ws, services, task_id)
-    if job is None:
-        return
-    try:
-        async for update in job_updates(services, ws, job):
-            if update is not None:
-                await ws.send_text(orjson.dumps(seed003_message(update)).decode())
-        await ws.close(code=1000)
-    except WebSocketDisconnect:
-        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -12,16 +13,23 @@ from aitasks.api.responses import FastJSONResponse as JSONResponse
 
 from aitasks.api import schemas
 from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_now, load_job
+from aitasks.api.services import Services
 from aitasks.api.submission import (
-    accept, build_submission, check_idempotency_key, new_job_id, read_payload, resolve_type,
+    Accepted, accept, build_submission, check_idempotency_key, new_job_id, read_payload, resolve_type,
 )
 from aitasks.api.webhook_input import read_webhook
 from aitasks.api.views import links, prefer_wait_s, result_body, result_payload, wait_for_end, base_url
 from aitasks.errors import FieldError, NotFound, ValidationFailed
 from aitasks.jobs.artifacts import ArtifactStore
-from aitasks.jobs.models import Status
+from aitasks.jobs.models import Job, Status
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+ASYNC_PROCESSING: dict[str, Any] = {
+    "name": "async_processing", "in": "query", "required": False, "schema": {"type": "boolean", "default": True},
+    "description": "Seed 003: `false` waits for the job as `Prefer: wait` does, up to AITASKS_SYNC_WAIT_S "
+                   "(default 30 s): `200` with the result, or `202` when it takes longer.",
+}
 
 SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -78,8 +86,65 @@ SUBMIT_BODY: dict[str, Any] = {
                         "(200) instead of creating another."},
         {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
          "description": "`wait=N` (N <= 60): answer when the job ends or N seconds pass."},
+        ASYNC_PROCESSING,
     ],
 }
+
+
+def async_processing(request: Request) -> bool:
+    """Seed 003's ``?async_processing=true|false`` (default true); read inline, documented as ASYNC_PROCESSING."""
+    raw = request.query_params.get("async_processing")
+    if raw is None or raw.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValidationFailed("async_processing must be true or false",
+                           [FieldError("async_processing", "must be true or false")])
+
+
+def wait_seconds(request: Request, services: Services) -> tuple[float | None, bool]:
+    """How long a submit waits for its job, and whether ``Prefer: wait`` asked for it; ``None``: no wait.
+    ``?async_processing=false`` is seed 003's spelling of the same waiting submit, bounded by AITASKS_SYNC_WAIT_S."""
+    wait_s = prefer_wait_s(request.headers.get("prefer"), services.settings.max_wait_s)
+    if wait_s is not None:
+        return wait_s, True
+    return (None if async_processing(request) else services.settings.sync_wait_s), False
+
+
+@dataclass
+class Submitted:
+    accepted: Accepted
+    final: Job | None  # the finished record, when the submit waited and the job ended in time
+    wait_s: float | None
+    preferred: bool  # the wait came from a Prefer header (answered with Preference-Applied)
+
+
+async def submit_job(request: Request, services: Services, tenant: str, task_type: str | None = None) -> Submitted:
+    """The one submit path, behind every submit endpoint (ours and the seeds'): validate, accept, maybe wait.
+
+    ``task_type`` fixes the type (a seed path that submits one type); otherwise the body names it."""
+    key = check_idempotency_key(request.headers.get("idempotency-key"))
+    wait_s, preferred = wait_seconds(request, services)
+    fields, uploads = await read_payload(request)
+    named = fields.pop("task_type", None)
+    if task_type is not None and named not in (None, "", task_type):
+        raise ValidationFailed(f"task_type must be {task_type} on this path (or left out)",
+                               [FieldError("task_type", f"must be {task_type} or absent")])
+    jt = resolve_type(services, task_type or named)
+    webhook = await read_webhook(fields, services.settings)
+    job_id = new_job_id()
+    sub = await build_submission(services, jt, fields, uploads, job_id)
+    accepted = await accept(services, tenant, sub, job_id, key, webhook)
+    final = await wait_for_end(services, accepted.job.id, wait_s) if wait_s is not None else None
+    return Submitted(accepted, final, wait_s, preferred)
+
+
+async def finished_body(services: Services, request: Request, job: Job) -> dict[str, Any]:
+    """A waiting submit's answer once the job ended: its status, links and (on success) its result."""
+    body = job.status_view() | links(base_url(services, request), job.id)
+    if job.status is Status.SUCCESS:
+        body["result"] = await result_payload(services, request, job)
+    return body
 
 
 def _alias(path: str) -> str:
@@ -98,35 +163,25 @@ async def submit(request: Request) -> JSONResponse:
     """Accepts a job and answers at once with its id (`202`). Files go as base64 fields or multipart parts.
 
     The worker runs it; the API never runs AI code. With `Prefer: wait=N` the request stays open until
-    the job ends (`200`, with the result) or N seconds pass (the usual `202`).
+    the job ends (`200`, with the result) or N seconds pass (the usual `202`); `?async_processing=false`
+    (seed 003) does the same for up to `AITASKS_SYNC_WAIT_S` (30 s).
     """
     # The hot path: auth and services resolved inline, not as FastAPI dependencies (a quarter of the
     # submit's CPU went to dependency resolution; see docs/benchmarks.md).
     services = get_services_now(request)
     tenant = await current_tenant(request)
-    key = check_idempotency_key(request.headers.get("idempotency-key"))
-    wait_s = prefer_wait_s(request.headers.get("prefer"), services.settings.max_wait_s)
-    fields, uploads = await read_payload(request)
-    jt = resolve_type(services, fields.pop("task_type", None))
-    webhook = await read_webhook(fields, services.settings)
-    job_id = new_job_id()
-    sub = await build_submission(services, jt, fields, uploads, job_id)
-    accepted = await accept(services, tenant, sub, job_id, key, webhook)
+    done = await submit_job(request, services, tenant)
+    if done.final is not None:
+        applied = {"Preference-Applied": f"wait={done.wait_s:g}"} if done.preferred else None
+        return JSONResponse(await finished_body(services, request, done.final), 200, headers=applied)
+    accepted = done.accepted
     job = accepted.job
-    base = base_url(services, request)
     body: dict[str, Any] = {
         "task_id": job.id, "status": job.status.value,
         "message": "Task submitted successfully" if accepted.created
         else "Idempotency-Key seen before: this is the first task submitted with it",
-        "task_type": job.type, "queue": job.queue, **links(base, job.id),
+        "task_type": job.type, "queue": job.queue, **links(base_url(services, request), job.id),
     }
-    if wait_s is not None:
-        final = await wait_for_end(services, job.id, wait_s)
-        if final is not None:
-            body = final.status_view() | links(base, job.id)
-            if final.status is Status.SUCCESS:
-                body["result"] = await result_payload(services, request, final)
-            return JSONResponse(body, 200, headers={"Preference-Applied": f"wait={wait_s:g}"})
     headers = {"Location": body["status_url"]}
     return JSONResponse(body, 202 if accepted.created else 200, headers=headers)
 
@@ -181,30 +236,47 @@ async def task_result(
     return JSONResponse(body, code)
 
 
+async def request_cancel(services: Services, job: Job) -> Status | None:
+    """Cancel one job: a queued one ends REVOKED now (returns REVOKED), a running one is asked to stop
+    (returns PROCESSING); None when it had already finished."""
+    now = time.time()
+    if job.status in (Status.PENDING, Status.RETRY):
+        applied = await services.store.update(job.id, {
+            "status": Status.REVOKED.value, "finished_at": now, "cancel_requested_at": now,
+            "message": "Cancelled before it started" if job.status is Status.PENDING else "Cancelled",
+        }, ttl_s=job.retention_s)
+        return Status.REVOKED if applied > 0 else None
+    if not job.status.is_terminal():
+        applied = await services.store.update(job.id, {"cancel_requested_at": now, "message": "Cancellation requested"})
+        return Status.PROCESSING if applied > 0 else None
+    return None
+
+
 @router.post("/{task_id}/cancel/", response_model=schemas.CancelResponse,
              responses={400: {"model": schemas.ErrorBody, "description": "The task already finished."},
                         **schemas.errors(401, 404)},
              summary="Cancel a task")
 async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """A queued task never starts; a running one stops at its next progress report, or is killed after
-    a grace period. Either way it ends `REVOKED`."""
+    a grace period. Either way it ends `REVOKED`. A parent job (e.g. `comparison`) cancels its child
+    jobs too, and ends once they have."""
     job = await load_job(services, tenant, task_id)
-    now = time.time()
-    if job.status in (Status.PENDING, Status.RETRY):
-        applied = await services.store.update(task_id, {
-            "status": Status.REVOKED.value, "finished_at": now, "cancel_requested_at": now,
-            "message": "Cancelled before it started" if job.status is Status.PENDING else "Cancelled",
-        }, ttl_s=job.retention_s)
-        if applied > 0:
-            return JSONResponse({"task_id": task_id, "message": "Task cancelled successfully",
-                                 "status": Status.REVOKED.value})
-    elif not job.status.is_terminal():
-        applied = await services.store.update(task_id, {"cancel_requested_at": now,
-                                                        "message": "Cancellation requested"})
-        if applied > 0:
-            return JSONResponse({"task_id": task_id, "status": Status.PROCESSING.value,
-                                 "message": "Cancellation requested; the task stops at its next progress "
-                                            f"report or is terminated within {services.settings.cancel_grace_s:g}s"})
+    outcome = await request_cancel(services, job)
+    if outcome is not None:
+        # A parent's children go too; re-read after the flag: the fan-out refuses once it is set, so
+        # either the children are listed now or they will never be created.
+        parent = await services.store.get(task_id)
+        for child_id in parent.children if parent else []:
+            child = await services.store.get(child_id)
+            if child is not None:
+                await request_cancel(services, child)
+    if outcome is Status.REVOKED:
+        return JSONResponse({"task_id": task_id, "message": "Task cancelled successfully",
+                             "status": Status.REVOKED.value})
+    if outcome is Status.PROCESSING:
+        return JSONResponse({"task_id": task_id, "status": Status.PROCESSING.value,
+                             "message": "Cancellation requested; the task stops at its next progress "
+                                        f"report or is terminated within {services.settings.cancel_grace_s:g}s"})
     job = await load_job(services, tenant, task_id)
     msg = f"Task already completed ({job.status.value}), cannot cancel"
     return JSONResponse({"error": msg, "message": msg, "code": "invalid_state", "task_id": task_id,
