@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from skimage import data as samples
 
 from pictures import png, b64, astronaut, coffee
-from stack import submit, wait_status
+from stack import poll, submit, wait_status
 
 TASKS = "/api/v1/tasks"
 
@@ -268,6 +268,9 @@ def test_preload_loads_each_workers_own_models_at_start(make_stack):
     # Loaded when the pool process started, not by this job.
     assert meta["model_loads_in_process"] == {"selfie_segmenter": 1, "face_detector": 1}
     assert meta["timings_ms"]["model_ms"] < meta["timings_ms"]["total_ms"]
+    # Each worker preloads on its own schedule: the gpu worker may still be loading when the cpu job ends.
+    for name in ("worker-cpu", "worker-gpu"):
+        poll(lambda n=name: "models preloaded" in s.workers[n].log_path.read_text(), f"{name} preloaded", 120)
     cpu_log = s.workers["worker-cpu"].log_path.read_text()
     gpu_log = s.workers["worker-gpu"].log_path.read_text()
     assert "models preloaded" in cpu_log and "background_removal" in cpu_log and "face_swap" not in cpu_log
