@@ -108,7 +108,9 @@ class ErrorInfo:
 # Field paths and sentences for validation errors: shared by the API and the submit-time checks of job
 # types that validate nested inputs (comparison, visualization), so both name fields the same way.
 def field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    if loc and loc[0] in ("body", "query", "path", "header"):  # where it came from, not a field (a field may
+        loc = loc[1:]                                            # be named `query`: POST /api/v1/search)
+    parts = [str(p) for p in loc]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)

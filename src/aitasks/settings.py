@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         None, description="A diffusers text-to-image folder (e.g. Stable Diffusion 1.5) for image_generation.")
     preload: str = Field("", description="Job types whose models load when a worker starts: comma list or 'all'.")
 
+    # Documents (docs/documents.md).
+    vector_store: str | None = Field(
+        None, description="Where document chunks and vectors live: a folder (embedded LanceDB) or a server URL; "
+                          "default <data_dir>/vectors.")
+    embedding_model_dir: Path | None = Field(
+        None, description="A local sentence-transformers folder; default the packaged all-MiniLM-L6-v2.")
+    max_document_pages: int = Field(2000, gt=0, description="Most pages a document may have; more is refused (413).")
+    max_batch_files: int = Field(50, gt=0, description="Most files in one POST /api/v1/documents/batch.")
+
     @field_validator("type_overrides", "prices", mode="before")
     @classmethod
     def _parse_overrides(cls, value: Any) -> Any:
@@ -88,6 +97,10 @@ class Settings(BaseSettings):
         if "all" in wanted:
             return list(known)
         return [t for t in wanted if t in known]
+
+    @property
+    def vector_store_location(self) -> str:
+        return self.vector_store or str((self.data_dir / "vectors").resolve())
 
     @property
     def artifacts_path(self) -> Path:

@@ -12,7 +12,7 @@ from aitasks.api.responses import FastJSONResponse
 from aitasks.api.errors import install_error_handlers
 from aitasks.api.limits import BodyLimitMiddleware
 from aitasks.api.openapi import install_openapi
-from aitasks.api.routes import catalog, compat, dashboard, health, replicate, stream, system, tasks
+from aitasks.api.routes import catalog, compat, dashboard, documents, health, replicate, stream, system, tasks
 from aitasks.api.services import Services
 from aitasks.settings import Settings, get_settings
 
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   default_response_class=FastJSONResponse)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
-    for module in (tasks, stream, compat, catalog, health, system, dashboard, replicate):
+    for module in (tasks, stream, compat, catalog, health, system, dashboard, replicate, documents):
         app.include_router(module.router)
     app.mount(dashboard.UI_PREFIX, dashboard.static_files(), name="dashboard")
     install_openapi(app)

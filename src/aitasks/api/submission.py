@@ -139,7 +139,7 @@ async def build_submission(
 
 async def accept(
     services: Services, tenant: str, sub: Submission, job_id: str, idempotency_key: str | None,
-    webhook: tuple[str | None, tuple[str, ...]] = (None, ()),
+    webhook: tuple[str | None, tuple[str, ...]] = (None, ()), document: str | None = None,
 ) -> Accepted:
     """Store input files, then record and enqueue the job in one atomic Redis call."""
     settings = services.settings
@@ -155,7 +155,7 @@ async def accept(
         id=job_id, type=jt.name, tenant=tenant, queue=queue, created_at=time.time(), input=sub.input,
         retention_s=limits["retention_s"], soft_time_limit_s=limits["soft_time_limit_s"],
         time_limit_s=limits["time_limit_s"], max_retries=limits["max_retries"],
-        webhook=webhook[0], webhook_events=webhook[1],
+        webhook=webhook[0], webhook_events=webhook[1], document=document,
     )
     if sub.files:
         await asyncio.to_thread(_save_inputs, services, job_id, sub.files)

@@ -37,7 +37,7 @@ class FileRef(BaseModel):
 class FileKind:
     """Marks a model field as a file of this kind; the API reads it from base64 or multipart."""
 
-    kind: str  # "image" | "any"
+    kind: str  # "image" | "document" | "any"
     media_types: tuple[str, ...] = ()
 
 
@@ -51,6 +51,17 @@ ImageFile = Annotated[
         "contentEncoding": "base64",
         "contentMediaType": "image/*",
         "description": "An image (PNG, JPEG or WebP) as base64 or a data: URI, "
+                       "or a multipart file part of the same name.",
+    }),
+]
+
+DocumentFile = Annotated[
+    FileRef,
+    FileKind("document"),
+    WithJsonSchema({
+        "type": "string",
+        "contentEncoding": "base64",
+        "description": "A document (PDF, DOCX, TXT, Markdown, HTML, PNG/JPEG scan) as base64, "
                        "or a multipart file part of the same name.",
     }),
 ]

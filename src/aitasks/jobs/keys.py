@@ -80,4 +80,21 @@ def usage(tenant: str, day: str) -> str:
     return f"{PREFIX}:usage:{tenant}:{day}"
 
 
+def document(tenant: str, document_id: str) -> str:
+    """A document's record (hash, no TTL: it outlives its ingestion job), kept current by the UPDATE script."""
+    return f"{PREFIX}:document:{tenant}:{document_id}"
+
+
+def tenant_documents(tenant: str) -> str:
+    """Sorted set of a tenant's document ids, scored by their last upload time in ms."""
+    return f"{PREFIX}:tenant:{tenant}:documents"
+
+
+DOCUMENT_BATCH_TTL_S = 30 * 86400  # a batch record lists its documents; their status is read from their records
+
+
+def document_batch(tenant: str, batch_id: str) -> str:
+    return f"{PREFIX}:document-batch:{tenant}:{batch_id}"
+
+
 QUEUES = ("cpu", "gpu")

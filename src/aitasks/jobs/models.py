@@ -89,6 +89,8 @@ class Job:
     # Child jobs (see worker/children.py): a child names its parent; a parent lists its children.
     parent: str | None = None
     children: list[str] = field(default_factory=list)
+    # A document_ingestion job's document record key: the UPDATE script marks the record when the job ends.
+    document: str | None = None
 
     # --- Redis hash encoding ---------------------------------------------------------------------
 
@@ -118,6 +120,8 @@ class Job:
             out["webhook_events"] = "," + ",".join(self.webhook_events) + ","
         if self.parent:
             out["parent"] = self.parent
+        if self.document:
+            out["document"] = self.document
         return out
 
     @classmethod
@@ -161,6 +165,7 @@ class Job:
             worker=h.get("worker") or None,
             parent=h.get("parent") or None,
             children=orjson.loads(h["children"]) if h.get("children") else [],
+            document=h.get("document") or None,
         )
 
     # --- views -----------------------------------------------------------------------------------

@@ -122,6 +122,32 @@ if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
     end
   end
 end
+-- Document records (api/routes/documents.py): a document_ingestion job names its record in 'document'; its
+-- end, whoever writes it (the job, the worker-lost or hard-limit hooks, a cancel), marks the record in the
+-- same step: completed with the result's numbers, or failed with the reason. Only while the record still
+-- names this job: a re-upload's newer job owns it then. The record has no TTL (it outlives the job).
+if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
+  local dkey = redis.call('HGET', KEYS[1], 'document')
+  if dkey and dkey ~= '' and redis.call('HGET', dkey, 'task_id') == f[1] then
+    local t = redis.call('TIME')
+    local dnow = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1e6)
+    if f[2] == 'SUCCESS' then
+      local ok, r = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'result') or '{}')
+      if not ok or type(r) ~= 'table' then r = {} end
+      local function num(v) if type(v) == 'number' then return string.format('%d', v) end return '0' end
+      redis.call('HSET', dkey, 'status', 'completed', 'pages', num(r.pages), 'chunks', num(r.chunks),
+                 'ocr_pages', num(r.ocr_pages), 'tokens', num(r.tokens), 'doc_type', tostring(r.doc_type or ''),
+                 'error', '', 'error_type', '', 'finished_at', dnow, 'updated_at', dnow)
+    else
+      local err = f[7]
+      local code = f[6] or ''
+      if f[2] == 'REVOKED' then err = 'The ingestion was cancelled (' .. (f[4] or 'Cancelled') .. ').'; code = 'Cancelled'
+      elseif not err or err == '' then err = f[4] or 'Task failed' end
+      redis.call('HSET', dkey, 'status', 'failed', 'error', err, 'error_type', code, 'finished_at', dnow,
+                 'updated_at', dnow)
+    end
+  end
+end
 -- A webhook subscribed to this kind of change gets a delivery queued, in the same step: a state the
 -- client sees is a state its webhook will be told about, whoever wrote it (worker, API, monitor).
 local hook = redis.call('HMGET', KEYS[1], 'webhook', 'webhook_events')
