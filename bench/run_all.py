@@ -1,8 +1,11 @@
 """`make bench`: the platform benchmarks, each next to its baseline measured in the same run.
 
-    .venv/bin/python -m bench.run_all                 # full run (about 2.5 minutes)
-    .venv/bin/python -m bench.run_all --quick         # smoke run (about 50 seconds)
+    .venv/bin/python -m bench.run_all                 # full run (about 5 minutes: 2.5 for (a)-(c), 2.5 for (d)-(e))
+    .venv/bin/python -m bench.run_all --quick         # smoke run (about 2 minutes)
     .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only (about 70 seconds)
+    .venv/bin/python -m bench.run_all --only documents      # (d) document pipeline throughput (about 70 s)
+    .venv/bin/python -m bench.run_all --only documents-e2e  # (d') a document through the API and a worker (60 s)
+    .venv/bin/python -m bench.run_all --only search         # (e) search quality on a labelled set (about 25 s)
 
 Prints a table and the ratios against the targets, and writes them as JSON to var/bench/last.json.
 Everything runs on private redis-servers and free ports of 127.0.0.1, and is stopped at the end.
@@ -19,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import e2e_bench, image_bench, loadgen, report, submit_bench
+from bench import documents_bench, documents_e2e, e2e_bench, image_bench, loadgen, report, search_set, submit_bench
 from bench.procs import ROOT, Cleanup
 
 
@@ -34,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a short smoke run: fewer, shorter rounds")
-    p.add_argument("--only", choices=("submit", "e2e", "images"), help="run one part only")
+    p.add_argument("--only", choices=("submit", "e2e", "images", "documents", "documents-e2e", "search"),
+                   help="run one part only")
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                    help="HTTP load generator for (a): wrk (installed with apt-get if missing and allowed), "
                         "or the in-process asyncio one; auto = wrk when it can be had")
@@ -118,6 +122,20 @@ def main(argv: list[str] | None = None) -> int:
             result["images"] = image_bench.run(
                 work, logs, cleanup, samples=cfg["image_samples"], warmup=cfg["image_warmup"],
                 jobs=cfg["image_jobs"], worker_env=dict(args.worker_env))
+        cleanup.run()  # (d) and (e) run in this process and start nothing: free the cores first
+        if args.only in (None, "documents"):
+            print("(d) document pipeline: pages/s and chunks/s next to the library calls they wrap", flush=True)
+            result["documents"] = documents_bench.run(quick=args.quick)
+        if args.only in (None, "documents-e2e"):
+            print("(d') a document through the API and a worker vs the pipeline in this process", flush=True)
+            docs_cleanup = Cleanup()
+            try:
+                result["documents_e2e"] = documents_e2e.run(work / "documents", logs, docs_cleanup, quick=args.quick)
+            finally:
+                docs_cleanup.run()
+        if args.only in (None, "search"):
+            print("(e) search quality: vector, keyword and hybrid on a labelled set", flush=True)
+            result["search"] = search_set.run(quick=args.quick)
     except KeyboardInterrupt:
         print("interrupted: stopping everything", file=sys.stderr)
         failed = True
@@ -135,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     result["ratios"] = report.ratios(result)
     result["verdicts"] = report.verdicts(result["ratios"])
     print(report.render(result))
+    if "documents" in result:
+        print(documents_bench.render(result["documents"]))
+    if "documents_e2e" in result:
+        print(documents_e2e.render(result["documents_e2e"]))
+    if "search" in result:
+        print(search_set.render(result["search"]))
     report.write_json(result, args.out)
     print(f"results: {args.out}")
     return 0
