@@ -49,12 +49,10 @@ def rc(stack: Stack) -> replicate.Client:
 
 
 def read_output(rc: replicate.Client, output: Any) -> bytes:
-    """The output file's bytes. The client wraps https: and data: URLs in FileOutput; over plain http
-    (the test deployment) it hands back the URL itself, which FileOutput downloads with the token."""
-    if isinstance(output, FileOutput):
-        return output.read()
-    assert isinstance(output, str) and output.startswith("http"), output
-    return FileOutput(output, rc).read()
+    """The output file's bytes, as user code reads them: the client hands back a FileOutput. (It wraps
+    only https: and data: outputs; over plain http, as here, the service sends a data: URI.)"""
+    assert isinstance(output, FileOutput), output
+    return output.read()
 
 
 def image_of(rc: replicate.Client, output: Any) -> np.ndarray:
@@ -118,14 +116,17 @@ def test_unknown_model_and_wrong_token(rc, stack):
 
 def test_background_removal_by_upload_gives_a_transparent_backdrop(rc, stack):
     out = rc.run("aitasks/background_removal", input={"image": upload(png(astronaut()))})
-    assert str(out).startswith(f"{stack.url}/api/v1/tasks/")
+    assert isinstance(out, FileOutput) and out.url.startswith("data:image/png;base64,")
     rgba = image_of(rc, out)
     assert rgba.shape == (512, 512, 4)
     for corner in (rgba[:40, :40, 3], rgba[:40, -40:, 3]):
         assert corner.max() <= 10, corner.max()
     assert rgba[150:210, 200:260, 3].mean() > 240  # the face stays
-    # The output needs the key, like every artifact.
-    assert httpx.get(str(out), timeout=30).status_code == 401
+    # A listing keeps the artifact's URL (nothing inlined); it needs the key, like every artifact.
+    listed = rc.predictions.list().results[0]
+    assert isinstance(listed.output, str) and listed.output.startswith(f"{stack.url}/api/v1/tasks/{listed.id}/")
+    assert httpx.get(listed.output, timeout=30).status_code == 401
+    assert FileOutput(listed.output, rc).read() == out.read()
 
 
 def test_style_transfer_by_data_uri_changes_the_picture(rc):

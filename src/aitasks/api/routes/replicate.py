@@ -7,6 +7,8 @@ body (``detail``, ``title``, ``status``; ``422`` with ``invalid_fields`` for bad
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import io
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -26,7 +28,7 @@ from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import cancel_task
 from aitasks.api.services import Services
 from aitasks.api.submission import accept, build_submission, new_job_id, read_payload
-from aitasks.api.views import base_url, prefer_wait_s, wait_for_end
+from aitasks.api.views import artifact_url, base_url, prefer_wait_s, wait_for_end
 from aitasks.api.webhook_input import read_webhook
 from aitasks.errors import ApiError, FieldError, NotFound, PayloadTooLarge, ValidationFailed
 from aitasks.jobs.models import Job
@@ -190,7 +192,27 @@ async def _create(request: Request, jt: JobType | None, body: dict[str, Any]) ->
 
 async def _view(services: Services, job: Job, base: str) -> dict[str, Any]:
     history = await rv.log_history(services, [job.id])
-    return rv.prediction_view(services, job, base, history[job.id])
+    view = rv.prediction_view(services, job, base, history[job.id])
+    if base.startswith("http:"):
+        view["output"] = await _inline_output(services, job, view["output"], base)
+    return view
+
+
+# The replicate client wraps only https: and data: outputs in FileOutput (the object user code calls
+# .read() on); over plain http (make run) it would hand back a bare URL string and break that code. So a
+# single prediction served over http carries its image output as a data: URI, up to this size.
+INLINE_OUTPUT_MAX_BYTES = 20 * 1024 * 1024
+
+
+async def _inline_output(services: Services, job: Job, output: Any, base: str) -> Any:
+    for artifact in job.artifacts:
+        if output == artifact_url(base, job.id, artifact.name) and artifact.bytes <= INLINE_OUTPUT_MAX_BYTES:
+            try:
+                data = await asyncio.to_thread(services.artifacts.read, job.id, artifact.name)
+            except FileNotFoundError:
+                return output
+            return f"data:{artifact.media_type};base64,{base64.b64encode(data).decode()}"
+    return output
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
