@@ -332,8 +332,10 @@ def test_schema_is_created_once_with_its_indexes_and_checks_the_dimension(pg: Pg
     with first._connection() as conn:  # the pool's session settings reached pgvector
         assert conn.execute("SHOW hnsw.iterative_scan").fetchone() == ("strict_order",)
         assert conn.execute("SHOW hnsw.ef_search").fetchone() == ("400",)
+    wrong = PgVectorStore(pg.url, 16, table=table)
     with pytest.raises(InvalidStoreArgument, match="vector\\(8\\)"):
-        PgVectorStore(pg.url, 16, table=table).count("acme")
+        wrong.count("acme")
+    assert wrong._pool is None  # closed at once: no pool threads left for the garbage collector to stop
     with pytest.raises(InvalidStoreArgument):
         PgVectorStore(pg.url, 8, table="chunks; DROP TABLE x")
     for s in (first, second):

@@ -98,7 +98,11 @@ class PgVectorStore(VectorStore):
                 self._pool_pid = os.getpid()
             pool = self._pool
         if not self._schema_ready:
-            self._ensure_schema(pool)
+            try:
+                self._ensure_schema(pool)
+            except BaseException:
+                self.close()  # a store that cannot be set up (wrong dimension, no rights) keeps no pool threads
+                raise
         return pool
 
     def close(self) -> None:
