@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only (about 70 seconds)
     .venv/bin/python -m bench.run_all --only documents      # (d) document pipeline throughput (about 70 s)
     .venv/bin/python -m bench.run_all --only documents-e2e  # (d') a document through the API and a worker (60 s)
-    .venv/bin/python -m bench.run_all --only search         # (e) search quality on a labelled set (about 25 s)
+    .venv/bin/python -m bench.run_all --only search         # (e) search quality on two labelled sets (about 35 s)
 
 Prints a table and the ratios against the targets, and writes them as JSON to var/bench/last.json.
 Everything runs on private redis-servers and free ports of 127.0.0.1, and is stopped at the end.
@@ -22,7 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import documents_bench, documents_e2e, e2e_bench, image_bench, loadgen, report, search_set, submit_bench
+from bench import (
+    documents_bench,
+    documents_e2e,
+    e2e_bench,
+    image_bench,
+    loadgen,
+    report,
+    search_set,
+    search_tuning_set,
+    submit_bench,
+)
 from bench.procs import ROOT, Cleanup
 
 
@@ -136,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "search"):
             print("(e) search quality: vector, keyword and hybrid on a labelled set", flush=True)
             result["search"] = search_set.run(quick=args.quick)
+            print("(e') search fusions on the tuning set (the set fusion weights are chosen on)", flush=True)
+            result["search_tuning"] = search_tuning_set.run(quick=args.quick)
     except KeyboardInterrupt:
         print("interrupted: stopping everything", file=sys.stderr)
         failed = True
@@ -159,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         print(documents_e2e.render(result["documents_e2e"]))
     if "search" in result:
         print(search_set.render(result["search"]))
+    if "search_tuning" in result:
+        print(search_tuning_set.render(result["search_tuning"]))
     report.write_json(result, args.out)
     print(f"results: {args.out}")
     return 0
