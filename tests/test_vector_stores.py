@@ -7,6 +7,7 @@ import multiprocessing
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -351,3 +352,17 @@ def test_open_store_picks_the_backend_by_url(pg: PgServer, tmp_path: Path) -> No
     assert isinstance(open_store(f"lancedb://{tmp_path / 'w'}", 8), LanceDBStore)
     with pytest.raises(InvalidStoreArgument):
         open_store("mysql://x", 8)
+
+
+def test_lancedb_compacts_and_prunes_every_n_writes(tmp_path: Path) -> None:
+    """Each write adds a table version: a store that optimizes every few writes keeps the folder bounded,
+    one that never does accumulates every version."""
+    chunk = [StoredChunk(0, "a lighthouse on a rock", None, unit(1, 8))]
+    pruned = LanceDBStore(tmp_path / "pruned", 8, optimize_every=5, keep_versions=timedelta(milliseconds=1))
+    kept = LanceDBStore(tmp_path / "kept", 8, optimize_every=0)
+    for i in range(20):
+        for store in (pruned, kept):
+            store.replace_document("acme", f"doc{i % 3}", chunk)
+    assert pruned.count("acme") == kept.count("acme") == 3
+    assert len(pruned._table.list_versions()) < 10 <= len(kept._table.list_versions())
+    assert pruned.search("acme", unit(1, 8), "lighthouse", 3)  # still answers after pruning

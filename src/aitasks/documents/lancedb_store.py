@@ -52,9 +52,17 @@ def _quote(value: str) -> str:
 
 
 class LanceDBStore(VectorStore):
-    def __init__(self, path: str | Path, dimension: int = 384, table_name: str = "chunks") -> None:
+    def __init__(self, path: str | Path, dimension: int = 384, table_name: str = "chunks", *,
+                 optimize_every: int = 100, keep_versions: timedelta = timedelta(hours=1)) -> None:
         import lancedb
 
+        # Every write adds a table version and small files: without compaction and pruning the folder
+        # grows without bound and reads slow down. So every ``optimize_every`` writes of this process
+        # (0: never) run optimize(), keeping versions younger than ``keep_versions`` for readers in
+        # other processes still on an older one.
+        self.optimize_every = optimize_every
+        self.keep_versions = keep_versions
+        self._writes = 0
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.dimension = dimension
@@ -116,6 +124,7 @@ class LanceDBStore(VectorStore):
              .when_not_matched_insert_all()
              .when_not_matched_by_source_delete(self._where(tenant, [document_id], []))
              .execute(rows))
+            self._after_write()
         return len(chunks)
 
     def _delete(self, tenant: str, document_id: str) -> int:
@@ -124,12 +133,19 @@ class LanceDBStore(VectorStore):
             count = int(self._table.count_rows(where))
             if count:
                 self._table.delete(where)
+                self._after_write()
         return count
 
+    def _after_write(self) -> None:
+        """Called under the write lock after each write: optimize every ``optimize_every`` of them."""
+        self._writes += 1
+        if self.optimize_every and self._writes % self.optimize_every == 0:
+            self._table.optimize(cleanup_older_than=self.keep_versions)
+
     def optimize(self) -> None:
-        """Compact files, fold new rows into the full-text index, drop old versions (run now and then)."""
+        """Compact files, fold new rows into the full-text index, drop versions older than keep_versions."""
         with self._write_lock():
-            self._table.optimize()
+            self._table.optimize(cleanup_older_than=self.keep_versions)
 
     # --- reads ------------------------------------------------------------------------------------
 
