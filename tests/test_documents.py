@@ -483,17 +483,16 @@ def test_the_api_process_starts_without_the_model_or_the_store_libraries():
     assert out.stdout.strip() == "[]"
 
 
-def test_direct_submission_of_the_job_type_fails_clearly(dclient):
+def test_direct_submission_of_the_job_type_is_refused_naming_the_upload_path(dclient):
     import base64
 
     r = dclient.post("/api/v1/tasks/submit/", json={"task_type": "document_ingestion", "document_id": "direct",
                                                     "file": base64.b64encode(SOURDOUGH.encode()).decode()})
-    assert r.status_code == 202, r.text
-    task_id = r.json()["task_id"]
-    body = poll(lambda: (lambda b: b if b["status"] in ("SUCCESS", "FAILURE") else None)(
-        dclient.get(f"/api/v1/tasks/{task_id}/status/").json()), "the job to end", timeout_s=60)
-    assert body["status"] == "FAILURE" and "POST /api/v1/documents/" in body["error"]
+    assert r.status_code == 400, r.text
+    assert r.json()["fields"][0]["field"] == "task_type" and "POST /api/v1/documents/" in r.json()["error"]
     assert dclient.get(f"{DOCS}/direct/status").status_code == 404
+    entry = next(t for t in dclient.get("/api/v1/task-types").json() if t["name"] == "document_ingestion")
+    assert entry["submit_path"] == "POST /api/v1/documents/"
 
 
 def test_the_service_runs_on_the_postgres_backend_too(make_stack):

@@ -93,6 +93,7 @@ class TaskTypeInfo(BaseModel):
     available: bool
     unavailable_reason: str | None = None
     options: dict[str, Any] | None = None
+    submit_path: str | None = Field(None, description="Set when the type is submitted only through this path.")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {

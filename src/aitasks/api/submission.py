@@ -100,6 +100,9 @@ async def build_submission(
 ) -> Submission:
     """Validate the input against the type's model; decode and check its files (nothing stored yet)."""
     settings = services.settings
+    if jt.submit_path:
+        raise ValidationFailed(f"{jt.name} is submitted through {jt.submit_path}, not this path",
+                               [FieldError("task_type", f"submit {jt.name} through {jt.submit_path}")])
     reason = jt.unavailable_reason(settings)
     if reason:
         raise ServiceUnavailable(f"{jt.name} is not available in this deployment: {reason}")

@@ -53,6 +53,9 @@ class JobType:
     check_access: Callable[[Any, str, Any], Awaitable[None]] | None = None
     # Extra catalog facts (e.g. the style presets).
     catalog: dict[str, Any] = field(default_factory=dict)
+    # Set when the type is submitted only through its own path (e.g. document uploads, which keep a
+    # document record): the generic submit paths refuse it with a 400 that names this path.
+    submit_path: str | None = None
 
     def queue_for(self, data: BaseModel) -> str:
         queue = self.route(data) if self.route else self.queue

@@ -31,6 +31,7 @@ def describe(jt: JobType, settings: Settings) -> dict[str, Any]:
         "available": (reason := jt.unavailable_reason(settings)) is None,
         "unavailable_reason": reason,
         **({"options": jt.catalog} if jt.catalog else {}),
+        **({"submit_path": jt.submit_path} if jt.submit_path else {}),
     }
 
 

@@ -85,7 +85,7 @@ class _Stages:
 
 @job_type(
     NAME, input=DocumentIngestionInput, queue="cpu", soft_time_limit_s=840, time_limit_s=900, max_retries=3,
-    retry_backoff_s=2.0, preload=preload,
+    retry_backoff_s=2.0, preload=preload, submit_path="POST /api/v1/documents/",
     description="Read a document (PDF, DOCX, TXT, Markdown, HTML, scans with OCR), cut it into token-aware "
                 "chunks, embed them and store them for search. Upload through POST /api/v1/documents/.",
     examples=({"task_type": NAME, "file": "<base64 PDF>", "document_id": "handbook-2026",

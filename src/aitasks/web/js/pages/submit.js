@@ -3,7 +3,8 @@ import { h } from "../dom.js";
 import { buildForm } from "../form.js";
 
 export async function submitPage(view, { params }) {
-  const types = await catalog();
+  // Types with their own submit path (document uploads) are not submitted from this form.
+  const types = (await catalog()).filter((t) => !t.submit_path);
   const wanted = params[0] || localStorage.getItem("aitasks.lastType") || "background_removal";
   const type = types.find((t) => t.name === wanted) || types[0];
   localStorage.setItem("aitasks.lastType", type.name);
