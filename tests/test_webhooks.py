@@ -156,3 +156,23 @@ def test_the_services_own_redis_is_refused(stack, client):
     for host in ("127.0.0.1", "localhost"):
         r = client.post(f"{TASKS}/submit/", json={"task_type": "diagnostic", "webhook": f"http://{host}:{redis_port}/"})
         assert r.status_code == 400 and "own Redis" in r.json()["error"], r.text
+
+
+def test_a_comparison_reports_each_finished_child_as_progress(stack, receiver):
+    """A parent's progress comes from its children's ends (the UPDATE script), and its webhook hears it."""
+    from pictures import b64, coffee, png
+
+    variants = [{"task_type": "diagnostic", "parameters": {"steps": 1}} for _ in range(3)]
+    with stack.client() as c:
+        r = c.post(f"{TASKS}/submit/", json={
+            "task_type": "comparison", "image": b64(png(coffee())), "parameters": {"variants": variants},
+            "webhook": receiver.url, "webhook_events_filter": ["progress", "completed"]})
+        assert r.status_code == 202, r.text
+        task_id = r.json()["task_id"]
+        assert wait_status(c, task_id, timeout_s=120)["status"] == "SUCCESS"
+        poll(lambda: any(d["event"] == "completed" for d in receiver.docs()), "the completed webhook")
+    docs = sorted((d for d in receiver.docs() if d["task_id"] == task_id), key=lambda d: d["seq"])
+    counted = [d for d in docs if d["event"] == "progress" and "child jobs finished" in (d.get("message") or "")]
+    assert [d["message"] for d in counted] == [f"{n} of 3 child jobs finished" for n in (1, 2, 3)], docs
+    assert [d["progress"] for d in counted] == [33, 66, 99]
+    assert docs[-1]["event"] == "completed" and docs[-1]["status"] == "SUCCESS"

@@ -118,6 +118,12 @@ if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
       local pseq = redis.call('HINCRBY', pkey, 'seq', 1)
       redis.call('PUBLISH', 'aitasks:events:' .. parent, cjson.encode({task_id = parent, seq = pseq,
         status = p[1], progress = pprogress, message = pmessage, attempts = tonumber(p[5]), task_type = p[6]}))
+      -- The parent's progress is a change its webhook may have asked for, like any other.
+      local ph = redis.call('HMGET', pkey, 'webhook', 'webhook_events')
+      if ph[1] and ph[1] ~= '' and string.find(ph[2] or '', ',progress,', 1, true) then
+        redis.call('LPUSH', '@WEBHOOKS@', cjson.encode({task_id = parent, event = 'progress', seq = pseq,
+          attempt = 1, status = p[1], progress = pprogress, message = pmessage}))
+      end
       if done == total then redis.call('LPUSH', p[3], p[4]) end
     end
   end
