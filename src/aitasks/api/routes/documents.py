@@ -19,11 +19,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from aitasks.api import schemas
+from aitasks.api.document_schemas import (
+    ACCEPTED_MESSAGE,
+    BatchAccepted,
+    BatchStatus,
+    DocumentAccepted,
+    DocumentDeleted,
+    DocumentList,
+    DocumentStatus,
+    SearchRequest,
+    SearchResponse,
+)
 from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_now
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import request_cancel
@@ -46,109 +56,11 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["documents"])
 V1 = "/api/v1/documents"
 LOST_AFTER_S = 60.0  # a record 'processing' whose job record is gone this long after upload: the job was lost
-ACCEPTED_MESSAGE = "Processing started in background."
 
 _MEDIA = {"pdf": ("application/pdf", "pdf"),
           "docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx"),
           "text": ("text/plain", "txt"), "markdown": ("text/markdown", "md"), "html": ("text/html", "html"),
           "png": ("image/png", "png"), "jpeg": ("image/jpeg", "jpg")}
-
-
-# --- response shapes (for the OpenAPI document) -----------------------------------------------------
-
-
-class DocumentAccepted(BaseModel):
-    message: str = Field(examples=[ACCEPTED_MESSAGE])
-    task_id: str = Field(description="The document_ingestion job (GET /api/v1/tasks/{task_id}/status/).")
-    document_id: str = Field(examples=["handbook-2026"])
-    status: str = Field(examples=["processing"])
-    status_url: str
-
-
-class DocumentStatus(BaseModel):
-    document_id: str
-    status: str = Field(description="processing | completed | failed", examples=["completed"])
-    pages: int | None = Field(None, description="Pages read (1 for formats without pages); null until completed.")
-    chunks: int | None = Field(None, description="Chunks stored for search; null until completed.")
-    ocr_pages: int | None = Field(None, description="Pages read by OCR; null until completed.")
-    error: str | None = Field(None, description="Why it failed.")
-    error_type: str | None = Field(None, examples=["EncryptedDocument"])
-    doc_type: str | None = Field(None, description="Completed: pdf | docx | text | markdown | html | png | jpeg.")
-    filename: str | None = None
-    content_type: str | None = None
-    bytes: int | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    task_id: str | None = None
-    batch_id: str | None = None
-    created_at: str | None = None
-    uploaded_at: str | None = None
-    finished_at: str | None = None
-    progress: int | None = Field(None, description="While processing: the job's progress, 0-100.")
-    stage: str | None = Field(None, description="While processing: extract | ocr | chunk | embed | store.")
-    message: str | None = Field(None, description="While processing: the job's progress message.")
-
-
-class DocumentList(BaseModel):
-    documents: list[DocumentStatus]
-    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null at the end.")
-
-
-class DocumentDeleted(BaseModel):
-    document_id: str
-    deleted: bool
-    chunks_deleted: int
-
-
-class BatchDocument(BaseModel):
-    document_id: str
-    task_id: str | None = None
-    filename: str | None = None
-    status: str
-
-
-class BatchAccepted(BaseModel):
-    message: str = Field(examples=[ACCEPTED_MESSAGE])
-    batch_id: str
-    status: str = Field(examples=["processing"])
-    documents: list[BatchDocument]
-    status_url: str
-
-
-class BatchStatus(BaseModel):
-    batch_id: str
-    status: str = Field(description="processing (any still running) | completed (all) | failed (all) | "
-                                    "completed_with_errors")
-    total: int
-    processing: int
-    completed: int
-    failed: int
-    deleted: int
-    created_at: str | None
-    documents: list[DocumentStatus]
-
-
-class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(min_length=1, max_length=2000, description="A question or keywords, in any wording.")
-    top_k: int = Field(5, ge=1, le=100, description="How many results.")
-    document_ids: list[str] | None = Field(None, max_length=1000, description="Only in these documents.")
-    filters: dict[str, str | int | float | bool] | None = Field(
-        None, description="Only documents whose metadata equals every pair.")
-    alpha: float = Field(0.8, ge=0.0, le=1.0, description="Weight of the vector score against the keyword "
-                                                          "(BM25) score; 1 is vectors only.")
-
-
-class SearchResult(BaseModel):
-    document_id: str
-    filename: str | None
-    page: int | None = Field(description="Counted from 1; null for a format without pages (DOCX, text).")
-    score: float
-    text: str
-
-
-class SearchResponse(BaseModel):
-    results: list[SearchResult]
 
 
 # --- helpers ------------------------------------------------------------------------------------------

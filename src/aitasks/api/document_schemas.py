@@ -1,0 +1,103 @@
+"""Request and response shapes of the document API (routes/documents.py), for validation and OpenAPI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ACCEPTED_MESSAGE = "Processing started in background."
+
+
+class DocumentAccepted(BaseModel):
+    message: str = Field(examples=[ACCEPTED_MESSAGE])
+    task_id: str = Field(description="The document_ingestion job (GET /api/v1/tasks/{task_id}/status/).")
+    document_id: str = Field(examples=["handbook-2026"])
+    status: str = Field(examples=["processing"])
+    status_url: str
+
+
+class DocumentStatus(BaseModel):
+    document_id: str
+    status: str = Field(description="processing | completed | failed", examples=["completed"])
+    pages: int | None = Field(None, description="Pages read (1 for formats without pages); null until completed.")
+    chunks: int | None = Field(None, description="Chunks stored for search; null until completed.")
+    ocr_pages: int | None = Field(None, description="Pages read by OCR; null until completed.")
+    error: str | None = Field(None, description="Why it failed.")
+    error_type: str | None = Field(None, examples=["EncryptedDocument"])
+    doc_type: str | None = Field(None, description="Completed: pdf | docx | text | markdown | html | png | jpeg.")
+    filename: str | None = None
+    content_type: str | None = None
+    bytes: int | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    task_id: str | None = None
+    batch_id: str | None = None
+    created_at: str | None = None
+    uploaded_at: str | None = None
+    finished_at: str | None = None
+    progress: int | None = Field(None, description="While processing: the job's progress, 0-100.")
+    stage: str | None = Field(None, description="While processing: extract | ocr | chunk | embed | store.")
+    message: str | None = Field(None, description="While processing: the job's progress message.")
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentStatus]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page; null at the end.")
+
+
+class DocumentDeleted(BaseModel):
+    document_id: str
+    deleted: bool
+    chunks_deleted: int
+
+
+class BatchDocument(BaseModel):
+    document_id: str
+    task_id: str | None = None
+    filename: str | None = None
+    status: str
+
+
+class BatchAccepted(BaseModel):
+    message: str = Field(examples=[ACCEPTED_MESSAGE])
+    batch_id: str
+    status: str = Field(examples=["processing"])
+    documents: list[BatchDocument]
+    status_url: str
+
+
+class BatchStatus(BaseModel):
+    batch_id: str
+    status: str = Field(description="processing (any still running) | completed (all) | failed (all) | "
+                                    "completed_with_errors")
+    total: int
+    processing: int
+    completed: int
+    failed: int
+    deleted: int
+    created_at: str | None
+    documents: list[DocumentStatus]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=2000, description="A question or keywords, in any wording.")
+    top_k: int = Field(5, ge=1, le=100, description="How many results.")
+    document_ids: list[str] | None = Field(None, max_length=1000, description="Only in these documents.")
+    filters: dict[str, str | int | float | bool] | None = Field(
+        None, description="Only documents whose metadata equals every pair.")
+    alpha: float = Field(0.8, ge=0.0, le=1.0, description="Weight of the vector score against the keyword "
+                                                          "(BM25) score; 1 is vectors only.")
+
+
+class SearchResult(BaseModel):
+    document_id: str
+    filename: str | None
+    page: int | None = Field(description="Counted from 1; null for a format without pages (DOCX, text).")
+    score: float
+    text: str
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
