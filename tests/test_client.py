@@ -150,3 +150,54 @@ def test_async_client_does_the_same(stack, tmp_path):
             assert [t["task_id"] async for t in c.jobs(limit=1)] == [slow.id]
 
     asyncio.run(main())
+
+
+FERRY = ("The island ferry leaves the harbour at seven in the morning and at five in the evening. "
+         "Bicycles travel free of charge, but cars must be booked two days ahead.")
+GARDEN = ("Tomato seedlings should be planted outside only after the last frost, usually in late May. "
+          "Water them at the roots in the morning, never on the leaves.")
+
+
+def test_documents_upload_wait_search_list_and_delete(api, tmp_path):
+    from aitasks.client import DocumentFailed
+
+    path = tmp_path / "ferry.txt"
+    path.write_text(FERRY)
+    done = api.ingest(path, document_id="ferry", metadata={"topic": "travel"}, timeout=240)
+    assert done["status"] == "completed" and done["chunks"] >= 1 and done["metadata"] == {"topic": "travel"}
+    accepted = api.upload_document(GARDEN.encode(), document_id="garden")  # bytes: the type is read from the content
+    assert accepted["status"] == "processing" and api.wait_document("garden", timeout=240)["status"] == "completed"
+    hits = api.search("When can I take the boat in the evening?", top_k=2)
+    assert hits[0]["document_id"] == "ferry" and hits[0]["page"] is None
+    assert api.search("boat times", filters={"topic": "travel"})[0]["document_id"] == "ferry"
+    assert {d["document_id"] for d in api.documents()} >= {"ferry", "garden"}
+    assert [d["document_id"] for d in api.documents(page_size=1, limit=2)] == ["garden", "ferry"]
+    assert api.delete_document("ferry")["deleted"] is True
+    assert all(h["document_id"] != "ferry" for h in api.search("When can I take the boat in the evening?"))
+    with pytest.raises(NotFound):
+        api.document("ferry")
+    # A document that fails in the worker raises DocumentFailed with the reason.
+    blank = io.BytesIO()
+    Image.new("L", (400, 300), 255).save(blank, "PNG")
+    blank_path = tmp_path / "blank.png"
+    blank_path.write_bytes(blank.getvalue())
+    with pytest.raises(DocumentFailed) as failed:
+        api.ingest(blank_path, document_id="blank", timeout=240)
+    assert failed.value.status["status"] == "failed" and failed.value.error
+    with pytest.raises(ValidationError) as refused:
+        api.search("")
+    assert refused.value.fields[0].field == "query"
+
+
+def test_async_client_documents(stack, tmp_path):
+    async def go() -> None:
+        async with AsyncClient(stack.url, api_key=stack.new_key()) as c:
+            done = await c.ingest(GARDEN.encode(), document_id="garden", timeout=240)
+            assert done["status"] == "completed"
+            hits = await c.search("How should I water young tomato plants?")
+            assert hits[0]["document_id"] == "garden"
+            assert [d["document_id"] async for d in c.documents()] == ["garden"]
+            assert (await c.delete_document("garden"))["chunks_deleted"] == done["chunks"]
+            assert await c.search("How should I water young tomato plants?") == []
+
+    asyncio.run(go())

@@ -5,6 +5,7 @@ from aitasks.client.errors import (
     ApiError,
     ClientError,
     ConnectionFailed,
+    DocumentFailed,
     FieldProblem,
     JobCancelled,
     JobEnded,
@@ -18,7 +19,7 @@ from aitasks.client.errors import (
 from aitasks.client.sync import Client, Job
 
 __all__ = [
-    "ApiError", "AsyncClient", "AsyncJob", "Client", "ClientError", "ConnectionFailed", "FieldProblem", "Job",
+    "ApiError", "AsyncClient", "AsyncJob", "Client", "ClientError", "ConnectionFailed", "DocumentFailed", "FieldProblem", "Job",
     "JobCancelled", "JobEnded", "JobFailed", "NotFound", "ServiceUnavailable", "Unauthorized", "ValidationError",
     "WaitTimeout",
 ]

@@ -70,16 +70,19 @@ class AsyncClient:
     def job(self, task_id: str) -> AsyncJob:
         return AsyncJob(self, task_id)
 
-    async def jobs(self, status: str | None = None, task_type: str | None = None, page_size: int = 50,
-                   limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
+    def jobs(self, status: str | None = None, task_type: str | None = None, page_size: int = 50,
+             limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self._pages("/api/v1/tasks/", "tasks", {"status": status, "task_type": task_type}, page_size, limit)
+
+    async def _pages(self, path: str, key: str, params: dict[str, Any], page_size: int,
+                     limit: int | None) -> AsyncIterator[dict[str, Any]]:
         cursor: str | None = None
         seen = 0
         while True:
-            params = {k: v for k, v in {"status": status, "task_type": task_type, "limit": page_size,
-                                        "cursor": cursor}.items() if v is not None}
-            page = (await self.request("GET", "/api/v1/tasks/", params=params)).json()
-            for task in page["tasks"]:
-                yield task
+            query = {k: v for k, v in {**params, "limit": page_size, "cursor": cursor}.items() if v is not None}
+            page = (await self.request("GET", path, params=query)).json()
+            for item in page[key]:
+                yield item
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
@@ -89,6 +92,41 @@ class AsyncClient:
 
     async def task_types(self) -> list[dict[str, Any]]:
         return list((await self.request("GET", "/api/v1/task-types")).json())
+
+    # --- documents: as Client's ------------------------------------------------------------------
+
+    async def upload_document(self, file: protocol.FileInput, *, document_id: str | None = None,
+                              metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        req = protocol.upload_request(file, document_id, metadata)
+        return dict((await self.request("POST", f"{protocol.DOCUMENTS}/", **req)).json())
+
+    async def document(self, document_id: str) -> dict[str, Any]:
+        return dict((await self.request("GET", f"{protocol.DOCUMENTS}/{document_id}/status")).json())
+
+    async def wait_document(self, document_id: str, timeout: float | None = None,
+                            poll_s: float = 0.5) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (done := protocol.document_outcome(await self.document(document_id))) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"document {document_id} still processing after {timeout:g}s")
+            await asyncio.sleep(poll_s)
+        return done
+
+    async def ingest(self, file: protocol.FileInput, *, document_id: str | None = None,
+                     metadata: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        accepted = await self.upload_document(file, document_id=document_id, metadata=metadata)
+        return await self.wait_document(accepted["document_id"], timeout)
+
+    def documents(self, page_size: int = 50, limit: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self._pages(f"{protocol.DOCUMENTS}/", "documents", {}, page_size, limit)
+
+    async def delete_document(self, document_id: str) -> dict[str, Any]:
+        return dict((await self.request("DELETE", f"{protocol.DOCUMENTS}/{document_id}")).json())
+
+    async def search(self, query: str, *, top_k: int = 5, document_ids: list[str] | None = None,
+                     filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        body = protocol.search_body(query, top_k, document_ids, filters)
+        return list((await self.request("POST", "/api/v1/search", json=body)).json()["results"])
 
 
 class AsyncJob:

@@ -76,6 +76,21 @@ class JobCancelled(JobEnded):
     """The job ended REVOKED."""
 
 
+@dataclass
+class DocumentFailed(ClientError):
+    """A document's ingestion ended ``failed``; ``status`` is its status document (``error`` says why)."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        s = self.status
+        return f"document {s.get('document_id')} failed: {s.get('error')}"
+
+    @property
+    def error(self) -> str | None:
+        return self.status.get("error")
+
+
 class WaitTimeout(ClientError, TimeoutError):
     """The job did not end within the time given to ``wait``; it goes on running."""
 

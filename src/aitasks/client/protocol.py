@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from aitasks.client.errors import JobCancelled, JobFailed
+from aitasks.client.errors import DocumentFailed, JobCancelled, JobFailed
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -66,6 +66,35 @@ def submit_request(task_type: str, inputs: dict[str, Any], idempotency_key: str 
     for k, v in fields.items():
         form[k] = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
     return SubmitRequest({"data": form, "files": files, "headers": hdrs})
+
+
+DOCUMENTS = "/api/v1/documents"
+
+
+def upload_request(file: FileInput, document_id: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """httpx keyword arguments for one document upload (multipart ``file``, optional id and metadata)."""
+    data = {k: v for k, v in (("document_id", document_id),
+                              ("metadata", json.dumps(metadata) if metadata else None)) if v is not None}
+    return {"files": {"file": _read(file)}, "data": data}
+
+
+def search_body(query: str, top_k: int, document_ids: list[str] | None,
+                filters: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"query": query, "top_k": top_k}
+    if document_ids is not None:
+        body["document_ids"] = document_ids
+    if filters:
+        body["filters"] = filters
+    return body
+
+
+def document_outcome(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The status when the ingestion ended well, None while it runs; raises DocumentFailed."""
+    if status.get("status") == "completed":
+        return status
+    if status.get("status") == "failed":
+        raise DocumentFailed(status)
+    return None
 
 
 class SseParser:

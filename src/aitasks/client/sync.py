@@ -83,14 +83,17 @@ class Client:
     def jobs(self, status: str | None = None, task_type: str | None = None, page_size: int = 50,
              limit: int | None = None) -> Iterator[dict[str, Any]]:
         """The tenant's jobs, newest first, following the cursor."""
+        return self._pages("/api/v1/tasks/", "tasks", {"status": status, "task_type": task_type}, page_size, limit)
+
+    def _pages(self, path: str, key: str, params: dict[str, Any], page_size: int,
+               limit: int | None) -> Iterator[dict[str, Any]]:
         cursor: str | None = None
         seen = 0
         while True:
-            params = {k: v for k, v in {"status": status, "task_type": task_type, "limit": page_size,
-                                        "cursor": cursor}.items() if v is not None}
-            page = self.request("GET", "/api/v1/tasks/", params=params).json()
-            for task in page["tasks"]:
-                yield task
+            query = {k: v for k, v in {**params, "limit": page_size, "cursor": cursor}.items() if v is not None}
+            page = self.request("GET", path, params=query).json()
+            for item in page[key]:
+                yield item
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
@@ -100,6 +103,48 @@ class Client:
 
     def task_types(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/v1/task-types").json())
+
+    # --- documents (see docs/documents.md) ------------------------------------------------------
+
+    def upload_document(self, file: protocol.FileInput, *, document_id: str | None = None,
+                        metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Upload a document for ingestion (PDF, DOCX, text, HTML, scans); answers at once with its ids.
+        Uploading the same ``document_id`` again replaces it."""
+        req = protocol.upload_request(file, document_id, metadata)
+        return dict(self.request("POST", f"{protocol.DOCUMENTS}/", **req).json())
+
+    def document(self, document_id: str) -> dict[str, Any]:
+        """The document's status: processing (with stage and progress), completed or failed."""
+        return dict(self.request("GET", f"{protocol.DOCUMENTS}/{document_id}/status").json())
+
+    def wait_document(self, document_id: str, timeout: float | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+        """Wait for the ingestion to end: its status when completed; raises DocumentFailed, WaitTimeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (done := protocol.document_outcome(self.document(document_id))) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"document {document_id} still processing after {timeout:g}s")
+            time.sleep(poll_s)
+        return done
+
+    def ingest(self, file: protocol.FileInput, *, document_id: str | None = None,
+               metadata: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Upload and wait: the completed document's status (pages, chunks, ocr_pages)."""
+        accepted = self.upload_document(file, document_id=document_id, metadata=metadata)
+        return self.wait_document(accepted["document_id"], timeout)
+
+    def documents(self, page_size: int = 50, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """The tenant's documents, most recently uploaded first."""
+        return self._pages(f"{protocol.DOCUMENTS}/", "documents", {}, page_size, limit)
+
+    def delete_document(self, document_id: str) -> dict[str, Any]:
+        """Remove the document and all its chunks from search."""
+        return dict(self.request("DELETE", f"{protocol.DOCUMENTS}/{document_id}").json())
+
+    def search(self, query: str, *, top_k: int = 5, document_ids: list[str] | None = None,
+               filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Passages of your documents that answer ``query``, best first (document_id, page, score, text)."""
+        body = protocol.search_body(query, top_k, document_ids, filters)
+        return list(self.request("POST", "/api/v1/search", json=body).json()["results"])
 
 
 class Job:
