@@ -7,6 +7,7 @@ until first use: the API starts without torch, numpy or LanceDB and loads them o
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -43,10 +44,15 @@ def embedder(settings: Settings) -> Embedder:
 
 def model_dimension(settings: Settings) -> int:
     """The model's output size, read from its folder's config when it says (no torch needed to delete a
-    document); otherwise by loading the model."""
-    from aitasks.documents.embedding import default_model_dir
+    document); otherwise by loading the model. Read once per process and folder, not per call."""
+    return _dimension(model_dir(settings))
 
-    folder = Path(model_dir(settings) or default_model_dir())
+
+@functools.cache
+def _dimension(configured_dir: str | None) -> int:
+    from aitasks.documents.embedding import default_model_dir, load_embedder
+
+    folder = Path(configured_dir or default_model_dir())
     try:
         modules = json.loads((folder / "modules.json").read_text())
         if not any("Dense" in str(m.get("type", "")) for m in modules):
@@ -55,7 +61,8 @@ def model_dimension(settings: Settings) -> int:
             return int(config["word_embedding_dimension"])
     except (OSError, ValueError, KeyError, StopIteration):
         pass
-    return embedder(settings).dimension
+    with _model_lock:
+        return load_embedder(configured_dir).dimension
 
 
 def store(settings: Settings) -> VectorStore:

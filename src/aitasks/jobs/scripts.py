@@ -64,6 +64,9 @@ local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'progress', 'message', 'a
 if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  -- What the sections below need of the record, in one read.
+  local x = redis.call('HMGET', KEYS[1], 'tenant', 'queue', 'children_total', 'parent', 'document', 'result')
+  -- Metrics (/metrics): outcomes by type, the per-minute timeline, the duration histogram.
   redis.call('HINCRBY', '@JOBS@', f[8] .. '|' .. f[2], 1)
   local kind = 'finished'
   if f[2] ~= 'SUCCESS' then kind = string.lower(f[2]) end
@@ -71,9 +74,9 @@ if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
   redis.call('HINCRBY', timeline, tostring(math.floor(now / 60) * 60), 1)
   redis.call('EXPIRE', timeline, @KEEP@)
   local started = tonumber(f[10] or '')
+  local fin = tonumber(f[11] or '') or now
   if started then
-    local d = (tonumber(f[11] or '') or now) - started
-    if d < 0 then d = 0 end
+    local d = math.max(0, fin - started)
     local dkey = '@DURATION@' .. f[8]
     for _, b in ipairs(@BUCKETS@) do
       if d <= b[1] then redis.call('HINCRBY', dkey, b[2], 1) end
@@ -81,64 +84,53 @@ if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
     redis.call('HINCRBY', dkey, '+Inf', 1)
     redis.call('HINCRBYFLOAT', dkey, 'sum', tostring(d))
   end
-end
--- Usage (cost reports): the tenant's counters for the UTC day the job finished, by type and queue. Records
--- expire after their retention; these hashes last @USAGE_TTL@ s. Compute seconds = finished - started.
-if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
-  local u = redis.call('HMGET', KEYS[1], 'tenant', 'queue', 'children_total')
-  local t = redis.call('TIME')
-  local fin = tonumber(f[11] or '') or (tonumber(t[1]) + tonumber(t[2]) / 1e6)
+  -- Usage (cost reports): the tenant's counters for the UTC day the job finished, by type and queue.
+  -- Records expire after their retention; these hashes last @USAGE_TTL@ s. Compute seconds = finished -
+  -- started; a parent (comparison) mostly waits for its children, which count their own: it counts none.
   local secs = 0
-  -- A parent (comparison) mostly waits for its children, which count their own seconds: it counts none.
-  if tonumber(f[10] or '') and not u[3] then secs = math.max(0, fin - tonumber(f[10])) end
+  if started and not x[3] then secs = math.max(0, fin - started) end
   @UTC_DAY@
-  local ukey = '@USAGE@' .. (u[1] or '') .. ':' .. utc_day(fin)
-  local pre = f[8] .. '|' .. (u[2] or '') .. '|'
+  local ukey = '@USAGE@' .. (x[1] or '') .. ':' .. utc_day(fin)
+  local pre = f[8] .. '|' .. (x[2] or '') .. '|'
   redis.call('HINCRBY', ukey, pre .. 'jobs', 1)
   redis.call('HINCRBYFLOAT', ukey, pre .. 'seconds', string.format('%.6f', secs))
   redis.call('HINCRBY', ukey, pre .. 'status:' .. f[2], 1)
   redis.call('EXPIRE', ukey, @USAGE_TTL@)
-end
--- Chord on the job store (worker/children.py): a child's end, whoever writes it, counts on its parent,
--- whose progress is finished/total; the last one queues the parent's pre-built callback message.
-if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
-  local parent = redis.call('HGET', KEYS[1], 'parent')
-  local pkey = 'aitasks:job:' .. (parent or '')
-  local p = {}
+  -- Chord on the job store (worker/children.py): a child's end, whoever writes it, counts on its parent,
+  -- whose progress is finished/total; the last one queues the parent's pre-built callback message.
+  local parent = x[4]
   if parent and parent ~= '' then
-    p = redis.call('HMGET', pkey, 'status', 'children_total', 'queue', 'callback', 'attempts', 'type')
-  end
-  if p[1] and p[2] then
-    local done = redis.call('HINCRBY', pkey, 'children_done', 1)
-    local total = tonumber(p[2])
-    if p[1] ~= 'SUCCESS' and p[1] ~= 'FAILURE' and p[1] ~= 'REVOKED' then
-      local pprogress = math.min(99, math.floor(100 * done / total))
-      local pmessage = done .. ' of ' .. total .. ' child jobs finished'
-      redis.call('HSET', pkey, 'progress', pprogress, 'message', pmessage)
-      local pseq = redis.call('HINCRBY', pkey, 'seq', 1)
-      redis.call('PUBLISH', 'aitasks:events:' .. parent, cjson.encode({task_id = parent, seq = pseq,
-        status = p[1], progress = pprogress, message = pmessage, attempts = tonumber(p[5]), task_type = p[6]}))
-      -- The parent's progress is a change its webhook may have asked for, like any other.
-      local ph = redis.call('HMGET', pkey, 'webhook', 'webhook_events')
-      if ph[1] and ph[1] ~= '' and string.find(ph[2] or '', ',progress,', 1, true) then
-        redis.call('LPUSH', '@WEBHOOKS@', cjson.encode({task_id = parent, event = 'progress', seq = pseq,
-          attempt = 1, status = p[1], progress = pprogress, message = pmessage}))
+    local pkey = 'aitasks:job:' .. parent
+    local p = redis.call('HMGET', pkey, 'status', 'children_total', 'queue', 'callback', 'attempts', 'type',
+                         'webhook', 'webhook_events')
+    if p[1] and p[2] then
+      local done = redis.call('HINCRBY', pkey, 'children_done', 1)
+      local total = tonumber(p[2])
+      if p[1] ~= 'SUCCESS' and p[1] ~= 'FAILURE' and p[1] ~= 'REVOKED' then
+        local pprogress = math.min(99, math.floor(100 * done / total))
+        local pmessage = done .. ' of ' .. total .. ' child jobs finished'
+        redis.call('HSET', pkey, 'progress', pprogress, 'message', pmessage)
+        local pseq = redis.call('HINCRBY', pkey, 'seq', 1)
+        redis.call('PUBLISH', 'aitasks:events:' .. parent, cjson.encode({task_id = parent, seq = pseq,
+          status = p[1], progress = pprogress, message = pmessage, attempts = tonumber(p[5]), task_type = p[6]}))
+        -- The parent's progress is a change its webhook may have asked for, like any other.
+        if p[7] and p[7] ~= '' and string.find(p[8] or '', ',progress,', 1, true) then
+          redis.call('LPUSH', '@WEBHOOKS@', cjson.encode({task_id = parent, event = 'progress', seq = pseq,
+            attempt = 1, status = p[1], progress = pprogress, message = pmessage}))
+        end
+        if done == total then redis.call('LPUSH', p[3], p[4]) end
       end
-      if done == total then redis.call('LPUSH', p[3], p[4]) end
     end
   end
-end
--- Document records (api/routes/documents.py): a document_ingestion job names its record in 'document'; its
--- end, whoever writes it (the job, the worker-lost or hard-limit hooks, a cancel), marks the record in the
--- same step: completed with the result's numbers, or failed with the reason. Only while the record still
--- names this job: a re-upload's newer job owns it then. The record has no TTL (it outlives the job).
-if f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED' then
-  local dkey = redis.call('HGET', KEYS[1], 'document')
+  -- Document records (api/routes/documents.py): a document_ingestion job names its record in 'document';
+  -- its end, whoever writes it (the job, the worker-lost or hard-limit hooks, a cancel), marks the record
+  -- in the same step: completed with the result's numbers, or failed with the reason. Only while the record
+  -- still names this job: a re-upload's newer job owns it then. The record has no TTL (it outlives the job).
+  local dkey = x[5]
   if dkey and dkey ~= '' and redis.call('HGET', dkey, 'task_id') == f[1] then
-    local t = redis.call('TIME')
-    local dnow = string.format('%.3f', tonumber(t[1]) + tonumber(t[2]) / 1e6)
+    local dnow = string.format('%.3f', now)
     if f[2] == 'SUCCESS' then
-      local ok, r = pcall(cjson.decode, redis.call('HGET', KEYS[1], 'result') or '{}')
+      local ok, r = pcall(cjson.decode, x[6] or '{}')
       if not ok or type(r) ~= 'table' then r = {} end
       local function num(v) if type(v) == 'number' then return string.format('%d', v) end return '0' end
       redis.call('HSET', dkey, 'status', 'completed', 'pages', num(r.pages), 'chunks', num(r.chunks),
