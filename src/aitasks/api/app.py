@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await services.hub.stop()
             await services.redis.aclose()
+            if services.store.pipe is not None:
+                await services.store.pipe.aclose()
             await services.hub.r.aclose()
 
     app = FastAPI(title="aitasks", version=__version__, description=DESCRIPTION, lifespan=lifespan,

@@ -14,6 +14,7 @@ from aitasks.jobs import keys
 from aitasks.jobs.apikeys import digest
 from aitasks.jobs.artifacts import ArtifactStore
 from aitasks.jobs.events import EventHub
+from aitasks.jobs.pipelined import PipelinedRedis, supports
 from aitasks.jobs.store import AsyncJobStore
 from aitasks.processors.registry import Registry, load_all
 from aitasks.settings import Settings
@@ -41,8 +42,9 @@ class Services:
         )
         pubsub_client = aredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_keepalive=True,
                                               health_check_interval=15)
+        pipe = PipelinedRedis(url, 1.0, settings.redis_timeout_s) if supports(url) else None
         services = cls(
-            settings=settings, redis=client, store=AsyncJobStore(client),
+            settings=settings, redis=client, store=AsyncJobStore(client, pipe),
             hub=EventHub(pubsub_client), artifacts=ArtifactStore(settings.artifacts_path),
             registry=load_all(), celery=create_celery(settings),
         )

@@ -16,6 +16,7 @@ import redis.asyncio as aredis
 
 from aitasks.jobs import keys, scripts
 from aitasks.jobs.models import Job, Status
+from aitasks.jobs.pipelined import PipelinedRedis
 
 
 def update_args(fields: dict[str, Any], ttl_s: int | None) -> list[Any]:
@@ -48,10 +49,14 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 
 
 class AsyncJobStore:
-    """The API's view of job records."""
+    """The API's view of job records.
 
-    def __init__(self, client: aredis.Redis):
+    ``pipe``, when given, carries the CREATE script (every submit): many requests' calls share one
+    connection and leave together (see jobs/pipelined.py). Everything else goes through ``client``."""
+
+    def __init__(self, client: aredis.Redis, pipe: PipelinedRedis | None = None):
         self.r = client
+        self.pipe = pipe
         self._create = client.register_script(scripts.CREATE)
         self._update = client.register_script(scripts.UPDATE)
 
@@ -66,11 +71,13 @@ class AsyncJobStore:
         flat: list[str] = []
         for k, v in job.to_hash().items():
             flat.extend((k, v))
-        created, job_id = await self._create(
-            keys=[keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED],
-            args=[pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
-                  orjson.dumps(flat)],
-        )
+        script_keys = [keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED]
+        args: list[str | int | bytes] = [pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
+                orjson.dumps(flat)]
+        if self.pipe is not None:
+            created, job_id = await self.pipe.evalsha(self._create.sha, scripts.CREATE, script_keys, args)
+        else:
+            created, job_id = await self._create(keys=script_keys, args=args)
         return bool(created), job_id.decode() if isinstance(job_id, bytes) else job_id
 
     async def get(self, job_id: str) -> Job | None:
