@@ -16,11 +16,24 @@ from aitasks.errors import FieldError, ValidationFailed
 from aitasks.jobs.models import Job, Status
 
 
+_BASE_URLS: dict[tuple[Any, ...], str] = {}
+
+
 def base_url(services: Services, request: HTTPConnection) -> str:
     if services.settings.public_url:
         return services.settings.public_url.rstrip("/")
-    url = str(request.base_url).rstrip("/")
-    return "http" + url[2:] if url.startswith("ws") else url  # links from a WebSocket point at HTTP
+    # Starlette builds a URL object per call (~15 µs, on every submit); the answer only depends on these.
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    cache_key = (scope.get("scheme"), host, scope.get("server"), scope.get("root_path", ""))
+    cached = _BASE_URLS.get(cache_key)
+    if cached is None:
+        url = str(request.base_url).rstrip("/")
+        cached = "http" + url[2:] if url.startswith("ws") else url  # links from a WebSocket point at HTTP
+        if len(_BASE_URLS) >= 256:  # many Host names: keep the cache bounded
+            _BASE_URLS.clear()
+        _BASE_URLS[cache_key] = cached
+    return cached
 
 
 def artifact_url(base: str, job_id: str, name: str) -> str:

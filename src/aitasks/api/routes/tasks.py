@@ -24,6 +24,7 @@ from aitasks.jobs.artifacts import ArtifactStore
 from aitasks.jobs.models import Job, Status
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+SUBMIT_PATH = "/api/v1/tasks/submit/"
 
 ASYNC_PROCESSING: dict[str, Any] = {
     "name": "async_processing", "in": "query", "required": False, "schema": {"type": "boolean", "default": True},
