@@ -176,3 +176,54 @@ def test_a_comparison_reports_each_finished_child_as_progress(stack, receiver):
     assert [d["message"] for d in counted] == [f"{n} of 3 child jobs finished" for n in (1, 2, 3)], docs
     assert [d["progress"] for d in counted] == [33, 66, 99]
     assert docs[-1]["event"] == "completed" and docs[-1]["status"] == "SUCCESS"
+
+
+def test_a_delivery_taken_by_a_worker_that_dies_is_sent_again(make_stack):
+    """The worker holding a delivery (its POST in progress) is SIGKILLed with its pool: once its
+    heartbeat expires another worker queues the delivery again and sends it, with the same webhook-id,
+    and the job's delivery log shows it delivered (at least once, not at most once)."""
+    release = threading.Event()
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            if len(received) == 1:
+                release.wait(30)  # hold the first attempt until its sender is dead
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        stack = make_stack()
+        with stack.client() as c, stack.redis as r:
+            task_id = submit(c, webhook=url)
+            assert wait_status(c, task_id)["status"] == "SUCCESS"
+            poll(lambda: received, "the first attempt", timeout_s=30)
+            holders = [name.decode() for name in r.smembers("aitasks:webhooks:owners")
+                       if r.llen(f"aitasks:webhooks:inflight:{name.decode()}")]
+            assert len(holders) == 1, holders
+            holder_pid = int(holders[0].split("@")[0].split(".")[-1])
+            holder = next(w for w in stack.workers.values() if w.pid == holder_pid)
+            holder.kill_group()
+            release.set()
+
+            poll(lambda: len(received) >= 2, "the delivery again, from another worker", timeout_s=60)
+            deliveries = poll(lambda: [d for d in c.get(f"{TASKS}/{task_id}/status/").json()["webhook"]["deliveries"]
+                                       if d["delivered"]], "the delivery in the job's log", timeout_s=30)
+            assert r.llen(f"aitasks:webhooks:inflight:{holders[0]}") == 0
+            assert holders[0].encode() not in r.smembers("aitasks:webhooks:owners")
+        first, again = received[0][0], received[1][0]
+        assert first["webhook-id"] == again["webhook-id"] == f"{task_id}:{json.loads(received[1][1])['seq']}:completed"
+        assert json.loads(received[1][1])["status"] == "SUCCESS"
+        assert [d["attempt"] for d in deliveries] == [1]
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

@@ -47,6 +47,13 @@ def run_lock(job_id: str) -> str:
 
 WEBHOOKS_PENDING = f"{PREFIX}:webhooks:pending"  # list of deliveries to make (JSON), pushed by UPDATE
 WEBHOOKS_RETRY = f"{PREFIX}:webhooks:retry"  # sorted set of deliveries to retry, scored by due time
+WEBHOOKS_OWNERS = f"{PREFIX}:webhooks:owners"  # set of worker names that may hold deliveries in flight
+WEBHOOKS_INFLIGHT_PREFIX = f"{PREFIX}:webhooks:inflight:"
+
+
+def webhooks_inflight(worker_name: str) -> str:
+    """The deliveries a worker has taken and not finished (a list), put back if the worker dies."""
+    return WEBHOOKS_INFLIGHT_PREFIX + worker_name
 
 
 def webhook_log(job_id: str) -> str:

@@ -2,14 +2,17 @@
 
 Deliveries are queued in Redis by the script that records each change (jobs/scripts.py), so a job never
 waits on a receiver. This thread takes them one at a time (BRPOP: each goes to one worker of the
-deployment), reads the job's current record and POSTs its status document, signed with the tenant's
-secret. A 5xx, 429, timeout or connection error is retried with exponential backoff (1, 2, 4, 8, 16 s;
+deployment; BRPOPLPUSH moves it into the worker's own in-flight list in the same step), reads the job's
+current record and POSTs its status document, signed with the tenant's secret. A 5xx, 429, timeout or connection error is retried with exponential backoff (1, 2, 4, 8, 16 s;
 at most ``MAX_ATTEMPTS`` tries) through a sorted set of due retries; any other answer ends it. Every
 attempt and its outcome is appended to the job's delivery log, shown in its status document.
 Several workers deliver in parallel, so deliveries of one job may arrive out of order: each carries
 the change's ``seq`` (also in ``webhook-id``, ``<task_id>:<seq>:<event>``) to order them by.
-A delivery taken by a worker that then dies is lost (at most once after the pop): the log shows it
-was not delivered.
+Deliveries are at least once: a delivery stays in its worker's in-flight list until the attempt is
+recorded. When a worker dies (SIGKILL, OOM, machine lost), its heartbeat key expires and any other
+worker's sender moves the dead worker's in-flight deliveries back to the pending list, so the message
+is sent again (same ``webhook-id``: receivers deduplicate by it). BRPOPLPUSH/RPOPLPUSH rather than
+BLMOVE/LMOVE: the Redis 6.0 of Ubuntu 22.04 has only these.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import httpx
 import orjson
+import redis
 from celery import signals
 
 from aitasks.jobs import keys
@@ -43,6 +47,22 @@ return #due
 """
 
 
+# Move the in-flight deliveries of workers whose heartbeat expired back to the pending list, and forget
+# those workers. A live worker's heartbeat key exists (monitor.py), so its deliveries stay where they are.
+_RECLAIM = """
+local moved = 0
+for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. owner) == 0 then
+    local inflight = ARGV[2] .. owner
+    while redis.call('RPOPLPUSH', inflight, KEYS[2]) do moved = moved + 1 end
+    redis.call('SREM', KEYS[1], owner)
+  end
+end
+return moved
+"""
+RECLAIM_EVERY_S = 5.0
+
+
 def payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
     """The job's status document as it was at the change that queued this delivery (status, progress
     and message from the change; the rest from the record), plus the result when it succeeded."""
@@ -56,8 +76,10 @@ def payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
 
 
 class WebhookSender(threading.Thread):
-    def __init__(self) -> None:
+    def __init__(self, worker_name: str) -> None:
         super().__init__(name="aitasks-webhooks", daemon=True)
+        self.worker_name = worker_name
+        self.inflight = keys.webhooks_inflight(worker_name)
         self.stopping = threading.Event()
         self.http = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False,
                                  headers={"User-Agent": "aitasks-webhooks/1", "Content-Type": "application/json"})
@@ -65,16 +87,52 @@ class WebhookSender(threading.Thread):
     def run(self) -> None:
         res = resources()
         claim = res.redis.register_script(_CLAIM_DUE)
+        reclaim = res.redis.register_script(_RECLAIM)
+        last_reclaim = 0.0
         while not self.stopping.is_set():
+            raw: Any = None  # the delivery as queued (bytes), kept to remove it from the in-flight list
             try:
                 claim(keys=[keys.WEBHOOKS_RETRY, keys.WEBHOOKS_PENDING], args=[time.time()])
-                item = res.redis.brpop([keys.WEBHOOKS_PENDING], timeout=1)
-                if item is not None:
-                    self.deliver(orjson.loads(item[1]))
-            except Exception as exc:  # never let a receiver or a Redis blip kill the thread
+                if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:
+                    last_reclaim = time.monotonic()
+                    moved = reclaim(keys=[keys.WEBHOOKS_OWNERS, keys.WEBHOOKS_PENDING],
+                                    args=[keys.worker(""), keys.WEBHOOKS_INFLIGHT_PREFIX])
+                    if moved:
+                        log.warning("webhook delivery: %d deliveries of dead workers queued again", moved)
+                # Registered on every pass: a reclaim that ran before this worker's first heartbeat
+                # may have forgotten it.
+                res.redis.sadd(keys.WEBHOOKS_OWNERS, self.worker_name)
+                raw = res.redis.brpoplpush(keys.WEBHOOKS_PENDING, self.inflight, timeout=1)
+                if raw is not None:
+                    self.deliver(orjson.loads(raw))
+                    res.redis.lrem(self.inflight, 1, raw)
+            except redis.RedisError as exc:  # a Redis blip: the delivery goes again
                 log.warning("webhook delivery: %s", exc)
+                if raw is not None:
+                    self.requeue(raw)
                 self.stopping.wait(1)
+            except Exception:  # never let a bad item kill the thread, nor loop on it
+                log.exception("webhook delivery failed; dropped: %r", raw[:200] if raw else raw)
+                if raw is not None:
+                    self.drop(raw)
         self.http.close()
+
+    def drop(self, raw: Any) -> None:
+        try:
+            resources().redis.lrem(self.inflight, 1, raw)
+        except redis.RedisError as exc:
+            log.warning("webhook delivery: could not drop a delivery: %s", exc)
+
+    def requeue(self, raw: Any) -> None:
+        """Put a delivery that failed half-way (Redis blip) back in the pending list, best effort: if
+        Redis is still away it stays in flight and goes back when this worker stops or dies."""
+        try:
+            pipe = resources().redis.pipeline(transaction=True)
+            pipe.lrem(self.inflight, 1, raw)
+            pipe.rpush(keys.WEBHOOKS_PENDING, raw)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("webhook delivery: could not queue a delivery again: %s", exc)
 
     def deliver(self, item: dict[str, Any]) -> None:
         res = resources()
@@ -113,9 +171,9 @@ _sender: WebhookSender | None = None
 
 
 @signals.worker_ready.connect
-def _start(**_: Any) -> None:
+def _start(sender: Any = None, **_: Any) -> None:
     global _sender
-    _sender = WebhookSender()
+    _sender = WebhookSender(sender.hostname)
     _sender.start()
 
 
