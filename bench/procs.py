@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -12,59 +11,19 @@ from pathlib import Path
 
 import httpx
 
+from aitasks.service.logged_process import LoggedProcess
+
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: `bench` is importable from here
 
 
-class Proc:
+class Proc(LoggedProcess):
+    """A benchmark's child: run from the checkout (so `bench` imports), stopped with SIGTERM then its group."""
+
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.stopped = False
+        super().__init__(name, argv, env, log_dir, cwd=ROOT)
 
-    def start(self) -> Proc:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 20) -> None:
-        """SIGTERM, then SIGKILL to its process group (its own session: only what it started). Once:
-        a second call does nothing, so a group id reused since is never signalled."""
-        if self.proc is None or self.stopped:
-            return
-        self.stopped = True
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers (a prefork pool) of this group only
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+    def stop(self, timeout_s: float = 20) -> None:  # type: ignore[override]
+        super().stop(signal.SIGTERM, timeout_s)
 
 
 class Cleanup:

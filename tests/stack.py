@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -20,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from aitasks.jobs.apikeys import create_key
+from aitasks.service.logged_process import LoggedProcess
 from aitasks.service.redis_server import RedisServer, free_port
 
 TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
@@ -33,63 +33,7 @@ TEST_ENV = {
 }
 
 
-class Process:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.argv = argv
-        self.env = env
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Process:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def kill_group(self) -> None:
-        """SIGKILL the process and everything it started (a worker with its pool)."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(5)
-
-    def children(self) -> list[int]:
-        """Pids of the direct children (a prefork worker's pool processes)."""
-        try:
-            out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
-        except FileNotFoundError:
-            return []
-        return [int(p) for p in out.split()]
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
+Process = LoggedProcess  # the API and workers of a test deployment
 
 
 class Stack:
