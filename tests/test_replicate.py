@@ -7,6 +7,7 @@ pictures are checked on their pixels as in test_image_jobs.py.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -267,15 +268,41 @@ def test_another_tenants_prediction_is_not_found(rc, stack):
     assert all(q.id != p.id for q in other.predictions.list())
 
 
-def test_webhook_events_are_delivered(rc):
+def test_webhooks_send_the_prediction_as_replicate_does(rc, stack):
+    """A prediction's webhook gets Replicate's prediction object (as Replicate POSTs it), not aitasks'
+    status document: each event at its own status, the completed one with the output the API shows."""
     receiver = Receiver()
     try:
         p = rc.predictions.create(model="aitasks/diagnostic", input={"steps": 2, "duration_s": 0.2},
                                   webhook=receiver.url, webhook_events_filter=["start", "completed"])
         p.wait()
-        docs = poll(lambda: len(receiver.received) >= 2 and receiver.docs(), "two deliveries", timeout_s=30)
-        assert [d["event"] for d in docs] == ["start", "completed"]
-        assert all(d["task_id"] == p.id for d in docs) and docs[-1]["status"] == "SUCCESS"
+        poll(lambda: len(receiver.received) >= 2, "two deliveries", timeout_s=30)
+        # Several workers deliver in parallel: order by the seq in webhook-id, as receivers do.
+        received = sorted(receiver.received, key=lambda r: int(r[0]["webhook-id"].split(":")[1]))
+        events = [r[0]["webhook-id"].split(":")[2] for r in received]
+        start, done = (json.loads(body) for _, body in received)
+        assert events == ["start", "completed"]
+        assert start["id"] == done["id"] == p.id
+        assert (start["status"], start["output"]) == ("processing", None)
+        assert done["status"] == "succeeded" and done["model"] == "aitasks/diagnostic"
+        assert done["output"]["parameters"]["steps"] == 2
+        assert done["urls"]["get"] == f"{stack.url}/v1/predictions/{p.id}"
+        shown = rc.predictions.get(p.id)
+        assert (done["output"], done["version"], done["input"]) == (shown.output, shown.version, shown.input)
+        assert "task_id" not in done and "event" not in done
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def test_the_seeds_webhooks_keep_the_status_document(client, stack):
+    """Submitted through the seeds' path, the same job's webhook is aitasks' status document."""
+    receiver = Receiver()
+    try:
+        r = client.post("/api/v1/tasks/submit/", json={"task_type": "diagnostic", "webhook": receiver.url})
+        assert r.status_code == 202, r.text
+        doc = poll(lambda: receiver.docs(), "the delivery", timeout_s=30)[0]
+        assert (doc["task_id"], doc["status"], doc["event"]) == (r.json()["task_id"], "SUCCESS", "completed")
     finally:
         receiver.server.shutdown()
         receiver.server.server_close()

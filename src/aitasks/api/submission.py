@@ -143,8 +143,11 @@ async def build_submission(
 async def accept(
     services: Services, tenant: str, sub: Submission, job_id: str, idempotency_key: str | None,
     webhook: tuple[str | None, tuple[str, ...]] = (None, ()), document: str | None = None,
+    webhook_format: tuple[str, str] | None = None,
 ) -> Accepted:
-    """Store input files, then record and enqueue the job in one atomic Redis call."""
+    """Store input files, then record and enqueue the job in one atomic Redis call.
+
+    ``webhook_format``: (format, base URL) when the webhook is sent another shape (see Job.webhook_format)."""
     settings = services.settings
     jt = sub.job_type
     if jt.check_access is not None:
@@ -159,6 +162,8 @@ async def accept(
         retention_s=limits["retention_s"], soft_time_limit_s=limits["soft_time_limit_s"],
         time_limit_s=limits["time_limit_s"], max_retries=limits["max_retries"],
         webhook=webhook[0], webhook_events=webhook[1], document=document,
+        webhook_format=webhook_format[0] if webhook_format and webhook[0] else None,
+        webhook_base=webhook_format[1] if webhook_format and webhook[0] else None,
     )
     if sub.files:
         await asyncio.to_thread(_save_inputs, services, job_id, sub.files)

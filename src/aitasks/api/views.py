@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from aitasks.api.services import Services
 from aitasks.errors import FieldError, ValidationFailed
+from aitasks.jobs.artifacts import artifact_url  # noqa: F401  (re-exported)
 from aitasks.jobs.models import Job, Status
 
 
@@ -34,10 +35,6 @@ def base_url(services: Services, request: HTTPConnection) -> str:
             _BASE_URLS.clear()
         _BASE_URLS[cache_key] = cached
     return cached
-
-
-def artifact_url(base: str, job_id: str, name: str) -> str:
-    return f"{base}/api/v1/tasks/{job_id}/artifacts/{name}"
 
 
 def links(base: str, job_id: str) -> dict[str, str]:

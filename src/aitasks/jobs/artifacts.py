@@ -17,6 +17,11 @@ from pathlib import Path
 
 from aitasks.jobs.models import Artifact
 
+
+def artifact_url(base: str, job_id: str, name: str) -> str:
+    """Where the API serves a job's artifact (``base``: the API's public URL)."""
+    return f"{base}/api/v1/tasks/{job_id}/artifacts/{name}"
+
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

@@ -56,6 +56,11 @@ def webhooks_inflight(worker_name: str) -> str:
     return WEBHOOKS_INFLIGHT_PREFIX + worker_name
 
 
+def prediction_logs(job_id: str) -> str:
+    """A job submitted through /v1/predictions: its progress messages so far (the prediction's logs)."""
+    return f"{PREFIX}:replicate:logs:{job_id}"
+
+
 def webhook_log(job_id: str) -> str:
     """The job's delivery attempts and their outcomes (a list of JSON entries)."""
     return f"{PREFIX}:webhook-log:{job_id}"

@@ -85,6 +85,10 @@ class Job:
     max_retries: int = 3
     webhook: str | None = None  # where the job's status document is POSTed (see worker/webhooks.py)
     webhook_events: tuple[str, ...] = ()  # of "start", "progress", "completed"
+    # What the webhook is sent: None, the status document; "replicate", the prediction object (a job
+    # submitted through /v1/predictions), whose URLs start with ``webhook_base``, the API's URL at submit.
+    webhook_format: str | None = None
+    webhook_base: str | None = None
     worker: str | None = None  # the Celery node that last started it
     # Child jobs (see worker/children.py): a child names its parent; a parent lists its children.
     parent: str | None = None
@@ -118,6 +122,9 @@ class Job:
             out["webhook"] = self.webhook
             # Comma-framed so the UPDATE script can test membership with a plain find.
             out["webhook_events"] = "," + ",".join(self.webhook_events) + ","
+            if self.webhook_format:
+                out["webhook_format"] = self.webhook_format
+                out["webhook_base"] = self.webhook_base or ""
         if self.parent:
             out["parent"] = self.parent
         if self.document:
@@ -162,6 +169,8 @@ class Job:
             max_retries=int(h.get("max_retries", 3)),
             webhook=h.get("webhook") or None,
             webhook_events=tuple(e for e in h.get("webhook_events", "").split(",") if e),
+            webhook_format=h.get("webhook_format") or None,
+            webhook_base=h.get("webhook_base") or None,
             worker=h.get("worker") or None,
             parent=h.get("parent") or None,
             children=orjson.loads(h["children"]) if h.get("children") else [],

@@ -17,6 +17,7 @@ BLMOVE/LMOVE: the Redis 6.0 of Ubuntu 22.04 has only these.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -29,8 +30,10 @@ import redis
 from celery import signals
 
 from aitasks.jobs import keys
-from aitasks.jobs.models import Job
+from aitasks.jobs.models import Job, Status
+from aitasks.jobs.predictions import prediction
 from aitasks.jobs.webhooks import sign, tenant_secret
+from aitasks.processors.registry import load_all
 from aitasks.worker.resources import resources
 
 log = logging.getLogger(__name__)
@@ -64,8 +67,11 @@ RECLAIM_EVERY_S = 5.0
 
 
 def payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
-    """The job's status document as it was at the change that queued this delivery (status, progress
-    and message from the change; the rest from the record), plus the result when it succeeded."""
+    """What the webhook is sent for the change that queued this delivery: the job's status document
+    (status, progress and message from the change; the rest from the record, plus the result when it
+    succeeded), or Replicate's prediction object for a job submitted through /v1/predictions."""
+    if job.webhook_format == "replicate":
+        return prediction_payload(job, item)
     doc = job.status_view()
     doc.update({k: item[k] for k in ("status", "progress", "message") if item.get(k) is not None})
     doc["event"] = item["event"]
@@ -73,6 +79,15 @@ def payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
     if job.result is not None and doc["status"] == "SUCCESS":
         doc["result"] = {k: v for k, v in job.result.items() if k != "image_data"}
     return doc
+
+
+def prediction_payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
+    """The prediction as Replicate POSTs it to a webhook: at the change's status, with the logs so far."""
+    res = resources()
+    at_change = dataclasses.replace(job, status=Status(item["status"]), message=item.get("message") or job.message)
+    history = [v.decode() if isinstance(v, bytes) else str(v)
+               for v in res.redis.lrange(keys.prediction_logs(job.id), 0, -1)]
+    return prediction(load_all().get(job.type), at_change, (job.webhook_base or "").rstrip("/"), history)
 
 
 class WebhookSender(threading.Thread):

@@ -169,7 +169,8 @@ async def _create(request: Request, jt: JobType | None, body: dict[str, Any]) ->
     sub = await build_submission(services, jt, fields, uploads, job_id)
     collector = await rv.start_log_collector(services, job_id, jt.limits(services.settings)["retention_s"])
     try:
-        job = (await accept(services, tenant, sub, job_id, None, webhook)).job
+        job = (await accept(services, tenant, sub, job_id, None, webhook,
+                            webhook_format=("replicate", base_url(services, request)))).job
     except BaseException:
         collector.cancel()
         raise
