@@ -136,6 +136,22 @@ def main() -> None:
         expect(page.locator("#jobs-table tbody tr").first).to_be_visible()
         shot(page, "jobs")
 
+        # Documents: an upload ingested, and a question answered from it.
+        notes = Path(tmp) / "arctic-terns.txt"
+        notes.write_text("Arctic terns fly from the Arctic to the Antarctic and back every year, a round trip "
+                         "of about seventy thousand kilometres, the longest migration of any animal.\n\n"
+                         "Their diet is mostly small fish and krill caught by plunge diving.\n")
+        page.goto("/#/documents")
+        page.set_input_files("#doc-file", str(notes))
+        page.fill("#doc-id", "terns")
+        page.click("#doc-upload")
+        expect(page.locator('#documents-table tr[data-document-id="terns"] .badge')).to_have_text(
+            "completed", timeout=180_000)
+        page.fill("#search-query", "which bird travels the farthest each year?")
+        page.click("#search-go")
+        expect(page.locator("#search-results .search-hit").first).to_be_visible(timeout=120_000)
+        shot(page, "documents", full=True)
+
         page.goto("/#/system")
         expect(page.locator("#queues-table")).to_be_visible()
         shot(page, "system", full=True)

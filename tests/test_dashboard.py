@@ -229,6 +229,40 @@ def test_the_jobs_page_filters_and_pages(page, stack, key):
     expect(page.locator("#job-error")).to_contain_text("after 1 attempt")
 
 
+def test_the_documents_page_uploads_searches_and_deletes(page, stack, key, tmp_path):
+    """Upload a text file from the page, watch it become `completed`, find it by a paraphrase (the real
+    embedding model in the API process), then delete it: the row goes and search finds nothing of it."""
+    doc = tmp_path / "migration.txt"
+    doc.write_text("Arctic terns fly from the Arctic to the Antarctic and back every year, a round trip of "
+                   "about seventy thousand kilometres, the longest migration of any animal.\n\n"
+                   "Their diet is mostly small fish and krill caught by plunge diving.\n")
+    sign_in(page, key)
+    page.goto("/#/documents")
+    page.set_input_files("#doc-file", str(doc))
+    page.fill("#doc-id", "terns")
+    page.click("#doc-upload")
+    row = page.locator('#documents-table tr[data-document-id="terns"]')
+    expect(row).to_contain_text("migration.txt")
+    expect(row.locator(".badge")).to_have_text("completed", timeout=120_000)
+    expect(row.locator("td").nth(4)).not_to_have_text("—")  # chunks
+
+    page.fill("#search-query", "which bird travels the farthest each year?")
+    page.click("#search-go")
+    hits = page.locator("#search-results .search-hit")
+    expect(hits.first).to_contain_text("migration.txt", timeout=120_000)
+    expect(hits.first).to_contain_text("seventy thousand kilometres")
+
+    page.on("dialog", lambda d: d.accept())
+    row.locator("button[data-delete]").click()
+    expect(row).to_have_count(0)
+    expect(page.locator("#documents-table tbody")).to_contain_text("No documents yet.")
+    page.click("#search-go")
+    expect(page.locator("#search-note")).to_have_text("Nothing found.")
+    # The upload form names the missing file instead of sending nothing.
+    page.click("#doc-upload")
+    expect(page.locator("#doc-upload-error")).to_have_text("Choose a file first.")
+
+
 def test_the_system_page_shows_queues_workers_and_finished_jobs(page, stack, key):
     sign_in(page, key)
     page.goto("/#/system")
@@ -251,7 +285,7 @@ def test_pages_fit_a_phone_screen(browser, stack, key):
     try:
         pg = context.new_page()
         sign_in(pg, key)
-        for hash_ in ("#/submit/background_removal", "#/jobs", "#/system"):
+        for hash_ in ("#/submit/background_removal", "#/jobs", "#/documents", "#/system"):
             pg.goto(f"/{hash_}")
             pg.wait_for_timeout(300)
             assert pg.evaluate("document.documentElement.scrollWidth") <= 390, hash_

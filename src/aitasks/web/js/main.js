@@ -2,13 +2,14 @@
 
 import { auth } from "./api.js";
 import { clear, h } from "./dom.js";
+import { documentsPage } from "./pages/documents.js";
 import { jobPage } from "./pages/job.js";
 import { jobsPage } from "./pages/jobs.js";
 import { signIn } from "./pages/signin.js";
 import { submitPage } from "./pages/submit.js";
 import { systemPage } from "./pages/system.js";
 
-const PAGES = { submit: submitPage, job: jobPage, jobs: jobsPage, system: systemPage };
+const PAGES = { submit: submitPage, job: jobPage, jobs: jobsPage, documents: documentsPage, system: systemPage };
 const view = document.getElementById("view");
 let cleanup = null;
 let generation = 0;
