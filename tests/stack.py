@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -264,3 +265,14 @@ def running_stack(root: Path, env: dict[str, str] | None = None) -> Iterator[Sta
         yield s
     finally:
         s.stop()
+
+
+def modules_the_api_imports(candidates: tuple[str, ...]) -> list[str]:
+    """Which of ``candidates`` a fresh process has imported once it loaded the catalog and the API app
+    (the API must stay light: models and heavy libraries belong to the workers)."""
+    code = ("import sys; from aitasks.processors.registry import load_all; load_all(); import aitasks.api.app; "
+            f"print(','.join(sorted(m for m in {candidates!r} if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={"AITASKS_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    return [m for m in out.stdout.strip().split(",") if m]

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stack import Stack, poll
+from stack import Stack, modules_the_api_imports, poll
 from test_documents_pipeline import (
     BEES,
     EXPENSES,
@@ -474,13 +472,8 @@ def test_openapi_documents_every_document_path(docs_stack):
 
 
 def test_the_api_process_starts_without_the_model_or_the_store_libraries():
-    code = ("import sys; from aitasks.processors.registry import load_all; load_all(); import aitasks.api.app; "
-            "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers', 'lancedb', 'pyarrow', "
-            "'numpy', 'pypdfium2', 'docx') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env={"AITASKS_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert modules_the_api_imports(("torch", "sentence_transformers", "transformers", "lancedb", "pyarrow",
+                                    "numpy", "pypdfium2", "docx")) == []
 
 
 def test_direct_submission_of_the_job_type_is_refused_naming_the_upload_path(dclient):

@@ -441,22 +441,6 @@ def test_search_by_document_ids_and_metadata_filters(ingested: LanceDBStore, emb
     assert ingested.search("acme", vector, question, 10, filters={"department": "x' OR '1'='1"}) == []
 
 
-def test_keyword_score_lifts_the_chunk_naming_a_rare_term(store: LanceDBStore, embedder: Embedder) -> None:
-    texts = ["Order number QX-4471 was delayed by the storm and reached the depot on Tuesday.",
-             "Order number QX-4417 was delayed by the storm and reached the depot on Tuesday.",
-             "Order number QZ-7144 left the depot on time and arrived on Monday.",
-             "Orders delayed by weather are usually delivered to the depot within a few days."]
-    vectors = embedder.encode(texts)
-    store.replace_document("acme", "orders", [StoredChunk(i, t, None, v) for i, (t, v) in enumerate(zip(texts, vectors))])
-    question = "what happened to QX-4471"
-    vector_only = store.search("acme", embedder.encode_query(question), question, top_k=4, alpha=1.0)
-    hybrid = store.search("acme", embedder.encode_query(question), question, top_k=4)
-    assert hybrid[0].chunk_index == 0 and hybrid[0].keyword_score == 1.0
-    assert hybrid[0].score == pytest.approx(0.8 * hybrid[0].vector_score + 0.2)
-    # Near-identical ids embed alike; the keyword score is what separates them.
-    assert hybrid[0].score - hybrid[1].score > 2 * (vector_only[0].score - vector_only[1].score)
-
-
 def _replace_repeatedly(path: str, run: int, chunks: int) -> None:
     """One 'worker': replaces the same document again and again with its own set of chunks."""
     store = LanceDBStore(path, dimension=8)

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from skimage import data as samples
 
 from pictures import png, b64, astronaut, coffee
-from stack import poll, submit, wait_status
+from stack import modules_the_api_imports, poll, submit, wait_status
 
 TASKS = "/api/v1/tasks"
 
@@ -278,15 +278,7 @@ def test_preload_loads_each_workers_own_models_at_start(make_stack):
 
 
 def test_the_api_process_never_loads_the_image_libraries():
-    import subprocess
-    import sys
-
-    code = ("import sys; from aitasks.processors.registry import load_all; load_all(); import aitasks.api.app; "
-            "print(sorted(m for m in ('cv2', 'numpy', 'torch', 'mediapipe', 'diffusers') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         env={"AITASKS_REDIS_URL": "redis://127.0.0.1:1/0", "PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert modules_the_api_imports(("cv2", "numpy", "torch", "mediapipe", "diffusers")) == []
 
 
 def test_large_inputs_are_scaled_down_and_the_result_says_so(client):
