@@ -22,10 +22,7 @@ from aitasks.api.services import Services
 from aitasks.errors import ApiError, FieldError, NotFound, ValidationFailed
 from aitasks.jobs import keys
 from aitasks.jobs.models import Job, Status, iso
-from aitasks.jobs.predictions import (  # noqa: F401  (re-exported: the routes read them as rv.*)
-    FILE_HOW, OWNER, STATUS, WEBHOOK_EVENTS, input_schema, is_image_type, openapi_schema, output_schema,
-    prediction, version_id, version_view,
-)
+from aitasks.jobs.predictions import OWNER, prediction, version_id, version_view
 from aitasks.processors.registry import JobType
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 
 from aitasks.api.services import Services
 from aitasks.errors import FieldError, ValidationFailed
-from aitasks.jobs.artifacts import artifact_url  # noqa: F401  (re-exported)
+from aitasks.jobs.artifacts import artifact_url
 from aitasks.jobs.models import Job, Status
 
 

@@ -41,7 +41,10 @@ MAX_ATTEMPTS = 6
 BACKOFF_S = (1, 2, 4, 8, 16)
 TIMEOUT_S = 10.0
 # Take due retries back into the pending list atomically, so two workers never both take one.
+# Also (re)registers the worker as a possible holder of in-flight deliveries, in the same round trip:
+# a reclaim that ran before this worker's first heartbeat may have forgotten it.
 _CLAIM_DUE = """
+redis.call('SADD', KEYS[3], ARGV[2])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 50)
 for _, item in ipairs(due) do
   if redis.call('ZREM', KEYS[1], item) == 1 then redis.call('LPUSH', KEYS[2], item) end
@@ -107,16 +110,15 @@ class WebhookSender(threading.Thread):
         while not self.stopping.is_set():
             raw: Any = None  # the delivery as queued (bytes), kept to remove it from the in-flight list
             try:
-                claim(keys=[keys.WEBHOOKS_RETRY, keys.WEBHOOKS_PENDING], args=[time.time()])
                 if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:
                     last_reclaim = time.monotonic()
                     moved = reclaim(keys=[keys.WEBHOOKS_OWNERS, keys.WEBHOOKS_PENDING],
                                     args=[keys.worker(""), keys.WEBHOOKS_INFLIGHT_PREFIX])
                     if moved:
                         log.warning("webhook delivery: %d deliveries of dead workers queued again", moved)
-                # Registered on every pass: a reclaim that ran before this worker's first heartbeat
-                # may have forgotten it.
-                res.redis.sadd(keys.WEBHOOKS_OWNERS, self.worker_name)
+                # After the reclaim, so this worker is registered before it takes anything.
+                claim(keys=[keys.WEBHOOKS_RETRY, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_OWNERS],
+                      args=[time.time(), self.worker_name])
                 raw = res.redis.brpoplpush(keys.WEBHOOKS_PENDING, self.inflight, timeout=1)
                 if raw is not None:
                     self.deliver(orjson.loads(raw))

@@ -28,9 +28,11 @@ from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import cancel_task
 from aitasks.api.services import Services
 from aitasks.api.submission import accept, build_submission, new_job_id, read_payload
-from aitasks.api.views import artifact_url, base_url, prefer_wait_s, wait_for_end
+from aitasks.api.views import base_url, prefer_wait_s, wait_for_end
 from aitasks.api.webhook_input import read_webhook
 from aitasks.errors import ApiError, FieldError, NotFound, PayloadTooLarge, ValidationFailed
+from aitasks.jobs import predictions
+from aitasks.jobs.artifacts import artifact_url
 from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
 
@@ -68,7 +70,7 @@ CREATE_BODY: dict[str, Any] = {
             "version": {"type": "string", "description": "POST /v1/predictions only: a version id, or owner/name."},
             "model": {"type": "string", "description": "POST /v1/predictions only: owner/name."},
             "webhook": {"type": "string", "format": "uri"},
-            "webhook_events_filter": {"type": "array", "items": {"enum": list(rv.WEBHOOK_EVENTS)}},
+            "webhook_events_filter": {"type": "array", "items": {"enum": list(predictions.WEBHOOK_EVENTS)}},
         }}}}},
     "parameters": [{"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
                     "description": "`wait` or `wait=N`: answer when the prediction ends or N seconds pass."}],
@@ -96,16 +98,16 @@ async def get_model(owner: str, name: str, request: Request, services: ServicesD
             summary="List a model's versions (Replicate)")
 async def list_versions(owner: str, name: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     jt = rv.find_model(services, owner, name)
-    return JSONResponse({"next": None, "previous": None, "results": [rv.version_view(jt)]})
+    return JSONResponse({"next": None, "previous": None, "results": [predictions.version_view(jt)]})
 
 
 @router.get("/models/{owner}/{name}/versions/{version_id}", responses=schemas.errors(401, 404),
             summary="Get a model version (Replicate)")
 async def get_version(owner: str, name: str, version_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     jt = rv.find_model(services, owner, name)
-    if version_id != rv.version_id(jt):
+    if version_id != predictions.version_id(jt):
         raise NotFound(f"Version {version_id} of {owner}/{name} not found")
-    return JSONResponse(rv.version_view(jt))
+    return JSONResponse(predictions.version_view(jt))
 
 
 # --- predictions ---------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def _webhook_fields(body: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {"webhook": body.get("webhook") or body.get("webhook_completed")}
     events = body.get("webhook_events_filter")
     if isinstance(events, list):
-        mapped = [rv.WEBHOOK_EVENTS.get(e, e) if isinstance(e, str) else e for e in events]
+        mapped = [predictions.WEBHOOK_EVENTS.get(e, e) if isinstance(e, str) else e for e in events]
         events = list(dict.fromkeys(mapped))
     if events is not None:
         fields["webhook_events_filter"] = events
