@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,6 +20,7 @@ from skimage import data as samples
 
 from aitasks import AsyncClient, Client
 from aitasks.client import (
+    ApiError,
     ConnectionFailed,
     JobCancelled,
     JobFailed,
@@ -21,6 +28,7 @@ from aitasks.client import (
     Unauthorized,
     ValidationError,
     WaitTimeout,
+    sse,
 )
 from aitasks.service.redis_server import free_port
 
@@ -201,3 +209,111 @@ def test_async_client_documents(stack, tmp_path):
             assert await c.search("How should I water young tomato plants?") == []
 
     asyncio.run(go())
+
+
+# --- without a deployment: the generated sync client, the SSE parser, wait()'s stream and fallbacks --------
+
+
+def test_the_sync_client_is_generated_from_the_async_one():
+    script = Path(__file__).resolve().parent.parent / "scripts" / "unasync.py"
+    out = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"run scripts/unasync.py:\n{out.stdout}{out.stderr}"
+
+
+def test_the_sse_parser_follows_the_event_stream_rules():
+    lines = ["retry: 2000", "", ": keepalive", "id: 3", "data: {\"a\":", "data:1}", "", "event: note",
+             "data", "", "event: lonely", "", "id: 4", "data: x: y", "", "event: end", "data: {}", "", "data: cut"]
+    got = list(sse.messages(lines))
+    assert got == [sse.Message('{"a":\n1}', "message", "3"), sse.Message("", "note", "3"),
+                   sse.Message("x: y", "message", "4"), sse.Message("{}", "end", "4")]
+    assert got[0].json() == {"a": 1}
+    decoder = sse.Decoder()
+    assert [decoder.feed(line) for line in ("retry: 2000", "")] == [None, None] and decoder.retry_ms == 2000
+    assert list(sse.updates(['data: {"status": "PENDING"}', "", "event: end", "data: {}", "", 'data: {"b": 1}',
+                             ""])) == [{"status": "PENDING"}]
+
+
+def doc(seq: int, status: str, **extra: Any) -> dict[str, Any]:
+    return {"task_id": "t1", "seq": seq, "status": status, "progress": 0, **extra}
+
+
+def event_stream(*docs: dict[str, Any], end: bool = True) -> bytes:
+    body = b"retry: 2000\n\n" + b"".join(b"id: %d\ndata: %s\n\n" % (d["seq"], json.dumps(d).encode()) for d in docs)
+    return body + (b'event: end\ndata: {"task_id": "t1"}\n\n' if end else b"")
+
+
+class Dropped(httpx.SyncByteStream):
+    """An event stream that breaks after its first bytes, as when a proxy cuts it."""
+
+    def __init__(self, first: bytes):
+        self.first = first
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.first
+        raise httpx.RemoteProtocolError("peer closed connection")
+
+
+SSE = {"content-type": "text/event-stream"}
+DONE = doc(3, "SUCCESS", result={"answer": 42})
+
+
+def fake(routes: dict[str, list[httpx.Response]], calls: list[str]) -> Client:
+    """A Client whose service answers each path with the next of its canned responses."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        path = request.url.path.removeprefix("/api/v1/tasks/t1/")
+        calls.append(path)
+        return routes[path].pop(0)
+
+    return Client("http://aitasks.test", api_key="k", backoff_s=0.01, transport=httpx.MockTransport(handle))
+
+
+def test_wait_follows_the_stream_reopens_it_and_reports_each_change_once():
+    calls: list[str] = []
+    routes = {"events": [httpx.Response(200, headers=SSE, stream=Dropped(event_stream(doc(1, "PENDING"),
+                                                                                      doc(2, "PROCESSING"), end=False))),
+                         httpx.Response(200, headers=SSE, content=event_stream(doc(2, "PROCESSING"), DONE))]}
+    seen: list[dict[str, Any]] = []
+    with fake(routes, calls) as c:
+        job = c.job("t1")
+        assert job.wait(timeout=30, on_progress=seen.append) == {"answer": 42}
+    assert [d["seq"] for d in seen] == [1, 2, 3] and job.last == DONE
+    assert calls == ["events", "events"]  # no polling: the stream said it all
+
+
+def test_wait_polls_the_status_where_there_is_no_event_stream():
+    calls: list[str] = []
+    html = httpx.Response(502, headers={"content-type": "text/html"}, content=b"<h1>Bad gateway</h1>")
+    status = [{"task_id": "t1", "status": s, "progress": p} for s, p in
+              (("PROCESSING", 10), ("PROCESSING", 10), ("SUCCESS", 100))]
+    routes = {"events": [html, html], "status/": [httpx.Response(200, json=s) for s in status],
+              "result/": [httpx.Response(200, json=DONE)]}
+    seen: list[str] = []
+    with fake(routes, calls) as c:
+        assert c.job("t1").wait(on_progress=lambda s: seen.append(s["status"])) == {"answer": 42}
+        assert seen == ["PROCESSING", "SUCCESS"]
+        assert calls == ["events", "status/", "status/", "status/", "result/"]
+        with pytest.raises(ApiError) as no_stream:  # events() has nothing to fall back on
+            list(c.job("t1").events())
+        assert no_stream.value.status == 502
+    gone = {"events": [httpx.Response(404, json={"error": "Task not found", "code": "not_found"})]}
+    with fake(gone, []) as c, pytest.raises(NotFound):
+        c.job("t1").wait()
+
+
+def test_async_wait_ends_on_time_during_a_silent_stream():
+    async def silent() -> AsyncIterator[bytes]:
+        yield event_stream(doc(1, "PROCESSING"), end=False)
+        await asyncio.sleep(30)
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=SSE, content=silent())
+
+    async def main() -> float:
+        async with AsyncClient("http://aitasks.test", transport=httpx.MockTransport(handle)) as c:
+            started = time.monotonic()
+            with pytest.raises(WaitTimeout, match="still PROCESSING after 0.3 s"):
+                await c.job("t1").wait(timeout=0.3)
+            return time.monotonic() - started
+
+    assert asyncio.run(main()) < 2

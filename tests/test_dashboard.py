@@ -4,7 +4,6 @@ stack, and the stream tokens it uses for live updates, over HTTP."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from skimage import data as samples
 
+from aitasks.client import sse
 from aitasks.jobs.apikeys import revoke_key
 from stack import Stack, key_of, submit, wait_status, ws_open, ws_rest
 
@@ -307,7 +307,7 @@ def sse_statuses(stack: Stack, task_id: str, token: str) -> tuple[int, list[str]
         if r.status_code != 200:
             r.read()
             return r.status_code, [r.json()["code"]]
-        return 200, [json.loads(line[5:])["status"] for line in r.iter_lines() if line.startswith("data:")]
+        return 200, [update["status"] for update in sse.updates(r.iter_lines())]
 
 
 def test_a_stream_token_opens_the_sse_stream_and_websockets_of_its_tenant_only(stack):

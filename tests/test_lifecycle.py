@@ -17,6 +17,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from aitasks.client.sse import updates
 from stack import Stack, TERMINAL, queue_held, submit, wait_status
 
 TASKS = "/api/v1/tasks"
@@ -28,16 +29,8 @@ RETRYING_IN = re.compile(r"Attempt (\d+) failed; retrying in (\d+(?:\.\d+)?)s")
 
 def sse(response: httpx.Response) -> Iterator[tuple[float, dict[str, Any]]]:
     """The data messages of an SSE response with the time each arrived (monotonic), until `end`."""
-    event = None
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:"):
-            if event == "end":
-                return
-            yield time.monotonic(), json.loads(line.split(":", 1)[1])
-        elif line == "":
-            event = None
+    for update in updates(response.iter_lines()):
+        yield time.monotonic(), update
 
 
 def follow(client: httpx.Client, task_id: str, before_release: Callable[[], None] | None = None,

@@ -1,4 +1,5 @@
-"""The Python client of an aitasks service: ``Client`` (sync) and ``AsyncClient`` (asyncio)."""
+"""The Python client of an aitasks service: ``AsyncClient`` (asyncio) and ``Client`` (blocking, generated
+from it by scripts/unasync.py); ``sse`` parses Server-Sent Events for both (and for the tests)."""
 
 from aitasks.client.async_client import AsyncClient, AsyncJob
 from aitasks.client.errors import (
@@ -19,7 +20,7 @@ from aitasks.client.errors import (
 from aitasks.client.sync import Client, Job
 
 __all__ = [
-    "ApiError", "AsyncClient", "AsyncJob", "Client", "ClientError", "ConnectionFailed", "DocumentFailed", "FieldProblem", "Job",
-    "JobCancelled", "JobEnded", "JobFailed", "NotFound", "ServiceUnavailable", "Unauthorized", "ValidationError",
-    "WaitTimeout",
+    "ApiError", "AsyncClient", "AsyncJob", "Client", "ClientError", "ConnectionFailed", "DocumentFailed",
+    "FieldProblem", "Job", "JobCancelled", "JobEnded", "JobFailed", "NotFound", "ServiceUnavailable",
+    "Unauthorized", "ValidationError", "WaitTimeout",
 ]

@@ -1,17 +1,30 @@
-"""What the sync and asyncio clients share: settings, request building, stream parsing, outcomes."""
+"""What the sync and asyncio clients share, without I/O: settings, requests, deadlines, outcomes."""
 
 from __future__ import annotations
 
 import json
 import mimetypes
 import os
+import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
-from aitasks.client.errors import DocumentFailed, JobCancelled, JobFailed
+import httpx
+
+from aitasks.client import sse
+from aitasks.client.errors import (
+    ApiError,
+    DocumentFailed,
+    JobCancelled,
+    JobFailed,
+    NotFound,
+    Unauthorized,
+    WaitTimeout,
+    raise_for,
+)
 
 TERMINAL = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -97,32 +110,85 @@ def document_outcome(status: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-class SseParser:
-    """Server-Sent Events lines in, the job's status documents out (None at the stream's end)."""
+POLL_S = 0.25  # how often a wait polls the status when no event stream can be had
+EVENTS = "/api/v1/tasks/{}/events"
+
+
+@dataclass
+class Deadline:
+    """When a wait gives up (``seconds=None``: never)."""
+
+    seconds: float | None
+    start: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float | None:
+        return None if self.seconds is None else max(0.0, self.start + self.seconds - time.monotonic())
+
+    def passed(self) -> bool:
+        return self.remaining() == 0.0
+
+    def pause(self, seconds: float) -> float:
+        """``seconds``, or less when the deadline comes sooner."""
+        remaining = self.remaining()
+        return seconds if remaining is None else min(seconds, remaining)
+
+    def expired(self, job_id: str, last: dict[str, Any]) -> WaitTimeout:
+        return WaitTimeout(f"job {job_id} still {last.get('status')} after {self.seconds:g} s")
+
+
+def stream_timeout(base: httpx.Timeout, deadline: Deadline) -> httpx.Timeout:
+    """The client's timeouts, but a read may wait as long as the deadline allows (the service sends a
+    keepalive comment every 15 s, so a healthy stream is never silent for long)."""
+    return httpx.Timeout(connect=base.connect, read=deadline.remaining(), write=base.write, pool=base.pool)
+
+
+class StreamUnavailable(Exception):
+    """No event stream here: a wait polls the status instead; ``error`` is what the answer means."""
+
+    def __init__(self, error: ApiError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    return response.status_code == 200 and response.headers.get("content-type", "").startswith(sse.MEDIA_TYPE)
+
+
+def refuse(response: httpx.Response) -> NoReturn:
+    """For an answer that is not the event stream (its body read): the ApiError of a 401 or 404, which
+    a wait cannot get past either; StreamUnavailable for anything else (a proxy's 502, a 503, ...)."""
+    try:
+        raise_for(response)
+    except (Unauthorized, NotFound):
+        raise
+    except ApiError as exc:
+        raise StreamUnavailable(exc) from exc
+    kind = response.headers.get("content-type")
+    raise StreamUnavailable(ApiError(response.status_code, f"not an event stream ({kind})", "not_an_event_stream"))
+
+
+class Seen:
+    """Passes each status document once: a reopened stream starts again with the current state, and
+    polling repeats the status until it changes."""
 
     def __init__(self) -> None:
-        self.event: str | None = None
-        self.data: list[str] = []
+        self.seq = -1
+        self.last: dict[str, Any] | None = None
 
-    def feed(self, line: str) -> tuple[bool, dict[str, Any] | None]:
-        """(ended, document): a document when a message completes, ended when the `end` event arrives."""
-        if line == "":
-            event, data = self.event, "\n".join(self.data)
-            self.event, self.data = None, []
-            if not data:
-                return False, None
-            if event == "end":
-                return True, None
-            return False, json.loads(data)
-        if line.startswith(":"):
-            return False, None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "event":
-            self.event = value
-        elif name == "data":
-            self.data.append(value)
-        return False, None
+    def new(self, doc: dict[str, Any]) -> bool:
+        seq = doc.get("seq")
+        if isinstance(seq, int):
+            if seq <= self.seq:
+                return False
+            self.seq = seq
+        elif doc == self.last:
+            return False
+        self.last = doc
+        return True
+
+
+def backoff(base_s: float, attempt: int) -> float:
+    return float(base_s * 2 ** attempt)
 
 
 def outcome(doc: dict[str, Any]) -> dict[str, Any]:

@@ -1,3 +1,5 @@
+# GENERATED FILE, do not edit: scripts/unasync.py writes it from src/aitasks/client/async_client.py.
+# Change async_client.py, then run `.venv/bin/python scripts/unasync.py` (a test checks the two agree).
 """The synchronous client: ``aitasks.Client``.
 
     from aitasks import Client
@@ -11,17 +13,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Generator, Iterator, Callable
+from contextlib import closing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
-from aitasks.client import protocol
+from aitasks.client import concurrency, protocol, sse
 from aitasks.client.errors import ConnectionFailed, WaitTimeout, raise_for
 
-T = TypeVar("T")
-Progress = Callable[[dict[str, Any]], None]
+Progress = Callable[[dict[str, Any]], Any]
 
 
 class Client:
@@ -47,21 +49,26 @@ class Client:
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    def _retrying(self, call: Callable[[], T]) -> T:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The service's answer, whatever its status; connection errors are retried with backoff."""
         for attempt in range(self.retries + 1):
             try:
-                return call()
+                return self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 if attempt == self.retries:
                     raise ConnectionFailed(f"cannot reach {self.url}: {exc}") from exc
-                time.sleep(self.backoff_s * 2 ** attempt)
+                concurrency.sleep(protocol.backoff(self.backoff_s, attempt))
         raise AssertionError("unreachable")
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A request with retries on connection errors; an error answer raises its ApiError."""
-        response = self._retrying(lambda: self.http.request(method, path, **kwargs))
+        response = self._send(method, path, **kwargs)
         raise_for(response)
         return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        return response.json()
 
     # --- the API ---------------------------------------------------------------------------------
 
@@ -69,13 +76,14 @@ class Client:
         """Submit a job. Inputs are the seed's fields (``prompt=``, ``parameters=``, ``image=``...);
         a ``bytes``, ``Path`` or open file is uploaded, anything else sent as JSON."""
         req = protocol.submit_request(task_type, inputs, idempotency_key)
-        body = self.request("POST", "/api/v1/tasks/submit/", **req.kwargs).json()
+        body = self._json("POST", "/api/v1/tasks/submit/", **req.kwargs)
         return Job(self, body["task_id"], body)
 
     def run(self, task_type: str, *, timeout: float | None = None, on_progress: Progress | None = None,
             **inputs: Any) -> dict[str, Any]:
         """Submit and wait: the result of a successful job (raises JobFailed, JobCancelled, WaitTimeout)."""
-        return self.submit(task_type, **inputs).wait(timeout, on_progress)
+        job = self.submit(task_type, **inputs)
+        return job.wait(timeout, on_progress)
 
     def job(self, task_id: str) -> Job:
         return Job(self, task_id)
@@ -91,7 +99,7 @@ class Client:
         seen = 0
         while True:
             query = {k: v for k, v in {**params, "limit": page_size, "cursor": cursor}.items() if v is not None}
-            page = self.request("GET", path, params=query).json()
+            page = self._json("GET", path, params=query)
             for item in page[key]:
                 yield item
                 seen += 1
@@ -102,7 +110,7 @@ class Client:
                 return
 
     def task_types(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/v1/task-types").json())
+        return list(self._json("GET", "/api/v1/task-types"))
 
     # --- documents (see docs/documents.md) ------------------------------------------------------
 
@@ -111,19 +119,20 @@ class Client:
         """Upload a document for ingestion (PDF, DOCX, text, HTML, scans); answers at once with its ids.
         Uploading the same ``document_id`` again replaces it."""
         req = protocol.upload_request(file, document_id, metadata)
-        return dict(self.request("POST", f"{protocol.DOCUMENTS}/", **req).json())
+        return dict(self._json("POST", f"{protocol.DOCUMENTS}/", **req))
 
     def document(self, document_id: str) -> dict[str, Any]:
         """The document's status: processing (with stage and progress), completed or failed."""
-        return dict(self.request("GET", f"{protocol.DOCUMENTS}/{document_id}/status").json())
+        return dict(self._json("GET", f"{protocol.DOCUMENTS}/{document_id}/status"))
 
-    def wait_document(self, document_id: str, timeout: float | None = None, poll_s: float = 0.5) -> dict[str, Any]:
+    def wait_document(self, document_id: str, timeout: float | None = None,
+                      poll_s: float = 0.5) -> dict[str, Any]:
         """Wait for the ingestion to end: its status when completed; raises DocumentFailed, WaitTimeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while (done := protocol.document_outcome(self.document(document_id))) is None:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(f"document {document_id} still processing after {timeout:g}s")
-            time.sleep(poll_s)
+            concurrency.sleep(poll_s)
         return done
 
     def ingest(self, file: protocol.FileInput, *, document_id: str | None = None,
@@ -138,17 +147,17 @@ class Client:
 
     def delete_document(self, document_id: str) -> dict[str, Any]:
         """Remove the document and all its chunks from search."""
-        return dict(self.request("DELETE", f"{protocol.DOCUMENTS}/{document_id}").json())
+        return dict(self._json("DELETE", f"{protocol.DOCUMENTS}/{document_id}"))
 
     def search(self, query: str, *, top_k: int = 5, document_ids: list[str] | None = None,
                filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Passages of your documents that answer ``query``, best first (document_id, page, score, text)."""
         body = protocol.search_body(query, top_k, document_ids, filters)
-        return list(self.request("POST", "/api/v1/search", json=body).json()["results"])
+        return list((self._json("POST", "/api/v1/search", json=body))["results"])
 
 
 class Job:
-    """A handle on one job."""
+    """A handle on one job; ``last`` is the latest status document seen."""
 
     def __init__(self, client: Client, task_id: str, last: dict[str, Any] | None = None):
         self.client = client
@@ -156,63 +165,106 @@ class Job:
         self.last: dict[str, Any] = last or {"task_id": task_id}
 
     def __repr__(self) -> str:
-        return f"Job({self.id!r}, status={self.last.get('status')!r})"
+        return f"{type(self).__name__}({self.id!r}, status={self.last.get('status')!r})"
 
     def status(self) -> dict[str, Any]:
-        self.last = self.client.request("GET", f"/api/v1/tasks/{self.id}/status/").json()
+        self.last = dict(self.client._json("GET", f"/api/v1/tasks/{self.id}/status/"))
         return self.last
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every state and progress change as it happens (SSE), from the current state to the end.
-        A dropped stream is reopened: the service answers a late subscriber with the current state."""
-        for attempt in range(self.client.retries + 1):
-            try:
-                with self.client.http.stream("GET", f"/api/v1/tasks/{self.id}/events", timeout=None) as r:
-                    if r.status_code >= 400:
-                        r.read()
-                        raise_for(r)
-                    parser = protocol.SseParser()
-                    for line in r.iter_lines():
-                        ended, doc = parser.feed(line)
-                        if doc is not None:
-                            self.last = doc
-                            yield doc
-                        if ended:
-                            return
-                if self.last.get("status") in protocol.TERMINAL:
-                    return
-            except httpx.TransportError as exc:
-                if attempt == self.client.retries:
-                    raise ConnectionFailed(f"lost the event stream of job {self.id}: {exc}") from exc
-                time.sleep(self.client.backoff_s * 2 ** attempt)
+        A dropped stream is reopened (the service answers a late subscriber with the current state);
+        ConnectionFailed when it cannot be, after the retries."""
+        with closing(self._follow(protocol.Deadline(None), poll=False)) as updates:
+            for doc in updates:
+                yield doc
 
     def wait(self, timeout: float | None = None, on_progress: Progress | None = None) -> dict[str, Any]:
-        """Block until the job ends; its result, or JobFailed / JobCancelled. ``on_progress`` gets each
-        status document as it arrives. WaitTimeout after ``timeout`` seconds (the job goes on)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for doc in self._events_until(deadline):
-            if on_progress:
-                on_progress(doc)
-            if doc.get("status") in protocol.TERMINAL:
-                if doc.get("status") == "SUCCESS" and "result" not in doc:
-                    doc = self._full()
-                return protocol.outcome(doc)
-        raise WaitTimeout(f"job {self.id} still {self.last.get('status')} after {timeout} s")
+        """Until the job ends, following its event stream (polling its status where there is none): the
+        result, or JobFailed / JobCancelled. ``on_progress`` gets each new status document as it arrives.
+        WaitTimeout after ``timeout`` seconds (the job goes on)."""
+        deadline = protocol.Deadline(timeout)
+        return concurrency.within(self._wait(deadline, on_progress), deadline,
+                                  lambda: deadline.expired(self.id, self.last))
 
-    def _events_until(self, deadline: float | None) -> Iterator[dict[str, Any]]:
-        if deadline is None:
-            yield from self.events()
-            return
-        # A deadline: poll the status (a blocking stream read cannot be bounded portably).
-        while time.monotonic() < deadline:
+    def _wait(self, deadline: protocol.Deadline, on_progress: Progress | None) -> dict[str, Any]:
+        with closing(self._follow(deadline, poll=True)) as updates:
+            for doc in updates:
+                if on_progress:
+                    concurrency.notify(on_progress, doc)
+                if doc.get("status") in protocol.TERMINAL:
+                    if doc.get("status") == "SUCCESS" and "result" not in doc:
+                        doc = self._full()
+                    return protocol.outcome(doc)
+        raise AssertionError("the updates end with the job's end")
+
+    def _follow(self, deadline: protocol.Deadline, poll: bool) -> Generator[dict[str, Any], None]:
+        """Each new status document until the job ends, from its event stream. A dropped stream is
+        reopened, with backoff, ``retries`` times in a row; past that, or when there is no stream
+        (a proxy's error, a 503), ``poll`` polls the status instead, else ConnectionFailed / ApiError."""
+        seen = protocol.Seen()
+        failures = 0
+        while True:
+            try:
+                with closing(self._stream(deadline)) as stream:
+                    for doc in stream:
+                        failures = 0
+                        if seen.new(doc):
+                            yield doc
+                        if doc.get("status") in protocol.TERMINAL:
+                            return
+                problem = "it ended before the job did"
+            except protocol.StreamUnavailable as exc:
+                if not poll:
+                    raise exc.error from None
+                break
+            except httpx.TransportError as exc:
+                if deadline.passed():
+                    raise deadline.expired(self.id, self.last) from None
+                problem = str(exc) or type(exc).__name__
+            failures += 1
+            if failures > self.client.retries:
+                if not poll:
+                    raise ConnectionFailed(f"lost the event stream of job {self.id}: {problem}")
+                break
+            concurrency.sleep(deadline.pause(protocol.backoff(self.client.backoff_s, failures - 1)))
+        with closing(self._polled(deadline)) as polled:
+            for doc in polled:
+                if seen.new(doc):
+                    yield doc
+
+    def _stream(self, deadline: protocol.Deadline) -> Generator[dict[str, Any], None]:
+        """One connection to the job's event stream: its status documents, until the ``end`` event."""
+        timeout = protocol.stream_timeout(self.client.http.timeout, deadline)
+        with self.client.http.stream("GET", protocol.EVENTS.format(self.id), timeout=timeout) as r:
+            if not protocol.is_event_stream(r):
+                r.read()
+                protocol.refuse(r)
+            decoder = sse.Decoder()
+            for line in r.iter_lines():
+                message = decoder.feed(line)
+                if message is not None:
+                    if message.event == sse.END:
+                        return
+                    self.last = message.json()
+                    yield self.last
+                if deadline.passed():
+                    raise deadline.expired(self.id, self.last)
+
+    def _polled(self, deadline: protocol.Deadline) -> Generator[dict[str, Any], None]:
+        """The job's status, polled until it ends."""
+        while True:
             doc = self.status()
             yield doc
             if doc.get("status") in protocol.TERMINAL:
                 return
-            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+            if deadline.passed():
+                raise deadline.expired(self.id, self.last)
+            concurrency.sleep(deadline.pause(protocol.POLL_S))
 
     def _full(self) -> dict[str, Any]:
-        r = self.client._retrying(lambda: self.client.http.get(f"/api/v1/tasks/{self.id}/result/"))
+        """The result document, whatever the job's state (202 while it runs, 500/410 when it failed)."""
+        r = self.client._send("GET", f"/api/v1/tasks/{self.id}/result/")
         if r.status_code not in (200, 202, 410, 500):
             raise_for(r)
         self.last = r.json()
@@ -227,7 +279,7 @@ class Job:
         return protocol.outcome(doc)
 
     def cancel(self) -> dict[str, Any]:
-        return dict(self.client.request("POST", f"/api/v1/tasks/{self.id}/cancel/").json())
+        return dict(self.client._json("POST", f"/api/v1/tasks/{self.id}/cancel/"))
 
     def download(self, artifact: str, path: str | Path) -> Path:
         """Save one of the job's files (an output, or an input it was given)."""
@@ -235,7 +287,7 @@ class Job:
         if target.is_dir():
             target = target / artifact
         r = self.client.request("GET", f"/api/v1/tasks/{self.id}/artifacts/{artifact}")
-        target.write_bytes(r.content)
+        concurrency.write_bytes(target, r.content)
         return target
 
     def artifacts(self) -> list[str]:
