@@ -5,15 +5,20 @@ from __future__ import annotations
 PREFIX = "aitasks"
 
 
+# Prefixes the Lua scripts complete themselves (jobs/lua.py substitutes them): keys built in one place.
+JOB_PREFIX = f"{PREFIX}:job:"
+EVENTS_PREFIX = f"{PREFIX}:events:"
+
+
 def job(job_id: str) -> str:
-    return f"{PREFIX}:job:{job_id}"
+    return JOB_PREFIX + job_id
 
 
 def events(job_id: str) -> str:
-    return f"{PREFIX}:events:{job_id}"
+    return EVENTS_PREFIX + job_id
 
 
-EVENTS_PATTERN = f"{PREFIX}:events:*"
+EVENTS_PATTERN = f"{EVENTS_PREFIX}*"
 CONTROL_CHANNEL = f"{PREFIX}:control"
 
 
@@ -74,22 +79,27 @@ METRICS_JOBS = f"{PREFIX}:metrics:jobs"  # hash "type|status" -> count
 METRICS_SUBMITTED = f"{PREFIX}:metrics:submitted"  # hash type -> count
 
 
+METRICS_DURATION_PREFIX = f"{PREFIX}:metrics:duration:"
+METRICS_TIMELINE_PREFIX = f"{PREFIX}:metrics:timeline:"
+
+
 def metrics_duration(job_type: str) -> str:
-    return f"{PREFIX}:metrics:duration:{job_type}"  # hash bucket -> count, plus sum and count
+    return METRICS_DURATION_PREFIX + job_type  # hash bucket -> count, plus sum and count
 
 
 def metrics_timeline(kind: str) -> str:
     """Per-minute counters (hash minute-epoch -> count) for throughput and failure rate."""
-    return f"{PREFIX}:metrics:timeline:{kind}"
+    return METRICS_TIMELINE_PREFIX + kind
 
 
 USAGE_TTL_S = 400 * 86400  # per-tenant usage counters outlive job records by far (cost reports)
+USAGE_PREFIX = f"{PREFIX}:usage:"
 
 
 def usage(tenant: str, day: str) -> str:
     """A tenant's usage on one UTC day (``YYYY-MM-DD``): hash ``type|queue|jobs``, ``type|queue|seconds``
     and ``type|queue|status:<STATUS>`` -> count, written by the UPDATE script when a job finishes."""
-    return f"{PREFIX}:usage:{tenant}:{day}"
+    return f"{USAGE_PREFIX}{tenant}:{day}"
 
 
 def document(tenant: str, document_id: str) -> str:

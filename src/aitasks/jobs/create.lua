@@ -1,0 +1,19 @@
+-- CREATE (jobs/store.py): accept a job in one step, so it is either fully accepted or not at all.
+-- KEYS: job, tenant index, queue list, idempotency key ('' = none), submitted counter
+-- ARGV: pending ttl, created ms, job id, celery message, idempotency ttl, type, oldest ms,
+--       the record's hash pairs as one JSON list of strings (one argument packs far faster than 30)
+-- Returns {1, id} when created, {0, the first job's id} on a repeated idempotency key.
+if KEYS[4] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing and redis.call('EXISTS', '@JOB_PREFIX@' .. existing) == 1 then
+    return {0, existing}
+  end
+  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[5])
+end
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[8])))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
+redis.call('LPUSH', KEYS[3], ARGV[4])
+redis.call('HINCRBY', KEYS[5], ARGV[6], 1)
+return {1, ARGV[3]}

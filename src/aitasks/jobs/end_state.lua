@@ -1,0 +1,45 @@
+-- The frame of the UPDATE script (assembled by jobs/atomic_end.py): one change to a job, atomically.
+-- KEYS: job, events channel
+-- ARGV: ttl ('' = keep), hash pairs...
+-- Returns the new sequence number, 0 when the job does not exist, -1 when it already finished.
+-- Other keys (metrics, a parent, a document record) are derived in the fragments, not passed in:
+-- aitasks runs on one Redis, not a cluster.
+--
+-- Locals this frame gives the fragments (read them; do not assign them):
+--   status  the job's status before this change
+--   seq     the record's new sequence number
+--   f       the record after the change, HMGET of: [1] id, [2] status, [3] progress, [4] message,
+--           [5] attempts, [6] error_type, [7] error_message, [8] type, [9] cancel_requested_at,
+--           [10] started_at, [11] finished_at
+--   terminal  true when f[2] is SUCCESS, FAILURE or REVOKED (this change ended the job)
+-- and, to terminal fragments only:
+--   now     the server's time, epoch seconds (float)
+--   x       the record fields the terminal fragments declared, by name (false when absent)
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then return -1 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if ARGV[1] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'progress', 'message', 'attempts',
+                     'error_type', 'error_message', 'type', 'cancel_requested_at', 'started_at', 'finished_at')
+local terminal = f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED'
+if terminal then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+  -- What the terminal fragments need of the record, in one read.
+  local x = {}
+  local names = {@TERMINAL_FIELDS@}
+  if #names > 0 then
+    local values = redis.call('HMGET', KEYS[1], unpack(names))
+    for i, name in ipairs(names) do x[name] = values[i] end
+  end
+  -- <terminal fragments>
+end
+-- <every-change fragments>
+local ev = {task_id = f[1], seq = seq, status = f[2], progress = tonumber(f[3]), message = f[4],
+            attempts = tonumber(f[5]), task_type = f[8]}
+if f[6] and f[6] ~= '' then ev.error_type = f[6]; ev.error = f[7] end
+if f[9] and f[9] ~= '' then ev.cancel_requested = true end
+redis.call('PUBLISH', KEYS[2], cjson.encode(ev))
+return seq
