@@ -18,9 +18,12 @@ from aitasks.documents.embedding import Embedder, load_embedder
 from aitasks.documents.errors import InvalidStoreArgument
 from aitasks.documents.lancedb_store import LanceDBStore
 from aitasks.documents.pg_store import PgVectorStore
-from aitasks.documents.store import StoredChunk, VectorStore, open_store
+from aitasks.documents.store import StoredChunk, VectorStore
+from aitasks.documents.vector_stores import open_store
 from pg_server import PgServer, running_postgres
 from test_documents_pipeline import BEES, EXPENSES, LIGHTHOUSE, SOURDOUGH
+
+pytestmark = pytest.mark.slow  # PostgreSQL
 
 DIM = 384
 CORPUS = {  # document id -> paragraphs (one chunk each, page = position + 1)

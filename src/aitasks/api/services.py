@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
-from celery import Celery
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -18,7 +17,6 @@ from aitasks.jobs.pipelined import PipelinedRedis, supports
 from aitasks.jobs.store import AsyncJobStore
 from aitasks.processors.registry import Registry, load_all
 from aitasks.settings import Settings
-from aitasks.worker.celery_app import create_celery
 
 
 @dataclass
@@ -29,7 +27,6 @@ class Services:
     hub: EventHub
     artifacts: ArtifactStore
     registry: Registry
-    celery: Celery
     _auth_cache: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @classmethod
@@ -46,7 +43,7 @@ class Services:
         services = cls(
             settings=settings, redis=client, store=AsyncJobStore(client, pipe),
             hub=EventHub(pubsub_client), artifacts=ArtifactStore(settings.artifacts_path),
-            registry=load_all(), celery=create_celery(settings),
+            registry=load_all(),
         )
         services.hub.on_control = services._on_control
         return services

@@ -8,5 +8,6 @@ One module per stage, each usable alone; ``pipeline`` strings them together for 
 - ``chunking``: token-aware chunks counted with the embedding model's own tokenizer.
 - ``embedding``: the offline sentence-embedding model, loaded once per process.
 - ``store``: the ``VectorStore`` interface (tenant isolation inside it) and the hybrid score;
-  ``lancedb_store``: the embedded default.
+  ``lancedb_store``: the embedded default, ``pg_store``: PostgreSQL with pgvector; ``vector_stores``
+  opens the one a location names.
 """

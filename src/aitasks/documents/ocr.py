@@ -11,7 +11,6 @@ import io
 import math
 import os
 import shutil
-from collections.abc import Iterable
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -52,7 +51,7 @@ def ocr_image(image: Image.Image, lang: str = "eng", timeout_s: float = OCR_TIME
         raise CorruptDocument(f"OCR of a page took longer than {timeout_s:.0f} s and was stopped.") from exc
     except pytesseract.TesseractError as exc:
         raise CorruptDocument(f"Tesseract could not read the page: {exc.message}") from exc
-    from aitasks.documents.extract import normalize_text
+    from aitasks.documents.text import normalize_text
 
     return normalize_text(str(text))
 
@@ -72,24 +71,6 @@ def render_pdf_page(pdf: Any, page_number: int, dpi: int = OCR_DPI, max_pixels: 
             bitmap.close()
     finally:
         page.close()
-
-
-def ocr_pdf_pages(data: bytes, page_numbers: Iterable[int], lang: str = "eng") -> dict[int, str]:
-    """OCR the given pages (numbers from 1) of a PDF; returns {page_number: text}."""
-    import pypdfium2 as pdfium  # type: ignore[import-untyped]
-
-    wanted = list(page_numbers)
-    if not wanted:
-        return {}
-    tesseract_version()
-    try:
-        pdf = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError:
-        raise CorruptDocument("The PDF is damaged and cannot be rendered for OCR.") from None
-    try:
-        return {n: ocr_image(render_pdf_page(pdf, n), lang=lang) for n in wanted}
-    finally:
-        pdf.close()
 
 
 def load_scan(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:

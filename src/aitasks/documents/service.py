@@ -67,7 +67,7 @@ def _dimension(configured_dir: str | None) -> int:
 
 def store(settings: Settings) -> VectorStore:
     """The process's vector store (a forked worker child opens its own, never its parent's)."""
-    from aitasks.documents.store import open_store
+    from aitasks.documents.vector_stores import open_store
 
     location = settings.vector_store_location
     dimension = model_dimension(settings)

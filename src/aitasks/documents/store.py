@@ -250,20 +250,3 @@ class VectorStore(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release connections (a server backend); the embedded one holds nothing open."""
-
-
-def open_store(location: str, dimension: int) -> VectorStore:
-    """The store at ``location``: a folder (or ``lancedb://<folder>``) for the embedded LanceDB default,
-    ``postgresql://`` (or ``postgres://``) for PostgreSQL with pgvector."""
-    if location.startswith(("postgresql://", "postgres://")):
-        from aitasks.documents.pg_store import PgVectorStore
-
-        return PgVectorStore(location, dimension=dimension)
-    if location.startswith("lancedb://"):
-        location = location.removeprefix("lancedb://")
-    elif "://" in location:
-        raise InvalidStoreArgument(
-            f"Unknown vector store {location.split('://')[0]!r}: use a folder, lancedb:// or postgresql://.")
-    from aitasks.documents.lancedb_store import LanceDBStore
-
-    return LanceDBStore(location, dimension=dimension)

@@ -66,6 +66,7 @@ class Job:
     status: Status = Status.PENDING
     progress: int = 0
     message: str = ""
+    stage: str | None = None  # the step named with the last progress report (JobContext.progress)
     attempts: int = 0
     deliveries: int = 0
     finished_deliveries: int = 0
@@ -86,7 +87,7 @@ class Job:
     webhook: str | None = None  # where the job's status document is POSTed (see worker/webhooks.py)
     webhook_events: tuple[str, ...] = ()  # of "start", "progress", "completed"
     # What the webhook is sent: None, the status document; "replicate", the prediction object (a job
-    # submitted through /v1/predictions), whose URLs start with ``webhook_base``, the API's URL at submit.
+    # submitted through /v1/predictions). Its links start with ``webhook_base``, the API's URL at submit.
     webhook_format: str | None = None
     webhook_base: str | None = None
     worker: str | None = None  # the Celery node that last started it
@@ -124,11 +125,14 @@ class Job:
             out["webhook_events"] = "," + ",".join(self.webhook_events) + ","
             if self.webhook_format:
                 out["webhook_format"] = self.webhook_format
-                out["webhook_base"] = self.webhook_base or ""
+            if self.webhook_base:
+                out["webhook_base"] = self.webhook_base
         if self.parent:
             out["parent"] = self.parent
         if self.document:
             out["document"] = self.document
+        if self.stage:
+            out["stage"] = self.stage
         return out
 
     @classmethod
@@ -150,6 +154,7 @@ class Job:
             status=Status(h.get("status", "PENDING")),
             progress=int(h.get("progress", 0)),
             message=h.get("message", ""),
+            stage=h.get("stage") or None,
             attempts=int(h.get("attempts", 0)),
             deliveries=int(h.get("deliveries", 0)),
             finished_deliveries=int(h.get("finished_deliveries", 0)),

@@ -6,7 +6,6 @@ Both share the key layout, the record encoding and the Lua scripts.
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ import redis.asyncio as aredis
 
 from aitasks.jobs import keys, scripts
 from aitasks.jobs.models import Job, Status
+from aitasks.jobs.pager import read_page
 from aitasks.jobs.pipelined import PipelinedRedis
 
 
@@ -36,16 +36,6 @@ def update_args(fields: dict[str, Any], ttl_s: int | None) -> list[Any]:
 class Page:
     jobs: list[Job]
     next_cursor: str | None
-
-
-def encode_cursor(score: float, job_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{score:.0f}:{job_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    padded = cursor + "=" * (-len(cursor) % 4)
-    score, _, job_id = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
-    return float(score), job_id
 
 
 class AsyncJobStore:
@@ -99,49 +89,17 @@ class AsyncJobStore:
         Filters are applied while scanning, over at most ``scan_limit`` ids a request: a page may then
         hold fewer than ``limit`` jobs and still carry a ``next_cursor`` to go on from.
         """
-        index = keys.tenant_index(tenant)
-        after: tuple[float, str] | None = decode_cursor(cursor) if cursor else None
-        max_score = f"{after[0]:.0f}" if after else "+inf"
-        found: list[Job] = []
-        position: tuple[float, str] | None = None
-        offset = scanned = 0
-        batch = max(limit, 50)
-        exhausted = False
-        while len(found) < limit and scanned < scan_limit:
-            rows = await self.r.zrevrangebyscore(index, max_score, "-inf", start=offset, num=batch, withscores=True)
-            if not rows:
-                exhausted = True
-                break
-            offset += len(rows)
-            members: list[tuple[str, float]] = [
-                (row[0].decode() if isinstance(row[0], bytes) else str(row[0]), float(row[1])) for row in rows]
-            if after:
-                members = [(m, s) for m, s in members if s < after[0] or m < after[1]]
+        async def load(ids: list[str]) -> list[Job | None]:
             pipe = self.r.pipeline(transaction=False)
-            for member, _ in members:
-                pipe.hgetall(keys.job(member))
-            records = await pipe.execute()
-            gone: list[str] = []
-            for (member, score), raw in zip(members, records):
-                scanned += 1
-                position = (score, member)
-                if not raw:
-                    gone.append(member)
-                    continue
-                job = Job.from_hash(raw)
-                if (status and job.status not in status) or (job_type and job.type != job_type):
-                    continue
-                found.append(job)
-                if len(found) >= limit:
-                    break
-            if gone:
-                await self.r.zrem(index, *gone)
-                offset -= len(gone)
-            if len(rows) < batch and len(found) < limit:
-                exhausted = True
-                break
-        next_cursor = encode_cursor(*position) if position and not exhausted else None
-        return Page(found, next_cursor)
+            for job_id in ids:
+                pipe.hgetall(keys.job(job_id))
+            return [Job.from_hash(raw) if raw else None for raw in await pipe.execute()]
+
+        def keep(job: Job) -> bool:
+            return not (status and job.status not in status) and not (job_type and job.type != job_type)
+
+        page = await read_page(self.r, keys.tenant_index(tenant), cursor, limit, load, keep, scan_limit=scan_limit)
+        return Page(page.items, page.next_cursor)
 
 
 class JobStore:
@@ -158,6 +116,13 @@ class JobStore:
 
     def update(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> int:
         return int(self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, ttl_s)))
+
+    def update_and_read(self, job_id: str, fields: dict[str, Any], name: str) -> Any:
+        """``update`` and one field read back, in one round trip (a progress report and the cancel flag)."""
+        pipe = self.r.pipeline(transaction=False)
+        self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, None), client=pipe)
+        pipe.hget(keys.job(job_id), name)
+        return pipe.execute()[1]
 
     def field(self, job_id: str, name: str) -> str | None:
         value = self.r.hget(keys.job(job_id), name)

@@ -20,10 +20,11 @@ from aitasks.jobs.keys import QUEUES
 
 if TYPE_CHECKING:
     from aitasks.settings import Settings
-    from aitasks.worker.context import JobContext
 
-# The result dict (a worker.children.Deferred from ctx.fan_out() while the job waits for child jobs).
-JobFunction = Callable[[Any, "JobContext"], dict[str, Any]]
+# (validated input, worker.context.JobContext) -> the result dict (a worker.children.Deferred from
+# ctx.fan_out() while the job waits for child jobs). The context is not named here: the worker imports
+# this registry, so naming the worker's class would tie the two into an import loop.
+JobFunction = Callable[[Any, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class Registry:
 
     def all(self) -> list[JobType]:
         return [self._types[n] for n in self.names()]
+
+    def longest_time_limit_s(self, settings: Settings) -> float:
+        """The longest hard time limit of any type after the deployment's overrides (0 with no types)."""
+        return max((float(jt.limits(settings)["time_limit_s"]) for jt in self.all()), default=0.0)
 
 
 REGISTRY = Registry()

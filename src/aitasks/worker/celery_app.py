@@ -6,30 +6,27 @@
   ran, a killed pool process puts it back, and a worker holds one job at a time.
 - The visibility timeout sits above the longest hard time limit, so a job still running is never
   handed to a second worker (kombu#337); a worker killed outright gets its job restored after it.
+  The caller passes that limit: the worker knows it from the registry it loads anyway, and building
+  the app needs no job type.
 """
 
 from __future__ import annotations
-
-import functools
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from aitasks.jobs.keys import QUEUES
-from aitasks.processors.registry import load_all
-from aitasks.settings import Settings, get_settings
-
-RUN_JOB_TASK = "aitasks.run_job"
+from aitasks.settings import Settings
 
 
-def visibility_timeout_s(settings: Settings) -> int:
+def visibility_timeout_s(settings: Settings, longest_limit_s: float) -> int:
+    """The configured timeout, else a minute above the longest hard time limit of any job type."""
     if settings.visibility_timeout_s:
         return settings.visibility_timeout_s
-    longest = max(jt.limits(settings)["time_limit_s"] for jt in load_all().all())
-    return int(longest + 60)
+    return int(longest_limit_s + 60)
 
 
-def create_celery(settings: Settings) -> Celery:
+def create_celery(settings: Settings, longest_limit_s: float) -> Celery:
     app = Celery("aitasks")
     app.conf.update(
         broker_url=settings.resolved_redis_url(),
@@ -37,7 +34,7 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_retry=True,
         broker_connection_max_retries=None,
         broker_transport_options={
-            "visibility_timeout": visibility_timeout_s(settings),
+            "visibility_timeout": visibility_timeout_s(settings, longest_limit_s),
             "unacked_restore_interval": settings.unacked_restore_interval_s,
             "unacked_restore_throttle": 1,
             "socket_connect_timeout": 5,
@@ -68,7 +65,3 @@ def create_celery(settings: Settings) -> Celery:
     )
     return app
 
-
-@functools.cache
-def get_celery() -> Celery:
-    return create_celery(get_settings())

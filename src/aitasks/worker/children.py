@@ -19,16 +19,17 @@ that deadlocks; Celery's docs warn against it):
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aitasks.errors import JobCancelled, JobError
-from aitasks.jobs.artifacts import media_type_for
+from aitasks.jobs.artifacts import ArtifactStore, media_type_for
+from aitasks.jobs.messages import job_message
 from aitasks.jobs.models import Job
+from aitasks.jobs.store import JobStore
+from aitasks.processors.registry import load_all
 from aitasks.settings import get_settings
-
-if TYPE_CHECKING:
-    from aitasks.worker.context import JobContext
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,12 @@ def child_id(parent_id: str, index: int) -> str:
     return f"{parent_id}.{index + 1}"
 
 
-def fan_out(ctx: JobContext, specs: list[ChildSpec], waiting_message: str | None = None) -> Deferred:
-    from aitasks.processors.registry import load_all
-    from aitasks.worker.message import job_message
-
+def fan_out(parent: Job, store: JobStore, artifacts: ArtifactStore, specs: list[ChildSpec],
+            waiting_message: str | None, check_cancel: Callable[[], None]) -> Deferred:
+    """Record and queue the children of ``parent`` once (``JobContext.fan_out`` is the caller)."""
     if not specs:
         raise ValueError("fan_out needs at least one child (with none, nothing would call the parent back)")
     settings = get_settings()
-    parent = ctx.job
     registry = load_all()
     now = time.time()
     children: list[tuple[Job, str]] = []
@@ -76,16 +75,16 @@ def fan_out(ctx: JobContext, specs: list[ChildSpec], waiting_message: str | None
         limits = jt.limits(settings)
         cid = child_id(parent.id, index)
         for name, raw in spec.files.items():  # idempotent: a redelivery rewrites the same files
-            ctx._artifacts.save(cid, name, raw, media_type_for(name))
+            artifacts.save(cid, name, raw, media_type_for(name))
         child = Job(id=cid, type=jt.name, tenant=parent.tenant, queue=jt.queue_for(data), created_at=now,
                     input=data.model_dump(mode="json", exclude_none=True), retention_s=limits["retention_s"],
                     soft_time_limit_s=limits["soft_time_limit_s"], time_limit_s=limits["time_limit_s"],
                     max_retries=limits["max_retries"], parent=parent.id)
         children.append((child, job_message(cid, child.queue, child.soft_time_limit_s, child.time_limit_s)))
     callback = job_message(parent.id, parent.queue, parent.soft_time_limit_s, parent.time_limit_s)
-    ctx.check_cancel()
-    outcome = ctx._store.fan_out(parent, children, callback, settings.pending_ttl_s,
-                                 waiting_message or f"Waiting for {len(children)} child jobs")
+    check_cancel()
+    outcome = store.fan_out(parent, children, callback, settings.pending_ttl_s,
+                            waiting_message or f"Waiting for {len(children)} child jobs")
     if outcome == -2:
         raise JobCancelled("cancelled before its child jobs were created")
     return Deferred(len(children), created=outcome == 1)

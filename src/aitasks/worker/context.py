@@ -1,9 +1,12 @@
-"""What a job function gets: progress reports, cancellation checks and artifact storage."""
+"""What a job function gets: progress reports, cancellation checks, artifact storage, child jobs and the
+few reads of its tenant's other records a job type needs. Job code uses only these methods: the stores
+behind them stay private to this module."""
 
 from __future__ import annotations
 
 import logging
 import time
+from datetime import date
 from pathlib import Path
 
 import redis
@@ -14,6 +17,7 @@ from aitasks.jobs.artifacts import ArtifactStore
 from aitasks.jobs.files import FileRef
 from aitasks.jobs.models import Artifact, Job
 from aitasks.jobs.store import JobStore
+from aitasks.jobs.usage import UsageRow, read_usage
 from aitasks.worker.children import ChildSpec, Deferred, fan_out
 
 log = logging.getLogger(__name__)
@@ -36,34 +40,33 @@ class JobContext:
         self._last_write = 0.0
         self._last_cancel_check = 0.0
         self._progress = job.progress
-        self._pending: tuple[int, str] | None = None
+        self._pending: tuple[int, str, str | None] | None = None
 
     # --- progress --------------------------------------------------------------------------------
 
-    def progress(self, percent: float, message: str = "") -> None:
-        """Report progress (0-100, never backwards) with a human message; also checks for cancel."""
+    def progress(self, percent: float, message: str = "", stage: str | None = None) -> None:
+        """Report progress (0-100, never backwards) with a human message; also checks for cancel.
+
+        ``stage``: the step the job is in, for machines (a document's ``embed``); None for none."""
         value = max(self._progress, min(99, int(percent)))
         self._progress = value
         now = time.monotonic()
         if now - self._last_write < PROGRESS_INTERVAL_S:
-            self._pending = (value, message)
+            self._pending = (value, message, stage)
             self.check_cancel()
             return
-        self._write(value, message, now)
+        self._write(value, message, stage, now)
 
     def flush(self) -> None:
         if self._pending:
             self._write(*self._pending, time.monotonic())
 
-    def _write(self, value: int, message: str, now: float) -> None:
+    def _write(self, value: int, message: str, stage: str | None, now: float) -> None:
         self._pending = None
         self._last_write = now
         try:
-            pipe = self._store.r.pipeline(transaction=False)
-            self._store._update(keys=[keys.job(self.job_id), keys.events(self.job_id)],
-                                args=["", "progress", str(value), "message", message], client=pipe)
-            pipe.hget(keys.job(self.job_id), "cancel_requested_at")
-            _, cancel = pipe.execute()
+            cancel = self._store.update_and_read(
+                self.job_id, {"progress": value, "message": message, "stage": stage or ""}, "cancel_requested_at")
         except redis.RedisError as exc:
             log.warning("progress of job %s not recorded: %s", self.job_id, exc)
             return
@@ -98,7 +101,7 @@ class JobContext:
 
     def fan_out(self, specs: list[ChildSpec], waiting_message: str | None = None) -> Deferred:
         """Create and queue child jobs once (a redelivery creates none); return the result to return."""
-        return fan_out(self, specs, waiting_message)
+        return fan_out(self.job, self._store, self._artifacts, specs, waiting_message, self.check_cancel)
 
     def children(self) -> list[Job | None] | None:
         """This job's children in order (None for an expired one), or None before ``fan_out``."""
@@ -127,3 +130,41 @@ class JobContext:
     @property
     def artifacts(self) -> list[Artifact]:
         return list(self._saved.values())
+
+    # --- the tenant's other records ------------------------------------------------------------------
+
+    def tenant_job(self, job_id: str) -> Job | None:
+        """A job of this job's tenant (e.g. one an export reports on): None when unknown, expired or
+        another tenant's, which a caller cannot tell apart."""
+        job = self._store.get(job_id)
+        return job if job is not None and job.tenant == self.job.tenant else None
+
+    def read_job_file(self, job: Job, name: str) -> bytes:
+        """An artifact of a job of this job's tenant (one ``tenant_job`` returned)."""
+        if job.tenant != self.job.tenant:
+            raise ValueError(f"job {job.id} is not a job of tenant {self.job.tenant}")
+        return self._artifacts.read(job.id, name)
+
+    def tenant_usage(self, first: date, last: date) -> list[UsageRow]:
+        """The usage counters of this job's tenant for the days first..last (see jobs/usage.py)."""
+        return read_usage(self._store.r, self.job.tenant, first, last)
+
+    def document_owner(self) -> str | None:
+        """The job id this job's document record names now (None without a record): a document
+        ingestion checks it is still the owner before writing. Raises redis.RedisError."""
+        if not self.job.document:
+            return None
+        owner = self._store.r.hget(self.job.document, "task_id")
+        return owner.decode() if isinstance(owner, bytes) else owner
+
+    # --- for a context acting on this job's behalf ---------------------------------------------------
+
+    @property
+    def percent(self) -> int:
+        """The progress reported so far (what a cancelled job's record keeps)."""
+        return self._progress
+
+    def backing_stores(self) -> tuple[JobStore, ArtifactStore]:
+        """The stores this context works through, for a context that runs an operation inside this job
+        (reports.common.SubContext): it reads the same inputs and writes to the same record."""
+        return self._store, self._artifacts

@@ -14,16 +14,18 @@ from celery import Task
 from pydantic import ValidationError
 
 from aitasks.errors import JobCancelled, JobError, TransientJobError
+from aitasks.jobs.messages import RUN_JOB_TASK
 from aitasks.jobs.models import Job, Status
 from aitasks.logs import job_log_context
 from aitasks.processors.registry import JobType, load_all
-from aitasks.worker.celery_app import RUN_JOB_TASK, get_celery
+from aitasks.settings import get_settings
+from aitasks.worker.celery_app import create_celery
 from aitasks.worker.children import Deferred
 from aitasks.worker.context import JobContext
 from aitasks.worker.resources import resources
 
 log = logging.getLogger(__name__)
-app = get_celery()
+app = create_celery(get_settings(), load_all().longest_time_limit_s(get_settings()))
 T = TypeVar("T")
 
 
@@ -103,6 +105,7 @@ def execute(task: Task, job_id: str) -> None:
             "status": Status.PROCESSING.value, "attempts": attempt, "started_at": started,
             "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
             "error_type": "", "error_message": "", "worker": task.request.hostname or "",
+            "stage": "",  # an attempt starts outside any stage (JobContext.progress names them)
         })
         if state <= 0:  # cancelled (or expired) between the checks above and now
             store.end_delivery(job_id)
@@ -122,7 +125,7 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int) -> None
         result = jt.func(data, ctx)
         ctx.flush()
     except JobCancelled:
-        finish(job, Status.REVOKED, "Cancelled while running", progress=ctx._progress)
+        finish(job, Status.REVOKED, "Cancelled while running", progress=ctx.percent)
     except SoftTimeLimitExceeded:
         finish(job, Status.FAILURE, "Task failed", error_type="TimeLimitExceeded",
                error_message=f"soft time limit of {job.soft_time_limit_s:g}s exceeded; the job was stopped")

@@ -65,7 +65,8 @@ class _Stages:
             self._check_owner()
         self.stage = stage
         low, high = STAGE_RANGES.get(stage, (0, 99))
-        self.ctx.progress(low + (high - low) * max(0.0, min(1.0, fraction)), f"{stage} {int(100 * fraction)}%")
+        self.ctx.progress(low + (high - low) * max(0.0, min(1.0, fraction)), f"{stage} {int(100 * fraction)}%",
+                          stage=stage)
 
     def _check_owner(self) -> None:
         """Before writing vectors: the record still names this job (not deleted, not re-uploaded since)."""
@@ -73,12 +74,11 @@ class _Stages:
         if not job.document:
             return
         try:
-            owner = self.ctx._store.r.hget(job.document, "task_id")
+            owner = self.ctx.document_owner()
         except redis.RedisError as exc:
             log.warning("document record of job %s not read: %s", job.id, exc)
             return
-        owner_s = owner.decode() if isinstance(owner, bytes) else owner
-        if owner_s != job.id:
+        if owner != job.id:
             raise JobCancelled("the document was deleted or uploaded again meanwhile; this run's chunks are "
                                "not stored")
 

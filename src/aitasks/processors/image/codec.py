@@ -77,11 +77,3 @@ def encode_png(array: np.ndarray) -> bytes:
     Image.fromarray(array).save(buf, "PNG", compress_level=3)
     return buf.getvalue()
 
-
-def resize_to(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Scale an image array to (width, height) with Lanczos; a no-op when it already has that size."""
-    import numpy as np
-
-    if (array.shape[1], array.shape[0]) == size:
-        return array
-    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.LANCZOS))

@@ -41,15 +41,20 @@ class SubContext(JobContext):
     the parent job, so the parent's record lists the operation's files."""
 
     def __init__(self, parent: JobContext, low: float, high: float, label: str):
-        super().__init__(parent.job, parent._store, parent._artifacts, parent.attempt, parent.delivery)
+        super().__init__(parent.job, *parent.backing_stores(), parent.attempt, parent.delivery)
         self.parent = parent
         self.low, self.high, self.label = low, high, label
         self.saved_data: dict[str, bytes] = {}
+        self.saved: dict[str, Artifact] = {}  # this operation's files (the parent lists them too)
 
-    def progress(self, percent: float, message: str = "") -> None:
+    def progress(self, percent: float, message: str = "", stage: str | None = None) -> None:
         share = max(0.0, min(100.0, percent)) / 100.0
         text = f"{self.label}: {message}" if message else self.label
-        self.parent.progress(self.low + (self.high - self.low) * share, text)
+        value = self.low + (self.high - self.low) * share
+        if stage is None:  # forwarded only when named: a parent context may predate stages
+            self.parent.progress(value, text)
+        else:
+            self.parent.progress(value, text, stage)
 
     def flush(self) -> None:
         self.parent.flush()
@@ -60,8 +65,12 @@ class SubContext(JobContext):
     def save_artifact(self, name: str, data: bytes, media_type: str | None = None) -> Artifact:
         artifact = self.parent.save_artifact(name, data, media_type)
         self.saved_data[name] = data
-        self._saved[name] = artifact
+        self.saved[name] = artifact
         return artifact
+
+    @property
+    def artifacts(self) -> list[Artifact]:
+        return list(self.saved.values())
 
 
 def checkerboard(size: tuple[int, int], cell: int = 12) -> PILImage.Image:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from aitasks.errors import JobError
 from aitasks.jobs import usage
 from aitasks.processors.registry import job_type
-from aitasks.settings import Price
+from aitasks.settings import Price, get_settings
 from aitasks.worker.context import JobContext
 
 PNG_NAME = "cost_infographic.png"
@@ -263,22 +263,20 @@ def draw(numbers: dict[str, Any], title: str, tenant: str, first: date, last: da
                               "prices": {"background_removal": {"per_second": 0.002}, "*": {"per_job": 0.01}}}},),
 )
 def cost_infographic(data: CostInput, ctx: JobContext) -> dict[str, Any]:
-    from aitasks.worker.resources import resources
-
-    res = resources()
+    settings = get_settings()
     params = data.parameters
     started = time.monotonic()
     first, last = params.period(datetime.now(UTC).date())
     if (last - first).days + 1 > usage.MAX_DAYS:
         raise JobError(f"the period {first} to {last} is longer than {usage.MAX_DAYS} days")
     tenant = ctx.job.tenant
-    rows = usage.read_usage(res.redis, tenant, first, last)
+    rows = ctx.tenant_usage(first, last)
     ctx.progress(20, f"usage read: {len(rows)} type/queue/day rows")
     if params.prices is not None:
         prices, source = params.prices, "request"
     else:
-        prices, source = res.settings.prices, "settings" if res.settings.prices else "none"
-    currency = params.currency or res.settings.currency
+        prices, source = settings.prices, "settings" if settings.prices else "none"
+    currency = params.currency or settings.currency
     numbers = compute(rows, prices)
     ctx.progress(35, "costs computed")
     ctx.check_cancel()

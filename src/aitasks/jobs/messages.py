@@ -1,4 +1,4 @@
-"""Builds the Celery message for one job, so the API can enqueue it inside its own Redis script.
+"""Builds the Celery message for one job, so the API (and a parent job) can enqueue it inside a Redis script.
 
 The message is Celery's task protocol 2, as ``app.amqp.as_task_v2`` builds it, in the envelope kombu's
 Redis transport writes (base64 body, delivery info for the anonymous exchange, which routes by queue
@@ -19,10 +19,10 @@ import uuid
 from typing import Any
 
 import orjson
-from celery import Celery
 from celery.utils.nodenames import anon_nodename
 
-from aitasks.worker.celery_app import RUN_JOB_TASK
+# The name of the one Celery task that runs every job type (worker.runner registers it under this name).
+RUN_JOB_TASK = "aitasks.run_job"
 
 
 @functools.cache
@@ -62,9 +62,3 @@ def job_message(job_id: str, queue: str, soft_time_limit_s: float, time_limit_s:
     """The message kombu's Redis transport would push for ``run_job.apply_async((job_id,), queue=queue)``."""
     return envelope(job_body(job_id), job_headers(job_id, soft_time_limit_s, time_limit_s), job_id, queue)
 
-
-def celery_job_message(app: Celery, job_id: str, queue: str, soft_time_limit_s: float, time_limit_s: float) -> str:
-    """The same message built by Celery's own ``as_task_v2``: the reference ``job_message`` is tested against."""
-    task = app.amqp.as_task_v2(job_id, RUN_JOB_TASK, args=(job_id,), kwargs={},
-                               time_limit=time_limit_s, soft_time_limit=soft_time_limit_s)
-    return envelope(orjson.dumps(list(task.body)), dict(task.headers), job_id, queue)
