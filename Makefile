@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint install redis-server clean
+.PHONY: run test test-fast bench lint install redis-server clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$(PY) bash scripts/ensure-venv.sh $(VENV)
@@ -27,6 +27,10 @@ run: install
 test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The inner loop, under a minute: no models, Chromium, PostgreSQL or fault injection (tests marked `slow`).
+test-fast: $(STAMP) redis-server
+	$(BIN)/pytest -m "not slow" -x $(PYTEST_ARGS)
+
 bench: install
 	$(BIN)/python -m bench.run_all
 
@@ -34,6 +38,7 @@ lint: install
 	$(BIN)/pip install -q ruff==0.14.* mypy==1.19.*
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
+	$(BIN)/python scripts/unasync.py --check  # client/sync.py is generated from async_client.py
 
 clean:
 	rm -rf $(VENV) var

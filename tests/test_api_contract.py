@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from PIL import Image
 
 from stack import TERMINAL, poll, submit, wait_status
@@ -540,6 +541,7 @@ def test_parameters_queue_gpu_runs_on_the_gpu_worker(stack, client):
     assert gpu_pid != cpu_pid
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_status_progress_is_reported_while_running(client):
     task_id = submit(client, parameters={"duration_s": 4, "steps": 4})
     seen: list[int] = []

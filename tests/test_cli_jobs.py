@@ -15,6 +15,8 @@ from skimage import data as samples
 
 from aitasks.service.redis_server import free_port
 
+pytestmark = pytest.mark.slow  # a CLI process per step; model jobs
+
 
 @pytest.fixture
 def cli(stack):  # type: ignore[no-untyped-def]

@@ -13,10 +13,13 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 
 from aitasks.service.redis_server import RedisServer, free_port
 from stack import poll, submit, wait_status
+
+pytestmark = pytest.mark.slow  # starts the whole service (`aitasks run`) again and again
 
 
 def descendants(root: int) -> dict[int, str]:

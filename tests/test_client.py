@@ -130,6 +130,7 @@ def test_settings_from_the_environment(stack, monkeypatch):
         assert c.run("diagnostic", timeout=60)["attempts"] == 1
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_async_client_does_the_same(stack, tmp_path):
     source = photo(tmp_path)
 
@@ -166,6 +167,7 @@ GARDEN = ("Tomato seedlings should be planted outside only after the last frost,
           "Water them at the roots in the morning, never on the leaves.")
 
 
+@pytest.mark.slow  # the sentence-transformers model
 def test_documents_upload_wait_search_list_and_delete(api, tmp_path):
     from aitasks.client import DocumentFailed
 
@@ -197,6 +199,7 @@ def test_documents_upload_wait_search_list_and_delete(api, tmp_path):
     assert refused.value.fields[0].field == "query"
 
 
+@pytest.mark.slow  # the sentence-transformers model
 def test_async_client_documents(stack, tmp_path):
     async def go() -> None:
         async with AsyncClient(stack.url, api_key=stack.new_key()) as c:

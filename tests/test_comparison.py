@@ -20,11 +20,13 @@ from PIL import Image
 from skimage import data as samples
 
 from aitasks.jobs import keys
+from aitasks.jobs.messages import job_message
 from aitasks.jobs.models import Job
 from aitasks.jobs.store import JobStore
-from aitasks.worker.message import job_message
 from pictures import png, b64
 from stack import Stack, poll, sse_events, wait_status
+
+pytestmark = pytest.mark.slow  # its own two-worker stack; variants run mediapipe's models
 
 TASKS = "/api/v1/tasks"
 

@@ -21,6 +21,8 @@ from aitasks.client import sse
 from aitasks.jobs.apikeys import revoke_key
 from stack import Stack, key_of, submit, wait_status, ws_open, ws_rest
 
+pytestmark = pytest.mark.slow  # headless Chromium
+
 TASKS = "/api/v1/tasks"
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]

@@ -33,6 +33,8 @@ from test_documents_pipeline import (
     zip_bomb_docx,
 )
 
+pytestmark = pytest.mark.slow  # the sentence-transformers model, PostgreSQL
+
 DOCS = "/api/v1/documents"
 MAX_UPLOAD_BYTES = 3_000_000
 MAX_PAGES = 100

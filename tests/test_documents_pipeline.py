@@ -30,6 +30,8 @@ from aitasks.documents.lancedb_store import LanceDBStore
 from aitasks.documents.pipeline import ingest_document, read_document
 from aitasks.documents.store import StoredChunk
 
+pytestmark = pytest.mark.slow  # the sentence-transformers model
+
 # Tesseract and this font come from scripts/ensure-tesseract.sh (`make install`). Without them these tests
 # fail (OcrUnavailable says how to install) rather than skip: a skipped OCR test would hide a missing step.
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"

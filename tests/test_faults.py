@@ -17,9 +17,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 import redis
 
 from stack import TERMINAL, Process, Stack, poll, submit, wait_status
+
+pytestmark = pytest.mark.slow  # kills and restarts workers and Redis, a stack per test
 
 TASKS = "/api/v1/tasks"
 # Readiness and outcomes get generous time: 2 cores, other suites running beside this one.

@@ -18,6 +18,8 @@ from PIL import Image
 from stack import Stack, queue_held, running_stack, sse_events, submit, wait_status
 from tiny_diffusion import build_tiny_pipeline
 
+pytestmark = pytest.mark.slow  # torch and diffusers
+
 SUBMIT = "/api/v1/tasks/submit/"
 PROMPT = "a lighthouse on a cliff"
 

@@ -19,6 +19,8 @@ from skimage import data as samples
 from pictures import png, b64, astronaut, coffee
 from stack import modules_the_api_imports, poll, submit, wait_status
 
+pytestmark = pytest.mark.slow  # mediapipe's models
+
 TASKS = "/api/v1/tasks"
 
 

@@ -66,6 +66,7 @@ def png(width: int = 64, height: int = 48) -> bytes:
 # --- retries ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # waits out backoffs
 def test_transient_failures_retry_with_growing_backoff_then_succeed(client):
     with queue_held(client) as release:
         task_id = submit(client, parameters={"fail_times": 2})
@@ -110,6 +111,7 @@ def test_transient_failures_retry_with_growing_backoff_then_succeed(client):
     assert r.status_code == 200 and r.json()["result"]["attempts"] == 3
 
 
+@pytest.mark.slow  # waits out backoffs
 def test_transient_failures_beyond_max_retries_end_in_failure(stack, client):
     max_retries = task_type_info(stack.url)["retry"]["max_retries"]
     assert max_retries >= 1
@@ -151,6 +153,7 @@ def test_permanent_failure_is_never_retried(client):
     assert "parameters.fail=true" in final["error"]
 
 
+@pytest.mark.slow  # waits out backoffs
 def test_cancel_while_waiting_for_a_retry(stack, client):
     task_id = submit(client, parameters={"fail_times": 10})
     # The third attempt's backoff is 1-2 s: wide enough to cancel in.
@@ -209,6 +212,7 @@ def short_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         s.stop()
 
 
+@pytest.mark.slow  # its own stack
 def test_type_override_of_max_retries(short_stack):
     info = task_type_info(short_stack.url)
     assert info["retry"]["max_retries"] == 1
@@ -221,6 +225,7 @@ def test_type_override_of_max_retries(short_stack):
         assert "failed after 2 attempts" in final["error"]
 
 
+@pytest.mark.slow  # its own stack, waits for expiry
 def test_finished_jobs_expire_after_the_retention_time(short_stack):
     with short_stack.client() as c:
         # Each is checked as soon as it ends, well inside its retention time.

@@ -115,6 +115,7 @@ def test_unknown_model_and_wrong_token(rc, stack):
 # --- running each job type -----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # mediapipe's models
 def test_background_removal_by_upload_gives_a_transparent_backdrop(rc, stack):
     out = rc.run("aitasks/background_removal", input={"image": upload(png(astronaut()))})
     assert isinstance(out, FileOutput) and out.url.startswith("data:image/png;base64,")
@@ -149,6 +150,7 @@ def test_object_removal_with_a_mask_file_removes_the_square(rc):
     assert np.array_equal(cleaned[:30, :30], scene[:30, :30])
 
 
+@pytest.mark.slow  # mediapipe's models
 def test_face_swap_changes_the_face(rc):
     target = astronaut()
     out = rc.run("aitasks/face_swap", input={"source_image": upload(png(lfw_face(0))),
@@ -166,6 +168,7 @@ def test_diagnostic_output_is_its_result_object(rc):
     assert out["parameters"]["steps"] == 2 and out["attempts"] == 1 and out["artifacts"] == []
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_run_outlasting_its_wait_polls_to_the_end(rc):
     out = rc.run("aitasks/diagnostic", input={"duration_s": 2.5, "steps": 2}, wait=1)
     assert isinstance(out, dict) and out["parameters"]["duration_s"] == 2.5
@@ -206,6 +209,7 @@ def test_invalid_input_is_422_with_the_fields(rc):
 # --- predictions ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_create_reload_wait_get_and_cancel(rc, stack):
     p = rc.predictions.create(model="aitasks/diagnostic", input={"duration_s": 1, "steps": 4})
     assert p.status in ("starting", "processing") and p.model == "aitasks/diagnostic"
@@ -227,6 +231,7 @@ def test_create_reload_wait_get_and_cancel(rc, stack):
     assert slow.status == "canceled"
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_prefer_wait_holds_the_create(rc):
     # replicate 1.0.7's predictions.create(model=...) drops `wait`; models.predictions.create and
     # predictions.create(version=...) send it as `Prefer: wait=N`.

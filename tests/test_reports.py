@@ -63,6 +63,7 @@ def region(img: np.ndarray, box: list[int]) -> np.ndarray:
 # --- visualization ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # mediapipe's models
 def test_visualization_background_removal_preview_has_original_left_and_cutout_right(client):
     photo = astronaut()
     result = finish(client, "visualization", image=b64(png(photo)),
@@ -226,6 +227,7 @@ def seconds_of(status: dict[str, Any]) -> float:
     return ts(status["finished_at"]) - ts(status["started_at"])
 
 
+@pytest.mark.slow  # seconds of rendering
 def test_cost_infographic_numbers_match_the_usage_the_test_created(stack: Stack):
     tenant = f"t-cost-{uuid.uuid4().hex[:8]}"
     with stack.client(tenant=tenant) as client:
@@ -303,6 +305,7 @@ def test_deployment_prices_come_from_aitasks_prices():
     assert compute(rows, {})["unpriced_types"] == ["diagnostic", "style_transfer"]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_api_process_never_loads_the_plot_and_pdf_libraries():
     code = ("import sys; from aitasks.processors.registry import load_all; load_all(); import aitasks.api.app; "
             "print(sorted(m for m in ('matplotlib', 'reportlab', 'numpy', 'cv2') if m in sys.modules))")

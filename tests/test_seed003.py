@@ -140,6 +140,7 @@ def short_wait(tmp_path_factory: pytest.TempPathFactory):
         s.stop()
 
 
+@pytest.mark.slow  # its own stack
 def test_async_processing_false_past_its_bound_answers_202_with_the_task_id(short_wait):
     with short_wait.client() as client:
         slow = {"task_type": "diagnostic", "parameters": {"duration_s": 4, "steps": 4}}
@@ -170,6 +171,7 @@ def test_async_processing_false_past_its_bound_answers_202_with_the_task_id(shor
 # --- /api/tasks/{id}/status|cancel|result ----------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_status_alias_has_the_seeds_shape(client):
     with queue_held(client) as release:
         task_id = submit(client, parameters={"duration_s": 2, "steps": 4})
@@ -236,6 +238,7 @@ def envelope_ok(message: dict[str, Any], task_id: str) -> None:
     assert message["data"]["task_id"] == task_id
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_websocket_pushes_every_change_and_ends_with_complete(stack, client):
     key = key_of(client)
     with queue_held(client) as release:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from stack import TERMINAL, key_of, queue_held, submit, wait_status, ws_open, ws_paths, ws_recv, ws_refused, ws_rest
 
@@ -46,6 +47,7 @@ def check_ordered(messages: list[dict[str, Any]]) -> None:
 # --- progress in order --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_every_step_arrives_in_order_on_sse_and_both_websockets(stack, client):
     key = key_of(client)
     with queue_held(client) as release:
@@ -96,6 +98,7 @@ def test_every_step_arrives_in_order_on_sse_and_both_websockets(stack, client):
     assert seed_all[-1]["data"]["result"] == final["result"]
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_a_late_subscriber_first_gets_the_current_state(stack, client):
     key = key_of(client)
     # A running job: the first message is where it is now, not its history.

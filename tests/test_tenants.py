@@ -76,6 +76,7 @@ def test_idempotency_keys_are_per_tenant(two_tenants):
     assert alice.post(f"{TASKS}/submit/", json={"task_type": "diagnostic"}, headers=headers).json()["task_id"] == a
 
 
+@pytest.mark.slow  # CLI processes
 def test_keys_made_with_the_cli_work_and_revoking_stops_them_at_once(stack):
     tenant = "cli-" + str(time.time_ns())
     made = cli(stack, "keys", "create", "--tenant", tenant, "--name", "ci")

@@ -214,6 +214,7 @@ MAX_BYTES = 100_000
 MAX_PIXELS = 50_000
 
 
+@pytest.mark.slow  # its own stack
 def test_size_and_pixel_limits(make_stack):
     s = make_stack(env={"AITASKS_MAX_UPLOAD_BYTES": str(MAX_BYTES), "AITASKS_MAX_IMAGE_PIXELS": str(MAX_PIXELS)})
     info = next(t for t in httpx.get(f"{s.url}/api/v1/task-types", timeout=30).json() if t["name"] == "diagnostic")

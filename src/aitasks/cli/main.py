@@ -70,6 +70,10 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Celery node name; default <queues>.<pid>@<host>.")] = None,
 ) -> None:
     """Run a Celery worker for the given queues."""
+    import logging
+
+    from celery.utils.nodenames import host_format
+
     from aitasks.jobs.keys import QUEUES
     from aitasks.logs import setup_logging
     from aitasks.settings import get_settings
@@ -92,10 +96,16 @@ def worker(
 
     tune_malloc()  # before the pool forks: every pool process inherits it
     from aitasks.worker import monitor, preload, runner, webhooks  # noqa: F401  (registers the task and hooks)
+    from aitasks.worker.quiet import quiet_celery
 
+    quiet_celery()
     node = name or f"{'+'.join(wanted)}.{os.getpid()}@%h"
-    argv = ["worker", "-Q", ",".join(wanted), "-c", str(concurrency or settings.worker_concurrency), "-n", node,
-            "-P", "prefork", "-E", "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
+    pool_size = concurrency or settings.worker_concurrency
+    # --quiet: no banner on stdout; this line says what it said that matters.
+    logging.getLogger("aitasks.worker").info("worker %s: queues %s, concurrency %d (prefork)",
+                                             host_format(node), ",".join(wanted), pool_size)
+    argv = ["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(pool_size), "-n", node, "-P", "prefork",
+            "-E", "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
     runner.app.worker_main(argv)
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aitasks.logs import native_stderr_to_log
+
 # A missing file must fail at once, not wait on a network that is not there.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -49,32 +51,43 @@ def quiet_mediapipe() -> None:
     warnings.filterwarnings("ignore", message=r".*SymbolDatabase\.GetPrototype\(\) is deprecated.*")
 
 
+def mediapipe_solution(build: Callable[[], T]) -> T:
+    """Build a mediapipe solution with its native start-up lines (TFLite's XNNPACK notice, absl's W0000
+    feedback-manager lines) sent to the debug log. Its graph threads print them as the calculators open,
+    after the constructor returns: wait for the graph to go idle inside the filter."""
+    quiet_mediapipe()
+    with native_stderr_to_log("mediapipe"):
+        solution = build()
+        graph = getattr(solution, "_graph", None)
+        if graph is not None:
+            graph.wait_until_idle()
+    return solution
+
+
 @loader("selfie_segmenter")
 def selfie_segmenter() -> Any:
     """mediapipe's selfie segmentation (general model), carried in the mediapipe wheel."""
-    quiet_mediapipe()
     import mediapipe as mp
 
-    return mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+    return mediapipe_solution(lambda: mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0))
 
 
 @loader("face_detector")
 def face_detector() -> Any:
     """mediapipe's full-range face detector: finds faces the mesh misses (small, turned)."""
-    quiet_mediapipe()
     import mediapipe as mp
 
-    return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+    return mediapipe_solution(
+        lambda: mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5))
 
 
 @loader("face_mesh")
 def face_mesh() -> Any:
     """mediapipe's face mesh: 478 landmarks per face, up to 8 faces."""
-    quiet_mediapipe()
     import mediapipe as mp
 
-    return mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=8, refine_landmarks=True,
-                                           min_detection_confidence=0.5)
+    return mediapipe_solution(lambda: mp.solutions.face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=8, refine_landmarks=True, min_detection_confidence=0.5))
 
 
 @loader("diffusion_pipeline")
