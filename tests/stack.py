@@ -19,9 +19,11 @@ import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from aitasks.client import sse
 from aitasks.jobs.apikeys import create_key
 from aitasks.service.logged_process import LoggedProcess
 from aitasks.service.redis_server import RedisServer, free_port
+from openapi_check import check_for
 
 TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
 
@@ -139,7 +141,9 @@ class Stack:
 
     def client(self, key: str | None = None, tenant: str | None = None, timeout: float = 30) -> httpx.Client:
         key = key or self.new_key(tenant)
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+        # Every answer is checked against the API's OpenAPI document (tests/openapi_check.py).
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout,
+                            event_hooks={"response": [check_for(self.url).hook()]})
 
 
 def submit(client: httpx.Client, task_type: str = "diagnostic", **body: Any) -> str:
@@ -165,21 +169,10 @@ def wait_status(client: httpx.Client, task_id: str, statuses: set[str] | None = 
 
 
 def sse_events(client: httpx.Client, task_id: str, timeout_s: float = 60) -> Iterator[dict[str, Any]]:
-    """Parse the task's SSE stream into its JSON events, until the stream ends."""
-    import json
-
+    """The task's SSE stream as its JSON events, until the stream ends (parsed by the client's parser)."""
     with client.stream("GET", f"/api/v1/tasks/{task_id}/events", timeout=timeout_s) as r:
         assert r.status_code == 200, r.read()
-        event_name = None
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                event_name = line.split(":", 1)[1].strip()
-            elif line.startswith("data:"):
-                data = json.loads(line.split(":", 1)[1])
-                if event_name != "end":
-                    yield data
-            elif line == "":
-                event_name = None
+        yield from sse.updates(r.iter_lines())
 
 
 def poll(fn: Callable[[], Any], what: str, timeout_s: float = 90, interval_s: float = 0.1) -> Any:

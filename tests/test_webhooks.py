@@ -63,6 +63,7 @@ def tenant_secret(stack, tenant: str) -> str:  # type: ignore[no-untyped-def]
     return out.stdout.strip()
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_completed_is_delivered_signed_with_the_tenants_secret(stack, receiver):
     tenant = f"hooks-{os.getpid()}-a"
     with stack.client(tenant=tenant) as c:
@@ -87,6 +88,7 @@ def test_completed_is_delivered_signed_with_the_tenants_secret(stack, receiver):
     assert not verify(tenant_secret(stack, f"hooks-{os.getpid()}-b"), headers, body)
 
 
+@pytest.mark.slow  # waits out backoffs
 def test_failing_receiver_is_retried_with_backoff_until_it_accepts(stack):
     flaky = Receiver(fail_first=2)
     try:
@@ -107,6 +109,7 @@ def test_failing_receiver_is_retried_with_backoff_until_it_accepts(stack):
         flaky.server.server_close()
 
 
+@pytest.mark.slow  # seconds of waiting
 def test_events_filter_start_progress_completed_in_order(stack, receiver):
     with stack.client() as c:
         task_id = submit(c, parameters={"duration_s": 1.5, "steps": 3}, webhook=receiver.url,
@@ -178,6 +181,7 @@ def test_a_comparison_reports_each_finished_child_as_progress(stack, receiver):
     assert docs[-1]["event"] == "completed" and docs[-1]["status"] == "SUCCESS"
 
 
+@pytest.mark.slow  # its own stack, kills a worker
 def test_a_delivery_taken_by_a_worker_that_dies_is_sent_again(make_stack):
     """The worker holding a delivery (its POST in progress) is SIGKILLed with its pool: once its
     heartbeat expires another worker queues the delivery again and sends it, with the same webhook-id,
@@ -227,3 +231,24 @@ def test_a_delivery_taken_by_a_worker_that_dies_is_sent_again(make_stack):
         release.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow  # seconds of waiting
+def test_the_completed_body_carries_the_results_links_as_the_result_endpoint_does(stack, receiver):
+    """One builder of the status document: the webhook's result lists the artifacts with their URLs,
+    as ``/result/`` does (without the inlined image)."""
+    import numpy as np
+
+    from pictures import b64, png
+
+    with stack.client() as c:
+        image = np.full((32, 48, 3), 200, dtype=np.uint8)
+        task_id = submit(c, parameters={"steps": 1}, image=b64(png(image)), webhook=receiver.url)
+        assert wait_status(c, task_id)["status"] == "SUCCESS"
+        poll(lambda: receiver.received, "the webhook", timeout_s=30)
+        sent = receiver.docs()[0]["result"]
+        shown = c.get(f"{TASKS}/{task_id}/result/").json()["result"]
+    assert [a["name"] for a in sent["artifacts"]] == ["thumbnail.png"]
+    assert sent["artifacts"] == shown["artifacts"]
+    assert sent["artifacts"][0]["url"] == f"{stack.url}{TASKS}/{task_id}/artifacts/thumbnail.png"
+    assert "image_data" not in sent and shown["image_data"]

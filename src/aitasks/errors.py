@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -29,11 +29,13 @@ class ApiError(AitasksError):
     status: int = 400
     code: str = "error"
 
-    def __init__(self, message: str, fields: list[FieldError] | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, message: str, fields: list[FieldError] | None = None, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
         self.fields = fields or []
         self.headers = headers or {}
+        self.extra = extra or {}  # more keys for the body, beside error/code/fields (e.g. the seeds' task_id)
 
 
 class ValidationFailed(ApiError):
@@ -94,15 +96,6 @@ class TransientJobError(JobError):
 
 class JobCancelled(AitasksError):
     """Raised inside a job by ``ctx.check_cancel()`` once a client asked to cancel it."""
-
-
-@dataclass
-class ErrorInfo:
-    """The error recorded on a failed job."""
-
-    type: str
-    message: str
-    details: dict[str, object] = field(default_factory=dict)
 
 
 # Field paths and sentences for validation errors: shared by the API and the submit-time checks of job

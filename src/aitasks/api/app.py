@@ -13,6 +13,7 @@ from aitasks.api.responses import FastJSONResponse
 from aitasks.api.errors import install_error_handlers
 from aitasks.api.limits import BodyLimitMiddleware
 from aitasks.api.openapi import install_openapi
+from aitasks.api.routing import lift_fast_routes
 from aitasks.api.routes import catalog, compat, dashboard, documents, health, replicate, stream, system, tasks
 from aitasks.api.services import Services
 from aitasks.settings import Settings, get_settings
@@ -53,12 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   default_response_class=FastJSONResponse)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
-    # The submit path, the hottest, as a plain Starlette route matched before the FastAPI one: the same
-    # handler without FastAPI's per-request endpoint machinery (dependency solving, exit stacks), which
-    # it does not use. The FastAPI route stays for the OpenAPI document. See docs/benchmarks.md.
-    app.add_route(tasks.SUBMIT_PATH, tasks.submit, methods=["POST"], include_in_schema=False)
     for module in (tasks, stream, compat, catalog, health, system, dashboard, replicate, documents):
         app.include_router(module.router)
     app.mount(dashboard.UI_PREFIX, dashboard.static_files(), name="dashboard")
+    # Every router uses api/routing.ApiRoute: the key before the body; simple endpoints (the submits among
+    # them) are served without FastAPI's per-request machinery, from the application's route table.
+    lift_fast_routes(app)
     install_openapi(app)
     return app

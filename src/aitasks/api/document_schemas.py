@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aitasks.api import schemas
+
 ACCEPTED_MESSAGE = "Processing started in background."
 
 
@@ -101,3 +103,38 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     results: list[SearchResult]
+
+
+# --- the multipart uploads, described by hand: their handlers read the form themselves ------------------
+
+INGEST_DOC: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "format": "binary",
+                     "description": "PDF, DOCX, TXT, Markdown, HTML, or a PNG/JPEG scan."},
+            "document_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+                            "description": "Your id for it (default: a new one). The same id again replaces "
+                                           "the document's chunks and record."},
+            "metadata": {"type": "string", "description": "A flat JSON object (string, number or boolean values) "
+                                                          "that search `filters` match."},
+        }}}}},
+}
+BATCH_DOC: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                     "description": "Several parts named `file`, one per document (at most AITASKS_MAX_BATCH_FILES; "
+                                    "all together within AITASKS_MAX_UPLOAD_BYTES)."},
+            "metadata": {"type": "string", "description": "A flat JSON object given to every document."},
+        }}}}},
+}
+UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    **schemas.errors(400, 401, 413),
+    415: {"model": schemas.ErrorBody, "description": "Not a supported type, or the extension and the content "
+                                                     "disagree (`unsupported_document`, `type_mismatch`)."},
+    422: {"model": schemas.ErrorBody, "description": "The file cannot be read: `encrypted_document`, "
+                                                     "`corrupt_document`, `empty_document`."},
+    503: schemas.ERRORS[503],
+}

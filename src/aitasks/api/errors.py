@@ -21,17 +21,21 @@ from aitasks.errors import ApiError, FieldError, pydantic_fields, summary
 log = logging.getLogger(__name__)
 
 
-def error_body(message: str, code: str, fields: list[FieldError] | None = None) -> dict[str, Any]:
+def error_body(message: str, code: str, fields: list[FieldError] | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one builder of an error body; every 4xx/5xx JSON answer of the API comes from here."""
     body: dict[str, Any] = {"error": message, "code": code}
     if fields:
         body["fields"] = [{"field": f.field, "message": f.message} for f in fields]
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in body})
     return body
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.code, exc.fields), exc.status, headers=exc.headers)
+        return JSONResponse(error_body(exc.message, exc.code, exc.fields, exc.extra), exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

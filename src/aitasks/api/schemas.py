@@ -1,4 +1,5 @@
-"""Response shapes, for the OpenAPI document (routes return JSON directly for speed)."""
+"""Response shapes, for the OpenAPI document. Routes return JSON directly (for speed), so nothing checks
+them at run time: the tests do, validating every answer they get against its documented schema."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ class ErrorBody(BaseModel):
     error: str = Field(description="The human sentence.", examples=["task_type is required"])
     code: str = Field(examples=["validation_error"])
     fields: list[FieldErrorBody] | None = None
+
+
+class InvalidState(ErrorBody):
+    """Cancelling a task that already finished (seed 001 answered these keys)."""
+
+    message: str = Field(examples=["Task already completed (SUCCESS), cannot cancel"])
+    task_id: str
+    status: Status
 
 
 class SubmitResponse(BaseModel):
@@ -49,13 +58,23 @@ class StatusResponse(BaseModel):
     worker: str | None = Field(None, description="The Celery node that last started it.")
     parent: str | None = Field(None, description="A child job's parent (e.g. a comparison).")
     children: list[str] | None = Field(None, description="A parent job's children, in order.")
+    webhook: WebhookInfo | None = Field(None, description="Present when the job was submitted with a webhook "
+                                                          "(status endpoint only).")
 
 
-class ArtifactRef(BaseModel):
-    name: str = Field(examples=["thumbnail.png"])
-    media_type: str = Field(examples=["image/png"])
-    bytes: int
+class WebhookInfo(BaseModel):
     url: str
+    events: list[str] = Field(examples=[["completed"]])
+    deliveries: list[dict[str, Any]] = Field(description="Each attempt: event, seq, attempt, outcome, status code.")
+
+
+class FinishedResponse(StatusResponse):
+    """A submit that waited (`Prefer: wait`, `?async_processing=false`) and saw its job end."""
+
+    status_url: str
+    result_url: str
+    events_url: str
+    result: dict[str, Any] | None = Field(None, description="On success: as `result` of the `/result/` answer.")
 
 
 class ResultResponse(BaseModel):
@@ -66,6 +85,7 @@ class ResultResponse(BaseModel):
                           "`image_data` (base64, as seed 001 returns it).")
     error: str | None = None
     error_type: str | None = None
+    attempts: int | None = Field(None, description="A failed task's attempts.")
     progress: int | None = None
     message: str | None = None
 

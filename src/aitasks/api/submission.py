@@ -1,8 +1,10 @@
-"""Turning a submit request into an accepted job: parse, validate, store input files, enqueue.
+"""The submit service: one function, ``submit``, turns a job type and its fields into an accepted job.
 
-One path for every submit endpoint: the JSON body of the seeds (files as base64 fields) and
-multipart uploads (files as parts, ``parameters`` as a JSON string) both end in the job type's own
-input model, so they give the same answers and the same errors.
+Every entry point ends here: the seeds' JSON and multipart submits, seed 003's paths, Replicate's
+``/v1/predictions`` and document uploads. They differ only in how they read the request (see
+api/submit_request.py and the route modules); validation, input files, the webhook, the atomic record +
+enqueue and the idempotency key are done once, here, so every path gives the same answers and errors.
+Nothing here knows about HTTP requests.
 """
 
 from __future__ import annotations
@@ -11,24 +13,41 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
-from aitasks.errors import pydantic_fields, summary
 from aitasks.api.services import Services
-from aitasks.errors import FieldError, ServiceUnavailable, ValidationFailed
+from aitasks.api.webhook_input import read_webhook
+from aitasks.errors import FieldError, ServiceUnavailable, ValidationFailed, pydantic_fields, summary
 from aitasks.jobs.files import CheckedFile, check_file, decode_base64
+from aitasks.jobs.messages import job_message
 from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
-from aitasks.worker.message import job_message
 
-MAX_IDEMPOTENCY_KEY = 255
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file its entry point has already checked (a document upload): stored as it is."""
+
+    data: bytes
+    media_type: str
+    extension: str
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    idempotency_key: str | None = None
+    # The API's base URL at submit: webhook bodies carry absolute links (artifacts, Replicate's urls).
+    base_url: str | None = None
+    webhook_format: str | None = None  # "replicate": the webhook is sent Replicate's prediction object
+    job_id: str | None = None  # given by an entry point that needs the id before the job exists
+    document: str | None = None  # the document record the job marks when it ends (documents/records.py)
+    internal: bool = False  # the entry point named by the type's ``submit_path`` (documents)
 
 
 @dataclass
@@ -45,43 +64,23 @@ class Accepted:
     created: bool  # False when an Idempotency-Key returned an earlier job
 
 
-async def read_payload(request: Request) -> tuple[dict[str, Any], dict[str, UploadFile]]:
-    """The request's fields and uploaded files, from JSON or multipart."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        try:
-            form = await request.form(max_files=20, max_fields=200)
-        except HTTPException as exc:  # malformed multipart: answer in the shared error shape
-            if exc.status_code != 400:
-                raise
-            raise ValidationFailed(f"request body is not valid {content_type} ({exc.detail})",
-                                   [FieldError("body", f"is not valid {content_type}")]) from None
-        fields: dict[str, Any] = {}
-        uploads: dict[str, UploadFile] = {}
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                uploads[name] = value
-            elif name == "parameters":
-                try:
-                    fields[name] = orjson.loads(value) if value.strip() else {}
-                except orjson.JSONDecodeError:
-                    raise ValidationFailed("parameters is not valid JSON",
-                                           [FieldError("parameters", "must be a JSON object")]) from None
-            else:
-                fields[name] = value
-        return fields, uploads
-    body = await request.body()
-    if not body:
-        raise ValidationFailed("request body is empty; send a JSON object with task_type",
-                               [FieldError("body", "is empty")])
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationFailed(f"request body is not valid JSON ({exc.msg})",
-                               [FieldError("body", "is not valid JSON")]) from None
-    if not isinstance(payload, dict):
-        raise ValidationFailed("request body must be a JSON object", [FieldError("body", "must be an object")])
-    return payload, {}
+Uploads = Mapping[str, "UploadFile | PreparedFile"]
+
+
+async def submit(services: Services, tenant: str, task_type: Any, fields: dict[str, Any], uploads: Uploads,
+                 options: SubmitOptions = SubmitOptions()) -> Accepted:
+    """Validate, store the input files, record and enqueue the job in one atomic step.
+
+    ``fields``: the submit's fields (files as base64 strings, or as ``uploads``; ``webhook`` and
+    ``webhook_events_filter`` are taken out here). Raises ApiError subclasses with the field named."""
+    jt = resolve_type(services, task_type)
+    if jt.submit_path and not options.internal:
+        raise ValidationFailed(f"{jt.name} is submitted through {jt.submit_path}, not this path",
+                               [FieldError("task_type", f"submit {jt.name} through {jt.submit_path}")])
+    fields = dict(fields)
+    webhook = await read_webhook(fields, services.settings)
+    sub = await build_submission(services, jt, fields, uploads)
+    return await accept(services, tenant, sub, options.job_id or new_job_id(), options, webhook)
 
 
 def resolve_type(services: Services, task_type: Any) -> JobType:
@@ -95,15 +94,26 @@ def resolve_type(services: Services, task_type: Any) -> JobType:
     return jt
 
 
-async def build_submission(
-    services: Services, jt: JobType, fields: dict[str, Any], uploads: dict[str, UploadFile], job_id: str,
-) -> Submission:
-    """Validate the input against the type's model; decode and check its files (nothing stored yet)."""
+async def _checked(services: Services, name: str, jt: JobType, upload: UploadFile | PreparedFile | None,
+                   raw: dict[str, Any]) -> tuple[CheckedFile, str | None] | None:
+    """A file input's checked bytes and file name: from an upload, a prepared file or a base64 field."""
     settings = services.settings
-    if jt.submit_path:
-        raise ValidationFailed(f"{jt.name} is submitted through {jt.submit_path}, not this path",
-                               [FieldError("task_type", f"submit {jt.name} through {jt.submit_path}")])
-    reason = jt.unavailable_reason(settings)
+    if isinstance(upload, PreparedFile):
+        return CheckedFile(upload.data, upload.media_type, upload.extension), upload.filename
+    if upload is not None:
+        data, filename = await upload.read(), upload.filename
+    elif name in raw:
+        data, filename = decode_base64(name, raw[name]), None
+    else:
+        return None
+    checked = await asyncio.to_thread(check_file, name, jt.files[name], data, settings.max_upload_bytes,
+                                      settings.max_image_pixels)
+    return checked, filename
+
+
+async def build_submission(services: Services, jt: JobType, fields: dict[str, Any], uploads: Uploads) -> Submission:
+    """Validate the input against the type's model; decode and check its files (nothing stored yet)."""
+    reason = jt.unavailable_reason(services.settings)
     if reason:
         raise ServiceUnavailable(f"{jt.name} is not available in this deployment: {reason}")
     raw = {k: v for k, v in fields.items() if v is not None}
@@ -113,21 +123,14 @@ async def build_submission(
         raise ValidationFailed(f"{name} is not a file input of {jt.name}",
                                [FieldError(name, f"{jt.name} takes files in: {', '.join(jt.files) or 'none'}")])
     files: dict[str, tuple[str, CheckedFile]] = {}
-    for name, kind in jt.files.items():
-        filename: str | None = None
-        if name in uploads:
-            upload = uploads[name]
-            data = await upload.read()
-            filename = upload.filename
-        elif name in raw:
-            data = decode_base64(name, raw[name])
-        else:
+    for name in jt.files:
+        found = await _checked(services, name, jt, uploads.get(name), raw)
+        if found is None:
             continue
-        checked = await asyncio.to_thread(check_file, name, kind, data, settings.max_upload_bytes,
-                                          settings.max_image_pixels)
+        checked, filename = found
         artifact = f"input-{name}.{checked.extension}"
         files[name] = (artifact, checked)
-        raw[name] = {"artifact": artifact, "media_type": checked.media_type, "bytes": len(data),
+        raw[name] = {"artifact": artifact, "media_type": checked.media_type, "bytes": len(checked.data),
                      "filename": filename, "width": checked.width, "height": checked.height}
     try:
         data_model = jt.input_model.model_validate(raw)
@@ -141,13 +144,10 @@ async def build_submission(
 
 
 async def accept(
-    services: Services, tenant: str, sub: Submission, job_id: str, idempotency_key: str | None,
-    webhook: tuple[str | None, tuple[str, ...]] = (None, ()), document: str | None = None,
-    webhook_format: tuple[str, str] | None = None,
+    services: Services, tenant: str, sub: Submission, job_id: str, options: SubmitOptions,
+    webhook: tuple[str | None, tuple[str, ...]] = (None, ()),
 ) -> Accepted:
-    """Store input files, then record and enqueue the job in one atomic Redis call.
-
-    ``webhook_format``: (format, base URL) when the webhook is sent another shape (see Job.webhook_format)."""
+    """Store input files, then record and enqueue the job in one atomic Redis call."""
     settings = services.settings
     jt = sub.job_type
     if jt.check_access is not None:
@@ -157,18 +157,20 @@ async def accept(
         queue = jt.queue_for(sub.data)
     except ValueError as exc:
         raise ServiceUnavailable(str(exc)) from None
+    hooked = webhook[0] is not None
     job = Job(
         id=job_id, type=jt.name, tenant=tenant, queue=queue, created_at=time.time(), input=sub.input,
         retention_s=limits["retention_s"], soft_time_limit_s=limits["soft_time_limit_s"],
         time_limit_s=limits["time_limit_s"], max_retries=limits["max_retries"],
-        webhook=webhook[0], webhook_events=webhook[1], document=document,
-        webhook_format=webhook_format[0] if webhook_format and webhook[0] else None,
-        webhook_base=webhook_format[1] if webhook_format and webhook[0] else None,
+        webhook=webhook[0], webhook_events=webhook[1], document=options.document,
+        webhook_format=options.webhook_format if hooked else None,
+        webhook_base=options.base_url if hooked else None,
     )
     if sub.files:
         await asyncio.to_thread(_save_inputs, services, job_id, sub.files)
     message = job_message(job_id, queue, limits["soft_time_limit_s"], limits["time_limit_s"])
-    idem = hashlib.sha256(idempotency_key.encode()).hexdigest() if idempotency_key else None
+    key = options.idempotency_key
+    idem = hashlib.sha256(key.encode()).hexdigest() if key else None
     try:
         created, stored_id = await services.store.create(
             job, message, settings.pending_ttl_s, idem, limits["retention_s"])
@@ -188,15 +190,6 @@ async def accept(
 def _save_inputs(services: Services, job_id: str, files: dict[str, tuple[str, CheckedFile]]) -> None:
     for artifact, checked in files.values():
         services.artifacts.save(job_id, artifact, checked.data, checked.media_type)
-
-
-def check_idempotency_key(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if not value or len(value) > MAX_IDEMPOTENCY_KEY:
-        raise ValidationFailed(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
-                               [FieldError("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")])
-    return value
 
 
 def new_job_id() -> str:

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 
 from aitasks.api.services import Services
 from aitasks.errors import FieldError, ValidationFailed
-from aitasks.jobs.artifacts import artifact_url
+from aitasks.jobs.status_document import result_with_links
 from aitasks.jobs.models import Job, Status
 
 
@@ -47,9 +47,7 @@ def links(base: str, job_id: str) -> dict[str, str]:
 
 async def result_payload(services: Services, request: HTTPConnection, job: Job, inline: bool = True) -> dict[str, Any]:
     """The job's result with absolute artifact URLs; an image result also inlined as base64 (seed 001)."""
-    base = base_url(services, request)
-    result: dict[str, Any] = dict(job.result or {})
-    result["artifacts"] = [{**a.to_dict(), "url": artifact_url(base, job.id, a.name)} for a in job.artifacts]
+    result = result_with_links(job, base_url(services, request))
     image = result.get("image_artifact")
     if inline and isinstance(image, str) and any(a.name == image for a in job.artifacts):
         try:
@@ -58,6 +56,14 @@ async def result_payload(services: Services, request: HTTPConnection, job: Job, 
         except FileNotFoundError:
             result["image_data"] = None
     return result
+
+
+async def finished_body(services: Services, request: HTTPConnection, job: Job) -> dict[str, Any]:
+    """A waiting submit's answer once the job ended: its status, links and (on success) its result."""
+    body = job.status_view() | links(base_url(services, request), job.id)
+    if job.status is Status.SUCCESS:
+        body["result"] = await result_payload(services, request, job)
+    return body
 
 
 async def result_body(services: Services, request: Request, job: Job, inline: bool = True) -> tuple[int, dict[str, Any]]:

@@ -45,11 +45,6 @@ def worker(name: str) -> str:
 WORKERS_PATTERN = f"{PREFIX}:worker:*"
 
 
-def run_lock(job_id: str) -> str:
-    """Held by the worker process running a job, so a duplicate delivery does not run it twice."""
-    return f"{PREFIX}:running:{job_id}"
-
-
 WEBHOOKS_PENDING = f"{PREFIX}:webhooks:pending"  # list of deliveries to make (JSON), pushed by UPDATE
 WEBHOOKS_RETRY = f"{PREFIX}:webhooks:retry"  # sorted set of deliveries to retry, scored by due time
 WEBHOOKS_OWNERS = f"{PREFIX}:webhooks:owners"  # set of worker names that may hold deliveries in flight

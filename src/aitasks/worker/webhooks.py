@@ -32,6 +32,7 @@ from celery import signals
 from aitasks.jobs import keys
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.predictions import prediction
+from aitasks.jobs.status_document import status_document
 from aitasks.jobs.webhooks import sign, tenant_secret
 from aitasks.processors.registry import load_all
 from aitasks.worker.resources import resources
@@ -75,12 +76,12 @@ def payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
     succeeded), or Replicate's prediction object for a job submitted through /v1/predictions."""
     if job.webhook_format == "replicate":
         return prediction_payload(job, item)
-    doc = job.status_view()
+    doc = status_document(job, (job.webhook_base or "").rstrip("/"))
     doc.update({k: item[k] for k in ("status", "progress", "message") if item.get(k) is not None})
     doc["event"] = item["event"]
     doc["seq"] = item["seq"]
-    if job.result is not None and doc["status"] == "SUCCESS":
-        doc["result"] = {k: v for k, v in job.result.items() if k != "image_data"}
+    if doc["status"] != "SUCCESS":
+        doc.pop("result", None)
     return doc
 
 

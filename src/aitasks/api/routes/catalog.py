@@ -6,12 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
 from aitasks.api.deps import ServicesDep
 from aitasks.processors.registry import JobType
 from aitasks.settings import Settings
 
-router = APIRouter(tags=["catalog"])
+router = APIRouter(tags=["catalog"], route_class=ApiRoute)
 
 
 def describe(jt: JobType, settings: Settings) -> dict[str, Any]:

@@ -5,6 +5,9 @@
   ``?async_processing=false`` it waits (as ``Prefer: wait``) up to AITASKS_SYNC_WAIT_S.
 - ``/api/tasks/{id}/status|cancel|result``: the platform's status (in the seed's shape), cancel, result.
 - ``WS /api/ws/tasks/{id}``: the platform's pushed updates in the seed's envelope.
+
+Seed 004's document paths too: ``POST /api/ingest/`` and ``GET /api/documents/{id}/status/``, as the
+handlers of ``/api/v1/documents`` (routes/documents.py).
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from fastapi import APIRouter, Query, Request, WebSocket
 from pydantic import BaseModel, Field
 
 from aitasks.api import schemas
-from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_now, load_job
+from aitasks.api.deps import ServicesDep, Tenant, load_job
+from aitasks.api.document_schemas import INGEST_DOC, UPLOAD_ERRORS, DocumentAccepted, DocumentStatus
 from aitasks.api.responses import FastJSONResponse as JSONResponse
-from aitasks.api.routes import tasks
+from aitasks.api.routes import documents, tasks
 from aitasks.api.routes.stream import serve_ws
+from aitasks.api.routing import ApiRoute
+from aitasks.api.services import Services
+from aitasks.api.submit_request import submit_doc, submit_request
+from aitasks.api.views import finished_body
 from aitasks.jobs.models import STATUS_MESSAGES, Status
-from aitasks.processors.registry import load_all
 
-router = APIRouter(prefix="/api", tags=["seed 003"])
+router = APIRouter(prefix="/api", tags=["seed 003"], route_class=ApiRoute)
 
 
 class SeedAccepted(BaseModel):
@@ -40,38 +47,18 @@ class SeedStatus(BaseModel):
     error: str | None = Field(None, description="Present when the job failed.")
 
 
-def _submit_doc(task_type: str) -> dict[str, Any]:
-    """The request body's documentation: the type's input, as the catalog describes it."""
-    jt = load_all().get(task_type)
-    examples = {"example": {"value": {k: v for k, v in ex.items() if k != "task_type"}}
-                for ex in (jt.examples[:1] if jt else ())}
-    body = {"type": "object", "description": f"The `{task_type}` job's input, as `input_schema` of "
-                                             f"`GET /api/v1/task-types` describes it (without `task_type`)."}
-    return {
-        "requestBody": {"required": True, "content": {
-            "application/json": {"schema": body, "examples": examples},
-            "multipart/form-data": {"schema": {"type": "object", "description": "Files as parts, `parameters` "
-                                                                                "as a JSON string."}}}},
-        "parameters": [tasks.ASYNC_PROCESSING,
-                       {"name": "Idempotency-Key", "in": "header", "required": False,
-                        "schema": {"type": "string", "maxLength": 255}}],
-    }
-
-
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": SeedAccepted, "description": "Accepted (async), or not finished within the sync bound."},
-    200: {"model": schemas.ResultResponse, "description": "`?async_processing=false` and the job ended in "
+    200: {"model": schemas.FinishedResponse, "description": "`?async_processing=false` and the job ended in "
           "time: its status with `result` (as `Prefer: wait` answers on `POST /api/v1/tasks/submit/`)."},
     **schemas.errors(400, 401, 413, 503),
 }
 
 
-async def _seed_submit(request: Request, task_type: str) -> JSONResponse:
-    services = get_services_now(request)
-    tenant = await current_tenant(request)
-    done = await tasks.submit_job(request, services, tenant, task_type)
+async def _seed_submit(request: Request, services: Services, tenant: str, task_type: str) -> JSONResponse:
+    done = await submit_request(request, services, tenant, task_type)
     if done.final is not None:
-        return JSONResponse(await tasks.finished_body(services, request, done.final), 200)
+        return JSONResponse(await finished_body(services, request, done.final), 200)
     task_id = done.accepted.job.id
     body = {"task_id": task_id, "status": "processing", "status_url": f"/api/tasks/{task_id}/status",
             "websocket_url": f"/api/ws/tasks/{task_id}"}
@@ -79,24 +66,24 @@ async def _seed_submit(request: Request, task_type: str) -> JSONResponse:
 
 
 @router.post("/visualizations", status_code=202, response_model=SeedAccepted, responses=SUBMIT_RESPONSES,
-             openapi_extra=_submit_doc("visualization"), summary="Submit a visualization (seed 003)")
-async def submit_visualization(request: Request) -> JSONResponse:
+             openapi_extra=submit_doc("visualization"), summary="Submit a visualization (seed 003)")
+async def submit_visualization(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """A `visualization` job: the processed image and a labelled before/after preview."""
-    return await _seed_submit(request, "visualization")
+    return await _seed_submit(request, services, tenant, "visualization")
 
 
 @router.post("/visualizations/compare", status_code=202, response_model=SeedAccepted, responses=SUBMIT_RESPONSES,
-             openapi_extra=_submit_doc("comparison"), summary="Submit a comparison (seed 003)")
-async def submit_comparison(request: Request) -> JSONResponse:
+             openapi_extra=submit_doc("comparison"), summary="Submit a comparison (seed 003)")
+async def submit_comparison(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """A `comparison` job: 2-8 variants of one image run as parallel child jobs, then one labelled grid."""
-    return await _seed_submit(request, "comparison")
+    return await _seed_submit(request, services, tenant, "comparison")
 
 
 @router.post("/exports", status_code=202, response_model=SeedAccepted, responses=SUBMIT_RESPONSES,
-             openapi_extra=_submit_doc("export"), summary="Submit an export (seed 003)")
-async def submit_export(request: Request) -> JSONResponse:
+             openapi_extra=submit_doc("export"), summary="Submit an export (seed 003)")
+async def submit_export(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """An `export` job: a PDF report of the caller's own finished jobs."""
-    return await _seed_submit(request, "export")
+    return await _seed_submit(request, services, tenant, "export")
 
 
 @router.get("/tasks/{task_id}/status", response_model=SeedStatus, responses=schemas.errors(401, 404),
@@ -112,7 +99,7 @@ async def seed_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=schemas.CancelResponse,
-             responses={400: {"model": schemas.ErrorBody, "description": "The task already finished."},
+             responses={400: {"model": schemas.InvalidState, "description": "The task already finished."},
                         **schemas.errors(401, 404)},
              summary="Cancel a task (seed 003)")
 async def seed_cancel(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
@@ -156,3 +143,30 @@ async def seed_ws(ws: WebSocket, task_id: str) -> None:
     """Seed 003's WebSocket: the current state first, then every change as pushed by the workers (no
     polling), in the seed's envelope; closed (1000) after the terminal message."""
     await serve_ws(ws, task_id, seed003_message)
+
+
+# --- seed 004: the document routes' aliases ---------------------------------------------------------------
+
+# A router of their own keeps them under the documents tag; their routes join ``router`` (which app.py
+# includes) as built, so its seed 003 tag is not added to them.
+seed004 = APIRouter(prefix="/api", tags=["documents"], route_class=ApiRoute)
+
+
+@seed004.post("/ingest/", status_code=202, response_model=DocumentAccepted, openapi_extra=INGEST_DOC,
+              responses=UPLOAD_ERRORS, summary="Upload a document for ingestion (seed 004's path)")
+async def seed_ingest(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
+    """Seed 004's `IngestView`: the same as `POST /api/v1/documents/`."""
+    return await documents.ingest(request, services, tenant)
+
+
+@seed004.get("/documents/{document_id}/status/", response_model=DocumentStatus,
+             responses=schemas.errors(401, 404), summary="A document's status (seed 004's path)")
+async def seed_document_status(document_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
+    """Seed 004's `DocumentStatusView`: the same as `GET /api/v1/documents/{document_id}/status`."""
+    return await documents.status(document_id, services, tenant)
+
+
+seed004.add_api_route("/ingest", seed_ingest, methods=["POST"], include_in_schema=False, status_code=202)
+seed004.add_api_route("/documents/{document_id}/status", seed_document_status, methods=["GET"],
+                      include_in_schema=False)
+router.routes.extend(seed004.routes)

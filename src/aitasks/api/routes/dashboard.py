@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from starlette.staticfiles import StaticFiles
 
+from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
 from aitasks.api.deps import STREAM_TOKEN_TTL_S, ServicesDep, Tenant, bearer, issue_stream_token
 from aitasks.api.responses import FastJSONResponse as JSONResponse
@@ -27,7 +28,7 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'self' blob:;
        "style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
 
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], route_class=ApiRoute)
 
 
 class StreamToken(BaseModel):

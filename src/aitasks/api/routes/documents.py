@@ -1,30 +1,25 @@
 """Documents: upload for ingestion, status, list, delete, batches, and semantic search (seed 004).
 
-An upload is checked cheaply here (type, encryption, zip bomb, page count: milliseconds) so a bad file
-answers 4xx at once; a good one gets a document record and a ``document_ingestion`` job, and the answer
-is ``202`` before any text is read. The record (``keys.document``) has no TTL: it outlives the job's
-retention, and the UPDATE script marks it completed or failed in the same step that ends the job,
-whoever ends it. Search embeds the query in this process with the workers' model, loaded on the first
-search and run in a thread so the event loop never waits on torch.
+An upload is checked cheaply (api/document_upload.py): a bad file answers 4xx at once, a good one gets a
+record (documents/records.py) and a ``document_ingestion`` job, and ``202`` before any text is read.
+Search embeds the query here with the workers' model, loaded on the first search and run in a thread
+so the event loop never waits on torch. Seed 004's own paths are aliases in routes/compat.py.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import anyio.to_thread
-import orjson
 from fastapi import APIRouter, Query, Request
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 
 from aitasks.api import schemas
+from aitasks.api.deps import ServicesDep, Tenant
 from aitasks.api.document_schemas import (
     ACCEPTED_MESSAGE,
+    BATCH_DOC,
+    INGEST_DOC,
+    UPLOAD_ERRORS,
     BatchAccepted,
     BatchStatus,
     DocumentAccepted,
@@ -34,251 +29,62 @@ from aitasks.api.document_schemas import (
     SearchRequest,
     SearchResponse,
 )
-from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_now
+from aitasks.api.document_upload import Prepared, parse_metadata, prepare, read_form
+from aitasks.api.document_views import batch_view, view, views
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import request_cancel
+from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
-from aitasks.api.submission import Submission, accept, new_job_id
+from aitasks.api.submission import PreparedFile, SubmitOptions, new_job_id, submit
 from aitasks.documents import service
-from aitasks.documents.errors import DocumentError, InvalidStoreArgument
-from aitasks.errors import ApiError, FieldError, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed
-from aitasks.jobs import keys
-from aitasks.jobs.files import CheckedFile
-from aitasks.jobs.models import Job, Status, iso
-from aitasks.jobs.store import decode_cursor, encode_cursor
+from aitasks.documents.errors import InvalidStoreArgument
+from aitasks.documents.records import DocumentRecords, Record, Upload
+from aitasks.errors import FieldError, NotFound, ServiceUnavailable, ValidationFailed
+from aitasks.jobs.models import Job
 from aitasks.processors.documents.ingestion import NAME as JOB_TYPE
-from aitasks.processors.documents.ingestion import STAGE_RANGES
+from aitasks.processors.registry import JobType
 
 if TYPE_CHECKING:
-    from aitasks.documents.extract import DocType
     from aitasks.settings import Settings
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], route_class=ApiRoute)
 V1 = "/api/v1/documents"
-LOST_AFTER_S = 60.0  # a record 'processing' whose job record is gone this long after upload: the job was lost
-
-_MEDIA = {"pdf": ("application/pdf", "pdf"),
-          "docx": ("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "docx"),
-          "text": ("text/plain", "txt"), "markdown": ("text/markdown", "md"), "html": ("text/html", "html"),
-          "png": ("image/png", "png"), "jpeg": ("image/jpeg", "jpg")}
 
 
-# --- helpers ------------------------------------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decode(raw: dict[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value else None
-    except ValueError:
-        return None
-
-
-def document_error(exc: DocumentError, field: str = "file") -> ApiError:
-    """A DocumentError seen at upload, as an API answer naming the field (415, 413 or 422)."""
-    err = ApiError(str(exc), [FieldError(field, str(exc))])
-    err.status, err.code = exc.status, exc.code
-    return err
-
-
-def view(record: dict[str, str], job: Job | None = None, now: float | None = None) -> dict[str, Any]:
-    """A document record as clients see it, with the job's live progress while it runs."""
-    status = record.get("status", "processing")
-    out: dict[str, Any] = {
-        "document_id": record.get("document_id"), "status": status,
-        "pages": None, "chunks": None, "ocr_pages": None, "error": record.get("error") or None,
-        "error_type": record.get("error_type") or None,
-        "filename": record.get("filename") or None, "content_type": record.get("content_type") or None,
-        "bytes": _int(record.get("bytes")), "metadata": orjson.loads(record.get("metadata") or "{}"),
-        "task_id": record.get("task_id") or None, "batch_id": record.get("batch_id") or None,
-        "created_at": iso(_float(record.get("created_at"))), "uploaded_at": iso(_float(record.get("uploaded_at"))),
-        "finished_at": iso(_float(record.get("finished_at"))),
-    }
-    if status == "completed":
-        out.update(pages=_int(record.get("pages")), chunks=_int(record.get("chunks")),
-                   ocr_pages=_int(record.get("ocr_pages")), doc_type=record.get("doc_type") or None)
-    if status == "processing":
-        uploaded = _float(record.get("uploaded_at")) or 0.0
-        if job is None and (now or time.time()) - uploaded > LOST_AFTER_S:
-            # The UPDATE script marks the record when the job ends; a job record gone while the record
-            # still says processing never ended: it expired in the queue, or its upload was interrupted.
-            out.update(status="failed", error_type="JobLost",
-                       error="The ingestion job is gone (it expired before a worker ran it); upload the "
-                             "document again.")
-        elif job is not None:
-            stage = job.message.split(" ", 1)[0] if job.message else ""
-            out.update(progress=job.progress, message=job.message,
-                       stage=stage if stage in STAGE_RANGES else None)
-            if job.status is Status.PENDING:
-                out["stage"] = "queued"
-    return out
-
-
-async def _jobs(services: Services, task_ids: list[str | None]) -> list[Job | None]:
-    pipe = services.redis.pipeline(transaction=False)
-    wanted = [t for t in task_ids if t]
-    for task_id in wanted:
-        pipe.hgetall(keys.job(task_id))
-    found = dict(zip(wanted, await pipe.execute() if wanted else [], strict=True))
-    return [Job.from_hash(found[t]) if t and found.get(t) else None for t in task_ids]
-
-
-async def _records(services: Services, tenant: str, document_ids: list[str]) -> list[dict[str, str] | None]:
-    pipe = services.redis.pipeline(transaction=False)
-    for document_id in document_ids:
-        pipe.hgetall(keys.document(tenant, document_id))
-    return [_decode(raw) if raw else None for raw in await pipe.execute()]
-
-
-async def _views(services: Services, records: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """Views of many records; the job records are read only for those still processing."""
-    jobs = await _jobs(services, [r.get("task_id") if r.get("status") == "processing" else None for r in records])
-    now = time.time()
-    return [view(r, j, now) for r, j in zip(records, jobs, strict=True)]
-
-
-async def _record(services: Services, tenant: str, document_id: str) -> dict[str, str]:
-    raw = await services.redis.hgetall(keys.document(tenant, document_id)) if len(document_id) <= 128 else None
-    if not raw:
+async def _record(records: DocumentRecords, tenant: str, document_id: str) -> Record:
+    if (record := await records.read(tenant, document_id)) is None:
         raise NotFound(f"No document with id {document_id!r} (unknown, deleted, or not yours)")
-    return _decode(raw)
+    return record
 
 
 # --- upload ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Prepared:
-    document_id: str
-    filename: str | None
-    content_type: str | None
-    data: bytes
-    metadata: dict[str, Any]
-    doc_type: DocType
+def _ingestion_type(services: Services) -> JobType:
+    jt = services.registry.get(JOB_TYPE)
+    if jt is None:
+        raise ServiceUnavailable(f"the {JOB_TYPE} job type is not installed")
+    return jt
 
 
-async def _form(request: Request, max_files: int) -> tuple[dict[str, str], list[UploadFile]]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "multipart/form-data":
-        raise ValidationFailed("send multipart/form-data with the document in the part `file`",
-                               [FieldError("file", "is required (a multipart file part)")])
-    try:
-        form = await request.form(max_files=max_files + 1, max_fields=50)
-    except HTTPException as exc:
-        if exc.status_code != 400:
-            raise
-        raise ValidationFailed(f"request body is not valid multipart/form-data ({exc.detail})",
-                               [FieldError("body", "is not valid multipart/form-data")]) from None
-    fields: dict[str, str] = {}
-    files: list[UploadFile] = []
-    for name, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            if name != "file":
-                raise ValidationFailed(f"{name} is not a file field: send documents in the part `file`",
-                                       [FieldError(name, "is not a known file field (use `file`)")])
-            files.append(value)
-        elif name in ("document_id", "metadata"):
-            fields[name] = value
-        elif name == "file":
-            raise ValidationFailed("file must be a file part, not a text field",
-                                   [FieldError("file", "must be a multipart file part")])
-        else:
-            raise ValidationFailed(f"{name} is not a known field", [FieldError(name, "is not a known field")])
-    if not files:
-        raise ValidationFailed("file is required", [FieldError("file", "is required (a multipart file part)")])
-    if len(files) > max_files:
-        raise ValidationFailed(f"at most {max_files} files per request",
-                               [FieldError("file", f"at most {max_files} files per request")])
-    return fields, files
-
-
-def _metadata(raw: str | None) -> dict[str, Any]:
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ValidationFailed("metadata is not valid JSON", [FieldError("metadata", "must be a JSON object")]) from None
-    if not isinstance(value, dict):
-        raise ValidationFailed("metadata must be a JSON object", [FieldError("metadata", "must be a JSON object")])
-    return value
-
-
-def _check(data: bytes, filename: str | None, content_type: str | None, document_id: str,
-           metadata: dict[str, Any], settings: Settings, field: str) -> DocType:
-    """The cheap checks, in a thread: the id, the metadata, then the file (type, PDF, zip bomb, pages)."""
-    from aitasks.documents.extract import check_upload
-    from aitasks.documents.store import check_document_id, check_metadata
-
-    try:
-        check_document_id(document_id)
-    except InvalidStoreArgument as exc:
-        raise ValidationFailed(str(exc), [FieldError("document_id", str(exc))]) from None
-    try:
-        check_metadata(metadata)
-    except InvalidStoreArgument as exc:
-        raise ValidationFailed(str(exc), [FieldError("metadata", str(exc))]) from None
-    try:
-        return check_upload(data, filename, content_type, service.limits(settings))
-    except DocumentError as exc:
-        raise document_error(exc, field) from None
-
-
-async def _prepare(services: Services, upload: UploadFile, document_id: str | None, metadata: dict[str, Any],
-                   field: str = "file") -> Prepared:
-    settings = services.settings
-    data = await upload.read()
-    if len(data) > settings.max_upload_bytes:
-        raise PayloadTooLarge(f"{field} is {len(data)} bytes, over the limit of {settings.max_upload_bytes}",
-                              [FieldError(field, f"over the limit of {settings.max_upload_bytes} bytes")])
-    name = PurePosixPath((upload.filename or "").replace("\\", "/")).name[-255:] or None
-    content_type = upload.content_type or None
-    doc_id = document_id if document_id is not None else uuid.uuid4().hex
-    doc_type = await anyio.to_thread.run_sync(_check, data, name, content_type, doc_id, metadata, settings, field)
-    return Prepared(doc_id, name, content_type, data, metadata, doc_type)
+async def submit_ingestion(services: Services, tenant: str, doc: Prepared, job_id: str, record_key: str) -> Job:
+    """The document's ``document_ingestion`` job, through the one submit service: the file is already
+    checked, the job id already in the record, and the job names the record for its atomic end."""
+    media_type, ext = doc.media
+    fields = {"document_id": doc.document_id, "filename": doc.filename, "content_type": doc.content_type,
+              "metadata": doc.metadata}
+    upload = PreparedFile(doc.data, media_type, ext, doc.filename)
+    options = SubmitOptions(job_id=job_id, document=record_key, internal=True)
+    return (await submit(services, tenant, JOB_TYPE, fields, {"file": upload}, options)).job
 
 
 async def _start(services: Services, tenant: str, doc: Prepared, batch_id: str | None = None) -> Job:
     """Write the document's record, then accept its job (which names the record)."""
-    jt = services.registry.get(JOB_TYPE)
-    if jt is None:
-        raise ServiceUnavailable(f"the {JOB_TYPE} job type is not installed")
+    _ingestion_type(services)  # before the record: no record for a job that cannot exist
+    records = DocumentRecords(services.redis)
     job_id = new_job_id()
-    key = keys.document(tenant, doc.document_id)
-    now = time.time()
-    previous = _decode(await services.redis.hgetall(key))
-    media_type, ext = _MEDIA[doc.doc_type.value]
-    artifact = f"input-file.{ext}"
-    raw = {"file": {"artifact": artifact, "media_type": media_type, "bytes": len(doc.data), "filename": doc.filename},
-           "document_id": doc.document_id, "filename": doc.filename, "content_type": doc.content_type,
-           "metadata": doc.metadata}
-    data = jt.input_model.model_validate(raw)
-    sub = Submission(jt, data, {"file": (artifact, CheckedFile(doc.data, media_type, ext))},
-                     data.model_dump(mode="json", exclude_none=True))
-    record: dict[str, Any] = {"document_id": doc.document_id, "tenant": tenant, "status": "processing",
-              "filename": doc.filename or "", "content_type": doc.content_type or "", "bytes": str(len(doc.data)),
-              "metadata": orjson.dumps(doc.metadata).decode(), "task_id": job_id, "batch_id": batch_id or "",
-              "created_at": previous.get("created_at") or repr(now), "uploaded_at": repr(now),
-              "updated_at": repr(now)}
-    pipe = services.redis.pipeline(transaction=True)
-    pipe.delete(key)  # a re-upload starts a clean record (no numbers or error of the last run)
-    pipe.hset(key, mapping=record)  # type: ignore[arg-type]
-    pipe.zadd(keys.tenant_documents(tenant), {doc.document_id: int(now * 1000)})
-    await pipe.execute()
+    previous = await records.create(tenant, Upload(doc.document_id, job_id, doc.filename, doc.content_type,
+                                                   len(doc.data), doc.metadata, batch_id))
     old_task = previous.get("task_id")
     if old_task and previous.get("status") == "processing":
         # The earlier upload's job no longer owns the record: stop it rather than let it write stale chunks.
@@ -286,45 +92,19 @@ async def _start(services: Services, tenant: str, doc: Prepared, batch_id: str |
         if old is not None:
             await request_cancel(services, old)
     try:
-        accepted = await accept(services, tenant, sub, job_id, None, document=key)
+        return await submit_ingestion(services, tenant, doc, job_id, records.key(tenant, doc.document_id))
     except BaseException as exc:
-        await services.redis.hset(key, mapping={"status": "failed", "error": f"The job could not be queued: {exc}",
-                                                "error_type": type(exc).__name__, "updated_at": repr(time.time())})
+        await records.mark_failed(tenant, doc.document_id, f"The job could not be queued: {exc}", type(exc).__name__)
         raise
-    return accepted.job
 
 
-INGEST_DOC: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {
-            "file": {"type": "string", "format": "binary",
-                     "description": "PDF, DOCX, TXT, Markdown, HTML, or a PNG/JPEG scan."},
-            "document_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
-                            "description": "Your id for it (default: a new one). The same id again replaces "
-                                           "the document's chunks and record."},
-            "metadata": {"type": "string", "description": "A flat JSON object (string, number or boolean values) "
-                                                          "that search `filters` match."},
-        }}}}},
-}
-UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    **schemas.errors(400, 401, 413),
-    415: {"model": schemas.ErrorBody, "description": "Not a supported type, or the extension and the content "
-                                                     "disagree (`unsupported_document`, `type_mismatch`)."},
-    422: {"model": schemas.ErrorBody, "description": "The file cannot be read: `encrypted_document`, "
-                                                     "`corrupt_document`, `empty_document`."},
-    503: schemas.ERRORS[503],
-}
-
-
-async def _ingest(request: Request) -> JSONResponse:
-    services = get_services_now(request)
-    tenant = await current_tenant(request)
-    fields, files = await _form(request, 1)
+async def ingest(request: Request, services: Services, tenant: str) -> JSONResponse:
+    """One file: `POST /api/v1/documents/` and seed 004's `POST /api/ingest/`."""
+    fields, files = await read_form(request, 1)
     if len(files) > 1:
         raise ValidationFailed("send one file here; POST /api/v1/documents/batch takes many",
                                [FieldError("file", "one file per request on this path")])
-    doc = await _prepare(services, files[0], fields.get("document_id"), _metadata(fields.get("metadata")))
+    doc = await prepare(services, files[0], fields.get("document_id"), parse_metadata(fields.get("metadata")))
     job = await _start(services, tenant, doc)
     status_url = f"{V1}/{doc.document_id}/status"
     return JSONResponse({"message": ACCEPTED_MESSAGE, "task_id": job.id, "document_id": doc.document_id,
@@ -333,51 +113,26 @@ async def _ingest(request: Request) -> JSONResponse:
 
 @router.post(f"{V1}/", status_code=202, response_model=DocumentAccepted, openapi_extra=INGEST_DOC,
              responses=UPLOAD_ERRORS, summary="Upload a document for ingestion")
-async def upload_document(request: Request) -> JSONResponse:
+async def upload_document(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """Checks the file cheaply (type, encryption, zip bomb, page count, size) and answers `202` at once;
     a worker then extracts its text (OCR for scanned pages), chunks, embeds and stores it. Follow it at
     `status_url`. A file refused here never becomes a job; one that fails later ends `failed` with the reason."""
-    return await _ingest(request)
-
-
-@router.post("/api/ingest/", status_code=202, response_model=DocumentAccepted, openapi_extra=INGEST_DOC,
-             responses=UPLOAD_ERRORS, summary="Upload a document for ingestion (seed 004's path)")
-async def seed_ingest(request: Request) -> JSONResponse:
-    """Seed 004's `IngestView`: the same as `POST /api/v1/documents/`."""
-    return await _ingest(request)
-
-
-BATCH_DOC: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
-        "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                     "description": "Several parts named `file`, one per document (at most AITASKS_MAX_BATCH_FILES; "
-                                    "all together within AITASKS_MAX_UPLOAD_BYTES)."},
-            "metadata": {"type": "string", "description": "A flat JSON object given to every document."},
-        }}}}},
-}
+    return await ingest(request, services, tenant)
 
 
 @router.post(f"{V1}/batch", status_code=202, response_model=BatchAccepted, openapi_extra=BATCH_DOC,
              responses=UPLOAD_ERRORS, summary="Upload many documents as one batch")
-async def upload_batch(request: Request) -> JSONResponse:
+async def upload_batch(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """Seed 004's `batch_process_documents`: one `document_ingestion` job per file, run in parallel by the
     workers, under one `batch_id`. Every file is checked first: one refused file refuses the batch (the
     error names it, e.g. `file[2]`) and nothing is started."""
-    services = get_services_now(request)
-    tenant = await current_tenant(request)
-    fields, files = await _form(request, services.settings.max_batch_files)
+    fields, files = await read_form(request, services.settings.max_batch_files)
     if "document_id" in fields:
         raise ValidationFailed("document_id is not taken by a batch (each document gets its own)",
                                [FieldError("document_id", "is not taken by a batch")])
-    metadata = _metadata(fields.get("metadata"))
-    docs = [await _prepare(services, f, None, metadata, f"file[{i}]") for i, f in enumerate(files)]
-    batch_id = uuid.uuid4().hex
-    bkey = keys.document_batch(tenant, batch_id)
-    await services.redis.hset(bkey, mapping={"batch_id": batch_id, "created_at": repr(time.time()),
-                                             "documents": orjson.dumps([d.document_id for d in docs]).decode()})
-    await services.redis.expire(bkey, keys.DOCUMENT_BATCH_TTL_S)
+    metadata = parse_metadata(fields.get("metadata"))
+    docs = [await prepare(services, f, None, metadata, f"file[{i}]") for i, f in enumerate(files)]
+    batch_id = await DocumentRecords(services.redis).create_batch(tenant, [d.document_id for d in docs])
     started = [await _start(services, tenant, d, batch_id) for d in docs]
     status_url = f"{V1}/batches/{batch_id}"
     return JSONResponse({
@@ -390,35 +145,19 @@ async def upload_batch(request: Request) -> JSONResponse:
             summary="A batch's status")
 async def batch_status(batch_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """Sums up the batch's documents from their records (which outlive the jobs)."""
-    raw = await services.redis.hgetall(keys.document_batch(tenant, batch_id)) if len(batch_id) <= 64 else None
-    if not raw:
+    records = DocumentRecords(services.redis)
+    batch = await records.read_batch(tenant, batch_id)
+    if batch is None:
         raise NotFound(f"No batch with id {batch_id!r} (unknown, expired, or not yours)")
-    batch = _decode(raw)
-    ids: list[str] = orjson.loads(batch.get("documents") or "[]")
-    records = await _records(services, tenant, ids)
-    # A document uploaded again outside the batch no longer belongs to it.
-    present = [r for r in records if r is not None and r.get("batch_id") == batch_id]
-    views = await _views(services, present)
-    by_id = {v["document_id"]: v for v in views}
-    documents = [by_id.get(d) or {"document_id": d, "status": "deleted"} for d in ids]
-    counts = {s: sum(1 for v in documents if v["status"] == s) for s in ("processing", "completed", "failed", "deleted")}
-    if counts["processing"]:
-        status = "processing"
-    elif counts["completed"] == len(ids):
-        status = "completed"
-    elif counts["completed"] == 0:
-        status = "failed"
-    else:
-        status = "completed_with_errors"
-    return JSONResponse({"batch_id": batch_id, "status": status, "total": len(ids), **counts,
-                         "created_at": iso(_float(batch.get("created_at"))), "documents": documents})
+    return JSONResponse(await batch_view(records, tenant, batch))
 
 
 # --- status, list, delete ---------------------------------------------------------------------------------
 
 
-async def _status(document_id: str, services: Services, tenant: str) -> JSONResponse:
-    record = await _record(services, tenant, document_id)
+async def status(document_id: str, services: Services, tenant: str) -> JSONResponse:
+    """A document's status: here and at seed 004's `GET /api/documents/{document_id}/status/`."""
+    record = await _record(DocumentRecords(services.redis), tenant, document_id)
     job = await services.store.get(record["task_id"]) if record.get("task_id") else None
     return JSONResponse(view(record, job))
 
@@ -428,18 +167,9 @@ async def _status(document_id: str, services: Services, tenant: str) -> JSONResp
 async def document_status(document_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """`processing` (with the job's `progress` and `stage`: extract, ocr, chunk, embed, store), `completed`
     (with `pages`, `chunks`, `ocr_pages`) or `failed` (with `error`). Kept after the job record expires."""
-    return await _status(document_id, services, tenant)
+    return await status(document_id, services, tenant)
 
 
-@router.get("/api/documents/{document_id}/status/", response_model=DocumentStatus,
-            responses=schemas.errors(401, 404), summary="A document's status (seed 004's path)")
-async def seed_document_status(document_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
-    """Seed 004's `DocumentStatusView`: the same as `GET /api/v1/documents/{document_id}/status`."""
-    return await _status(document_id, services, tenant)
-
-
-router.add_api_route("/api/documents/{document_id}/status", seed_document_status, methods=["GET"],
-                     include_in_schema=False)
 router.add_api_route(V1 + "/{document_id}/status/", document_status, methods=["GET"], include_in_schema=False)
 
 
@@ -450,32 +180,12 @@ async def list_documents(
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> JSONResponse:
     """The caller's documents, most recently uploaded first, with cursor pagination."""
-    index = keys.tenant_documents(tenant)
+    records = DocumentRecords(services.redis)
     try:
-        after = decode_cursor(cursor) if cursor else None
-    except (ValueError, UnicodeDecodeError):
+        page = await records.page(tenant, limit, cursor)
+    except ValueError:  # UnicodeDecodeError and binascii.Error among them
         raise ValidationFailed("cursor is not valid", [FieldError("cursor", "is not a cursor this API gave")]) from None
-    max_score = f"{after[0]:.0f}" if after else "+inf"
-    rows: list[tuple[str, float]] = []
-    offset = 0
-    while len(rows) <= limit:
-        batch = await services.redis.zrevrangebyscore(index, max_score, "-inf", start=offset, num=limit + 1,
-                                                      withscores=True)
-        if not batch:
-            break
-        offset += len(batch)
-        for row in batch:
-            m, score = _text(row[0]), float(row[1])
-            if after is None or score < after[0] or m < after[1]:
-                rows.append((m, float(score)))
-    page, more = rows[:limit], len(rows) > limit
-    records = await _records(services, tenant, [m for m, _ in page])
-    gone = [m for (m, _), r in zip(page, records, strict=True) if r is None]
-    if gone:
-        await services.redis.zrem(index, *gone)
-    views = await _views(services, [r for r in records if r is not None])
-    next_cursor = encode_cursor(page[-1][1], page[-1][0]) if more and page else None
-    return JSONResponse({"documents": views, "next_cursor": next_cursor})
+    return JSONResponse({"documents": await views(records, page.items), "next_cursor": page.next_cursor})
 
 
 @router.delete(f"{V1}/{{document_id}}", response_model=DocumentDeleted, responses=schemas.errors(401, 404, 503),
@@ -483,10 +193,10 @@ async def list_documents(
 async def delete_document(document_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """Removes every chunk and vector of the document from the store, then its record. A running
     ingestion of it is cancelled (it would not store its chunks: the record no longer names it)."""
-    key = keys.document(tenant, document_id)
-    record = await _record(services, tenant, document_id)
+    records = DocumentRecords(services.redis)
+    record = await _record(records, tenant, document_id)
     # First the record lets go of its job (the job checks it before storing; the UPDATE script skips it)...
-    await services.redis.hset(key, mapping={"status": "deleting", "task_id": "", "updated_at": repr(time.time())})
+    await records.mark_deleting(tenant, document_id)
     if record.get("task_id"):
         job = await services.store.get(record["task_id"])
         if job is not None and not job.status.is_terminal():
@@ -499,17 +209,14 @@ async def delete_document(document_id: str, services: ServicesDep, tenant: Tenan
     except Exception as exc:
         raise ServiceUnavailable(f"The vector store did not delete the document's chunks ({type(exc).__name__}); "
                                  "try again.") from exc
-    pipe = services.redis.pipeline(transaction=True)
-    pipe.delete(key)
-    pipe.zrem(keys.tenant_documents(tenant), document_id)
-    await pipe.execute()
+    await records.delete(tenant, document_id)
     return JSONResponse({"document_id": document_id, "deleted": True, "chunks_deleted": removed})
 
 
 # --- search -------------------------------------------------------------------------------------------------
 
 
-def _search(settings: Settings, tenant: str, req: SearchRequest) -> list[dict[str, Any]]:
+def _search(settings: Settings, tenant: str, req: SearchRequest) -> list[dict[str, object]]:
     model = service.embedder(settings)  # loaded on the first search of this process, then kept
     vector = model.encode_query(req.query)
     hits = service.store(settings).search(tenant, vector, req.query, req.top_k, req.document_ids, req.filters,
@@ -532,6 +239,5 @@ async def search(req: SearchRequest, services: ServicesDep, tenant: Tenant) -> J
     return JSONResponse({"results": results})
 
 
-router.add_api_route("/api/ingest", seed_ingest, methods=["POST"], include_in_schema=False, status_code=202)
 router.add_api_route(V1, upload_document, methods=["POST"], include_in_schema=False, status_code=202)
 router.add_api_route(V1, list_documents, methods=["GET"], include_in_schema=False)

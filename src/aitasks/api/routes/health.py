@@ -9,12 +9,13 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from aitasks.api.routing import ApiRoute
 from aitasks.api.deps import ServicesDep
 from aitasks.api.services import Services
 from aitasks.jobs import keys
 from aitasks.jobs.metrics import DURATION_BUCKETS, bucket_label
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ApiRoute)
 
 
 async def live_workers(services: Services) -> list[dict[str, Any]]:

@@ -10,26 +10,25 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, UploadFile
 
 from aitasks.api import replicate_views as rv
 from aitasks.api import schemas
 from aitasks.errors import pydantic_fields, summary
-from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_now, load_job
+from aitasks.api.deps import ServicesDep, Tenant, load_job
 from aitasks.api.responses import FastJSONResponse as JSONResponse
-from aitasks.api.routes.tasks import cancel_task
+from aitasks.api.routes.tasks import cancel_job
 from aitasks.api.services import Services
-from aitasks.api.submission import accept, build_submission, new_job_id, read_payload
+from aitasks.api.routing import ApiRoute, Handler
+from aitasks.api.submission import SubmitOptions, new_job_id, submit
+from aitasks.api.submit_request import json_object, read_payload
 from aitasks.api.views import base_url, prefer_wait_s, wait_for_end
-from aitasks.api.webhook_input import read_webhook
 from aitasks.errors import ApiError, FieldError, NotFound, PayloadTooLarge, ValidationFailed
 from aitasks.jobs import predictions
 from aitasks.jobs.artifacts import artifact_url
@@ -37,15 +36,15 @@ from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
 
 
-class ReplicateRoute(APIRoute):
+class ReplicateRoute(ApiRoute):
     """Answers every error of these routes, the key check included, in Replicate's shape."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    def wrap(self, handler: Handler) -> Handler:
+        inner = super().wrap(handler)
 
         async def route(request: Request) -> Response:
             try:
-                return await handler(request)
+                return await inner(request)
             except ApiError as exc:
                 status, body = rv.problem(exc)
                 return JSONResponse(body, status, headers=exc.headers)
@@ -144,9 +143,8 @@ def _webhook_fields(body: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-async def _create(request: Request, jt: JobType | None, body: dict[str, Any]) -> JSONResponse:
-    services = get_services_now(request)
-    tenant = await current_tenant(request)
+async def _create(request: Request, services: Services, tenant: str, jt: JobType | None,
+                  body: dict[str, Any]) -> JSONResponse:
     prefer = request.headers.get("prefer")
     wait_s = prefer_wait_s(prefer, float("inf"))
     if wait_s is not None:
@@ -159,20 +157,19 @@ async def _create(request: Request, jt: JobType | None, body: dict[str, Any]) ->
     flat = body.get("input", {})
     if not isinstance(flat, dict):
         raise ValidationFailed("input must be an object", [FieldError("input", "must be an object")])
-    fields = rv.seed_fields(jt, flat)
+    fields = rv.seed_fields(jt, flat) | _webhook_fields(body)
     uploads: dict[str, UploadFile] = {}
     for name in jt.files:
         upload = await _file_upload(services, tenant, name, fields.get(name))
         if upload is not None:
             uploads[name] = upload
             fields.pop(name)
-    webhook = await read_webhook(_webhook_fields(body), services.settings)
     job_id = new_job_id()
-    sub = await build_submission(services, jt, fields, uploads, job_id)
+    # Subscribed before the job exists, so the prediction's logs miss no message.
     collector = await rv.start_log_collector(services, job_id, jt.limits(services.settings)["retention_s"])
+    options = SubmitOptions(job_id=job_id, base_url=base_url(services, request), webhook_format="replicate")
     try:
-        job = (await accept(services, tenant, sub, job_id, None, webhook,
-                            webhook_format=("replicate", base_url(services, request)))).job
+        job = (await submit(services, tenant, jt.name, fields, uploads, options)).job
     except BaseException:
         collector.cancel()
         raise
@@ -219,32 +216,23 @@ async def _inline_output(services: Services, job: Job, output: Any, base: str) -
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw) if raw.strip() else None
-    except orjson.JSONDecodeError as exc:
-        raise ValidationFailed(f"request body is not valid JSON ({exc.msg})",
-                               [FieldError("body", "is not valid JSON")]) from None
-    if not isinstance(body, dict):
-        raise ValidationFailed('request body must be a JSON object: {"input": {...}}',
-                               [FieldError("body", "must be a JSON object with input")])
-    return body
+    return await json_object(request, 'send {"input": {...}}')
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, openapi_extra=CREATE_BODY,
              responses={**ERRORS, **schemas.errors(413, 503)}, summary="Run a model (Replicate)")
-async def create_model_prediction(owner: str, name: str, request: Request) -> JSONResponse:
+async def create_model_prediction(owner: str, name: str, request: Request, services: ServicesDep,
+                                  tenant: Tenant) -> JSONResponse:
     """What ``replicate.run("aitasks/<type>", input=...)`` calls."""
-    await current_tenant(request)  # a wrong key says so before a wrong model does
-    jt = rv.find_model(get_services_now(request), owner, name)
-    return await _create(request, jt, await _json_body(request))
+    jt = rv.find_model(services, owner, name)
+    return await _create(request, services, tenant, jt, await _json_body(request))
 
 
 @router.post("/predictions", status_code=201, openapi_extra=CREATE_BODY,
              responses={**ERRORS, **schemas.errors(413, 503)}, summary="Create a prediction (Replicate)")
-async def create_prediction(request: Request) -> JSONResponse:
+async def create_prediction(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """By ``version`` (an id from the model's ``latest_version``, or ``owner/name[:id]``) or ``model``."""
-    return await _create(request, None, await _json_body(request))
+    return await _create(request, services, tenant, None, await _json_body(request))
 
 
 @router.get("/predictions", responses=ERRORS, summary="List predictions (Replicate)")
@@ -279,7 +267,7 @@ async def get_prediction(prediction_id: str, request: Request, services: Service
 async def cancel_prediction(prediction_id: str, request: Request, services: ServicesDep,
                             tenant: Tenant) -> JSONResponse:
     """Cancels as ``POST /api/v1/tasks/{id}/cancel/`` does; a finished prediction is answered as it is."""
-    await cancel_task(prediction_id, services, tenant)
+    await cancel_job(services, await load_job(services, tenant, prediction_id))
     job = await load_job(services, tenant, prediction_id)
     return JSONResponse(await _view(services, job, base_url(services, request)))
 

@@ -15,14 +15,16 @@ import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
+from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
 from aitasks.api.deps import ServicesDep, StreamTenant, load_job, websocket_tenant
 from aitasks.api.services import Services
-from aitasks.api.views import result_payload
+from aitasks.api.views import base_url
 from aitasks.errors import NotFound
 from aitasks.jobs.models import STATUS_MESSAGES, Job, Status
+from aitasks.jobs.status_document import status_document
 
-router = APIRouter(tags=["live updates"])
+router = APIRouter(tags=["live updates"], route_class=ApiRoute)
 KEEPALIVE_S = 15.0
 
 
@@ -70,10 +72,8 @@ async def job_updates(services: Services, request: Request | WebSocket, job: Job
 
 
 async def _full(services: Services, request: Request | WebSocket, job: Job) -> dict[str, Any]:
-    view = job.status_view()
+    view = status_document(job, base_url(services, request))
     view["seq"] = job.seq
-    if job.status is Status.SUCCESS:
-        view["result"] = await result_payload(services, request, job, inline=False)  # type: ignore[arg-type]
     return view
 
 

@@ -9,13 +9,14 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
+from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
 from aitasks.api.deps import ServicesDep, Tenant
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.health import live_workers
 from aitasks.jobs import keys
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=ApiRoute)
 KINDS = {"finished": "succeeded", "failure": "failed", "revoked": "cancelled"}
 
 

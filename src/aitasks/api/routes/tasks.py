@@ -3,149 +3,23 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from aitasks.api.responses import FastJSONResponse as JSONResponse
-
 from aitasks.api import schemas
-from aitasks.api.deps import ServicesDep, Tenant, current_tenant, get_services_now, load_job
+from aitasks.api.deps import ServicesDep, Tenant, load_job
+from aitasks.api.responses import FastJSONResponse as JSONResponse
+from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
-from aitasks.api.submission import (
-    Accepted, accept, build_submission, check_idempotency_key, new_job_id, read_payload, resolve_type,
-)
-from aitasks.api.webhook_input import read_webhook
-from aitasks.api.views import links, prefer_wait_s, result_body, result_payload, wait_for_end, base_url
-from aitasks.errors import FieldError, NotFound, ValidationFailed
+from aitasks.api.submit_request import submit_doc, submit_request
+from aitasks.api.views import base_url, finished_body, links, result_body
+from aitasks.errors import Conflict, FieldError, NotFound, ValidationFailed
 from aitasks.jobs.artifacts import ArtifactStore
 from aitasks.jobs.models import Job, Status
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
-SUBMIT_PATH = "/api/v1/tasks/submit/"
-
-ASYNC_PROCESSING: dict[str, Any] = {
-    "name": "async_processing", "in": "query", "required": False, "schema": {"type": "boolean", "default": True},
-    "description": "Seed 003: `false` waits for the job as `Prefer: wait` does, up to AITASKS_SYNC_WAIT_S "
-                   "(default 30 s): `200` with the result, or `202` when it takes longer.",
-}
-
-SUBMIT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["task_type"],
-                    "properties": {
-                        "task_type": {"type": "string", "description": "A name from GET /api/v1/task-types."},
-                        "prompt": {"type": "string"},
-                        "image": {"type": "string", "contentEncoding": "base64"},
-                        "source_image": {"type": "string", "contentEncoding": "base64"},
-                        "target_image": {"type": "string", "contentEncoding": "base64"},
-                        "mask": {"type": "string", "contentEncoding": "base64"},
-                        "style_image": {"type": "string", "contentEncoding": "base64"},
-                        "parameters": {"type": "object", "description": "Per type; see its input_schema."},
-                        "webhook": {"type": "string", "format": "uri",
-                                    "description": "POST the job's status document here (signed)."},
-                        "webhook_events_filter": {"type": "array", "items": {"enum": ["start", "progress",
-                                                                                      "completed"]},
-                                                  "description": "Which changes to send; default [\"completed\"]."},
-                    },
-                },
-                "examples": {
-                    "diagnostic": {"value": {"task_type": "diagnostic",
-                                             "parameters": {"duration_s": 2, "steps": 4}}},
-                    "background_removal": {"value": {"task_type": "background_removal", "image": "<base64 PNG>",
-                                                     "parameters": {"output": "rgba"}}},
-                    "style_transfer": {"value": {"task_type": "style_transfer", "image": "<base64 PNG>",
-                                                 "parameters": {"style": "watercolor"}}},
-                },
-            },
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["task_type"],
-                    "properties": {
-                        "task_type": {"type": "string"},
-                        "parameters": {"type": "string", "description": "A JSON object, as text."},
-                        "prompt": {"type": "string"},
-                        **{name: {"type": "string", "format": "binary"}
-                           for name in ("image", "source_image", "target_image", "mask", "style_image")},
-                    },
-                },
-            },
-        },
-    },
-    # Read from request.headers in the handler (no per-request dependency resolution), documented here.
-    "parameters": [
-        {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255},
-         "description": "The same key from the same tenant within the retention time returns the first task "
-                        "(200) instead of creating another."},
-        {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
-         "description": "`wait=N` (N <= 60): answer when the job ends or N seconds pass."},
-        ASYNC_PROCESSING,
-    ],
-}
-
-
-def async_processing(request: Request) -> bool:
-    """Seed 003's ``?async_processing=true|false`` (default true); read inline, documented as ASYNC_PROCESSING."""
-    raw = request.query_params.get("async_processing")
-    if raw is None or raw.strip().lower() in ("true", "1", "yes", "on"):
-        return True
-    if raw.strip().lower() in ("false", "0", "no", "off"):
-        return False
-    raise ValidationFailed("async_processing must be true or false",
-                           [FieldError("async_processing", "must be true or false")])
-
-
-def wait_seconds(request: Request, services: Services) -> tuple[float | None, bool]:
-    """How long a submit waits for its job, and whether ``Prefer: wait`` asked for it; ``None``: no wait.
-    ``?async_processing=false`` is seed 003's spelling of the same waiting submit, bounded by AITASKS_SYNC_WAIT_S."""
-    wait_s = prefer_wait_s(request.headers.get("prefer"), services.settings.max_wait_s)
-    if wait_s is not None:
-        return wait_s, True
-    return (None if async_processing(request) else services.settings.sync_wait_s), False
-
-
-@dataclass
-class Submitted:
-    accepted: Accepted
-    final: Job | None  # the finished record, when the submit waited and the job ended in time
-    wait_s: float | None
-    preferred: bool  # the wait came from a Prefer header (answered with Preference-Applied)
-
-
-async def submit_job(request: Request, services: Services, tenant: str, task_type: str | None = None) -> Submitted:
-    """The one submit path, behind every submit endpoint (ours and the seeds'): validate, accept, maybe wait.
-
-    ``task_type`` fixes the type (a seed path that submits one type); otherwise the body names it."""
-    key = check_idempotency_key(request.headers.get("idempotency-key"))
-    wait_s, preferred = wait_seconds(request, services)
-    fields, uploads = await read_payload(request)
-    named = fields.pop("task_type", None)
-    if task_type is not None and named not in (None, "", task_type):
-        raise ValidationFailed(f"task_type must be {task_type} on this path (or left out)",
-                               [FieldError("task_type", f"must be {task_type} or absent")])
-    jt = resolve_type(services, task_type or named)
-    webhook = await read_webhook(fields, services.settings)
-    job_id = new_job_id()
-    sub = await build_submission(services, jt, fields, uploads, job_id)
-    accepted = await accept(services, tenant, sub, job_id, key, webhook)
-    final = await wait_for_end(services, accepted.job.id, wait_s) if wait_s is not None else None
-    return Submitted(accepted, final, wait_s, preferred)
-
-
-async def finished_body(services: Services, request: Request, job: Job) -> dict[str, Any]:
-    """A waiting submit's answer once the job ended: its status, links and (on success) its result."""
-    body = job.status_view() | links(base_url(services, request), job.id)
-    if job.status is Status.SUCCESS:
-        body["result"] = await result_payload(services, request, job)
-    return body
+router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=ApiRoute)
 
 
 def _alias(path: str) -> str:
@@ -154,24 +28,21 @@ def _alias(path: str) -> str:
 
 
 @router.post(
-    "/submit/", status_code=202, response_model=schemas.SubmitResponse, openapi_extra=SUBMIT_BODY,
-    responses={200: {"model": schemas.SubmitResponse, "description": "Idempotency-Key repeated: the first task; "
-                     "or, with `Prefer: wait`, the finished task with its result."},
+    "/submit/", status_code=202, response_model=schemas.SubmitResponse, openapi_extra=submit_doc(),
+    responses={200: {"model": schemas.SubmitResponse | schemas.FinishedResponse,
+                     "description": "Idempotency-Key repeated: the first task; or, with `Prefer: wait`, "
+                                    "the finished task with its result."},
                **schemas.errors(400, 401, 413, 503)},
     summary="Submit a task",
 )
-async def submit(request: Request) -> JSONResponse:
+async def submit(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """Accepts a job and answers at once with its id (`202`). Files go as base64 fields or multipart parts.
 
     The worker runs it; the API never runs AI code. With `Prefer: wait=N` the request stays open until
     the job ends (`200`, with the result) or N seconds pass (the usual `202`); `?async_processing=false`
     (seed 003) does the same for up to `AITASKS_SYNC_WAIT_S` (30 s).
     """
-    # The hot path: auth and services resolved inline, not as FastAPI dependencies (a quarter of the
-    # submit's CPU went to dependency resolution; see docs/benchmarks.md).
-    services = get_services_now(request)
-    tenant = await current_tenant(request)
-    done = await submit_job(request, services, tenant)
+    done = await submit_request(request, services, tenant)
     if done.final is not None:
         applied = {"Preference-Applied": f"wait={done.wait_s:g}"} if done.preferred else None
         return JSONResponse(await finished_body(services, request, done.final), 200, headers=applied)
@@ -253,24 +124,29 @@ async def request_cancel(services: Services, job: Job) -> Status | None:
     return None
 
 
+async def cancel_job(services: Services, job: Job) -> Status | None:
+    """Cancel a job and, for a parent, its children: what ``request_cancel`` returns for the job."""
+    outcome = await request_cancel(services, job)
+    if outcome is not None:
+        # A parent's children go too; re-read after the flag: the fan-out refuses once it is set, so
+        # either the children are listed now or they will never be created.
+        parent = await services.store.get(job.id)
+        for child_id in parent.children if parent else []:
+            child = await services.store.get(child_id)
+            if child is not None:
+                await request_cancel(services, child)
+    return outcome
+
+
 @router.post("/{task_id}/cancel/", response_model=schemas.CancelResponse,
-             responses={400: {"model": schemas.ErrorBody, "description": "The task already finished."},
+             responses={400: {"model": schemas.InvalidState, "description": "The task already finished."},
                         **schemas.errors(401, 404)},
              summary="Cancel a task")
 async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """A queued task never starts; a running one stops at its next progress report, or is killed after
     a grace period. Either way it ends `REVOKED`. A parent job (e.g. `comparison`) cancels its child
     jobs too, and ends once they have."""
-    job = await load_job(services, tenant, task_id)
-    outcome = await request_cancel(services, job)
-    if outcome is not None:
-        # A parent's children go too; re-read after the flag: the fan-out refuses once it is set, so
-        # either the children are listed now or they will never be created.
-        parent = await services.store.get(task_id)
-        for child_id in parent.children if parent else []:
-            child = await services.store.get(child_id)
-            if child is not None:
-                await request_cancel(services, child)
+    outcome = await cancel_job(services, await load_job(services, tenant, task_id))
     if outcome is Status.REVOKED:
         return JSONResponse({"task_id": task_id, "message": "Task cancelled successfully",
                              "status": Status.REVOKED.value})
@@ -280,8 +156,7 @@ async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
                                         f"report or is terminated within {services.settings.cancel_grace_s:g}s"})
     job = await load_job(services, tenant, task_id)
     msg = f"Task already completed ({job.status.value}), cannot cancel"
-    return JSONResponse({"error": msg, "message": msg, "code": "invalid_state", "task_id": task_id,
-                         "status": job.status.value}, 400)
+    raise Conflict(msg, extra={"message": msg, "task_id": task_id, "status": job.status.value})
 
 
 @router.get("/{task_id}/artifacts/{name}", responses={200: {"content": {"application/octet-stream": {}}},

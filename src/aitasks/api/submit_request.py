@@ -1,0 +1,181 @@
+"""The HTTP side of submitting: read a submit request into the submit service's fields, and wait.
+
+Used by every submit route that speaks the seeds' request shape (``POST /api/v1/tasks/submit/`` and
+seed 003's paths); ``submit_doc`` is the one place their request OpenAPI is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from aitasks.api.services import Services
+from aitasks.api.submission import Accepted, SubmitOptions, submit
+from aitasks.api.views import base_url, prefer_wait_s, wait_for_end
+from aitasks.errors import FieldError, ValidationFailed
+from aitasks.jobs.models import Job
+from aitasks.processors.registry import load_all
+
+MAX_IDEMPOTENCY_KEY = 255
+FILE_FIELDS = ("image", "source_image", "target_image", "mask", "style_image")
+
+
+@dataclass
+class Submitted:
+    accepted: Accepted
+    final: Job | None  # the finished record, when the submit waited and the job ended in time
+    wait_s: float | None
+    preferred: bool  # the wait came from a Prefer header (answered with Preference-Applied)
+
+
+async def submit_request(request: Request, services: Services, tenant: str,
+                         task_type: str | None = None) -> Submitted:
+    """Read a submit request, submit it, and wait for it when asked. ``task_type`` fixes the type (a seed
+    path that submits one type); otherwise the body names it."""
+    key = idempotency_key(request.headers.get("idempotency-key"))
+    wait_s, preferred = wait_seconds(request, services)
+    fields, uploads = await read_payload(request)
+    named = fields.pop("task_type", None)
+    if task_type is not None and named not in (None, "", task_type):
+        raise ValidationFailed(f"task_type must be {task_type} on this path (or left out)",
+                               [FieldError("task_type", f"must be {task_type} or absent")])
+    options = SubmitOptions(idempotency_key=key, base_url=base_url(services, request))
+    accepted = await submit(services, tenant, task_type or named, fields, uploads, options)
+    final = await wait_for_end(services, accepted.job.id, wait_s) if wait_s is not None else None
+    return Submitted(accepted, final, wait_s, preferred)
+
+
+async def read_payload(request: Request) -> tuple[dict[str, Any], dict[str, UploadFile]]:
+    """The request's fields and uploaded files, from JSON or multipart."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            form = await request.form(max_files=20, max_fields=200)
+        except HTTPException as exc:  # malformed multipart: answer in the shared error shape
+            if exc.status_code != 400:
+                raise
+            raise ValidationFailed(f"request body is not valid {content_type} ({exc.detail})",
+                                   [FieldError("body", f"is not valid {content_type}")]) from None
+        fields: dict[str, Any] = {}
+        uploads: dict[str, UploadFile] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                uploads[name] = value
+            elif name == "parameters":
+                try:
+                    fields[name] = orjson.loads(value) if value.strip() else {}
+                except orjson.JSONDecodeError:
+                    raise ValidationFailed("parameters is not valid JSON",
+                                           [FieldError("parameters", "must be a JSON object")]) from None
+            else:
+                fields[name] = value
+        return fields, uploads
+    return await json_object(request, "send a JSON object with task_type"), {}
+
+
+async def json_object(request: Request, hint: str) -> dict[str, Any]:
+    """The body as a JSON object, or a 400 naming ``body``."""
+    body = await request.body()
+    if not body.strip():
+        raise ValidationFailed(f"request body is empty; {hint}", [FieldError("body", "is empty")])
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed(f"request body is not valid JSON ({exc.msg})",
+                               [FieldError("body", "is not valid JSON")]) from None
+    if not isinstance(payload, dict):
+        raise ValidationFailed(f"request body must be a JSON object; {hint}",
+                               [FieldError("body", "must be an object")])
+    return payload
+
+
+def idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
+                               [FieldError("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")])
+    return value
+
+
+def async_processing(request: Request) -> bool:
+    """Seed 003's ``?async_processing=true|false`` (default true), documented in ``submit_doc``."""
+    raw = request.query_params.get("async_processing")
+    if raw is None or raw.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValidationFailed("async_processing must be true or false",
+                           [FieldError("async_processing", "must be true or false")])
+
+
+def wait_seconds(request: Request, services: Services) -> tuple[float | None, bool]:
+    """How long a submit waits for its job, and whether ``Prefer: wait`` asked for it; ``None``: no wait.
+    ``?async_processing=false`` is seed 003's spelling of the same waiting submit, bounded by AITASKS_SYNC_WAIT_S."""
+    wait_s = prefer_wait_s(request.headers.get("prefer"), services.settings.max_wait_s)
+    if wait_s is not None:
+        return wait_s, True
+    return (None if async_processing(request) else services.settings.sync_wait_s), False
+
+
+# --- the request's OpenAPI, for every submit route of this shape -----------------------------------
+
+ASYNC_PROCESSING: dict[str, Any] = {
+    "name": "async_processing", "in": "query", "required": False, "schema": {"type": "boolean", "default": True},
+    "description": "Seed 003: `false` waits for the job as `Prefer: wait` does, up to AITASKS_SYNC_WAIT_S "
+                   "(default 30 s): `200` with the result, or `202` when it takes longer.",
+}
+HEADERS: list[dict[str, Any]] = [
+    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255},
+     "description": "The same key from the same tenant within the retention time returns the first task "
+                    "(200) instead of creating another."},
+    {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+     "description": "`wait=N` (N <= 60): answer when the job ends or N seconds pass."},
+]
+WEBHOOK_PROPERTIES: dict[str, Any] = {
+    "webhook": {"type": "string", "format": "uri", "description": "POST the job's status document here (signed)."},
+    "webhook_events_filter": {"type": "array", "items": {"enum": ["start", "progress", "completed"]},
+                              "description": "Which changes to send; default [\"completed\"]."},
+}
+
+
+def submit_doc(task_type: str | None = None) -> dict[str, Any]:
+    """``openapi_extra`` of a submit route: its body (JSON with base64 files, or multipart with files as
+    parts) and headers. ``task_type`` set: a path that submits only that type, documented by its input."""
+    if task_type is None:
+        json_schema: dict[str, Any] = {
+            "type": "object", "required": ["task_type"],
+            "properties": {
+                "task_type": {"type": "string", "description": "A name from GET /api/v1/task-types."},
+                "prompt": {"type": "string"},
+                **{name: {"type": "string", "contentEncoding": "base64"} for name in FILE_FIELDS},
+                "parameters": {"type": "object", "description": "Per type; see its input_schema."},
+                **WEBHOOK_PROPERTIES,
+            },
+        }
+        examples = {ex["task_type"]: {"value": ex} for jt in load_all().all() for ex in jt.examples[:1]
+                    if not jt.submit_path}
+        form: dict[str, Any] = {
+            "type": "object", "required": ["task_type"],
+            "properties": {"task_type": {"type": "string"},
+                           "parameters": {"type": "string", "description": "A JSON object, as text."},
+                           "prompt": {"type": "string"},
+                           **{name: {"type": "string", "format": "binary"} for name in FILE_FIELDS}}}
+    else:
+        jt = load_all().get(task_type)
+        json_schema = {"type": "object", "description": f"The `{task_type}` job's input, as `input_schema` of "
+                                                        f"`GET /api/v1/task-types` describes it (without `task_type`)."}
+        examples = {"example": {"value": {k: v for k, v in ex.items() if k != "task_type"}}
+                    for ex in (jt.examples[:1] if jt else ())}
+        form = {"type": "object", "description": "Files as parts, `parameters` as a JSON string."}
+    return {
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": json_schema, "examples": examples},
+            "multipart/form-data": {"schema": form}}},
+        "parameters": [*HEADERS, ASYNC_PROCESSING],
+    }
