@@ -87,6 +87,8 @@ async def cpu_per_request(app: Any, scope: Scope, requests: int, profile: bool) 
     if profiler:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        if os.environ.get("AITASKS_PROFILE_CALLERS"):
+            pstats.Stats(profiler).print_callers(os.environ["AITASKS_PROFILE_CALLERS"])
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     assert bad == 0, f"{bad} requests failed"
     done = per_worker * CONCURRENCY
