@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,12 +28,14 @@ class Receiver:
 
     def __init__(self, fail_first: int = 0):
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.arrived: list[float] = []  # time.time() of each request, in the order of received
         self.fail_first = fail_first
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.arrived.append(time.time())
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 failing = len(receiver.received) <= receiver.fail_first
                 self.send_response(503 if failing else 204)
@@ -138,7 +143,9 @@ def test_the_job_never_waits_for_a_slow_or_dead_receiver(stack):
 
 @pytest.mark.parametrize("body,field,reason", [
     ({"webhook": "ftp://example.com/x"}, "webhook", "http"),
-    ({"webhook": "http://169.254.169.254/latest/meta-data"}, "webhook", "link-local"),
+    ({"webhook": "http://169.254.169.254/latest/meta-data"}, "webhook", "metadata"),
+    ({"webhook": "http://169.254.10.1/x"}, "webhook", "link-local"),
+    ({"webhook": "http://10.0.0.1/x"}, "webhook", "private"),
     ({"webhook": "http://[fe80::1]/x"}, "webhook", "link-local"),
     ({"webhook": "http://0.0.0.0:8080/x"}, "webhook", "unspecified"),
     ({"webhook": "http://no-such-host.invalid/x"}, "webhook", "does not resolve"),
@@ -252,3 +259,116 @@ def test_the_completed_body_carries_the_results_links_as_the_result_endpoint_doe
     assert sent["artifacts"] == shown["artifacts"]
     assert sent["artifacts"][0]["url"] == f"{stack.url}{TASKS}/{task_id}/artifacts/thumbnail.png"
     assert "image_data" not in sent and shown["image_data"]
+
+
+class Hostile:
+    """A receiver on 127.0.0.1 that misbehaves: ``hang`` reads the request and never answers, ``drip``
+    sends its answer one byte every 9 s, ``stream`` answers 200 and then streams a body forever. It records
+    how long each connection lasted (until the sender hung up) and the most connections open at once."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.lock = threading.Lock()
+        self.open = self.max_open = self.connections = 0
+        self.durations: list[float] = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: socket.socket) -> None:
+        start = time.monotonic()
+        with self.lock:
+            self.open += 1
+            self.connections += 1
+            self.max_open = max(self.max_open, self.open)
+        try:
+            conn.recv(65536)  # the request
+            if self.mode == "hang":
+                conn.settimeout(60)
+                while conn.recv(65536):
+                    pass
+            elif self.mode == "drip":
+                conn.settimeout(9)
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                    conn.sendall(bytes([byte]))
+                    try:
+                        if conn.recv(1) == b"":
+                            break  # the sender hung up
+                    except TimeoutError:
+                        pass
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
+                chunk, sent = b"x" * 65536, 0
+                while sent < 512 * 2**20:  # "forever", bounded so a broken sender cannot eat the machine
+                    conn.sendall(chunk)
+                    sent += len(chunk)
+        except OSError:
+            pass  # the sender hung up
+        finally:
+            with self.lock:
+                self.open -= 1
+                self.durations.append(time.monotonic() - start)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def finished_at(status: dict[str, Any]) -> float:
+    return datetime.fromisoformat(status["finished_at"].replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.slow  # its own deployment, waits out a deadline
+def test_hostile_receivers_delay_no_one_else_and_cost_no_memory(make_stack, receiver):
+    """Receivers that never answer, drip a byte every 9 s or stream forever: each attempt ends by its
+    10 s deadline (or after 64 KiB), one receiver gets at most 2 of the worker's attempts at once, the
+    other deliveries go out at once meanwhile, and the worker's memory stays flat."""
+    stack = make_stack(worker_queues=("cpu,gpu",))  # one worker: its limits are the deployment's
+    worker = next(iter(stack.workers.values()))
+    hang, drip, stream = Hostile("hang"), Hostile("drip"), Hostile("stream")
+    try:
+        with stack.client() as c:
+            wait_status(c, submit(c, webhook=receiver.url))  # warm: the sender has sent once
+            poll(lambda: receiver.received, "the first delivery", timeout_s=30)
+            rss_before = rss_mb(worker.pid)
+            for hostile in (hang,) * 4 + (drip,) * 3 + (stream,) * 3:
+                submit(c, webhook=hostile.url)
+            poll(lambda: hang.max_open >= 2 and drip.max_open >= 2 and len(stream.durations) >= 3,
+                 "the hostile receivers' first attempts", timeout_s=30)
+            started = time.monotonic()
+            good = [submit(c, webhook=receiver.url) for _ in range(4)]
+            statuses = {t: wait_status(c, t) for t in good}
+            poll(lambda: {d["task_id"] for d in receiver.docs()} >= set(good), "the other deliveries", timeout_s=8)
+            assert time.monotonic() - started < 9  # before the hostile attempts' deadline freed anything
+            arrived = {d["task_id"]: at for d, at in zip(receiver.docs(), receiver.arrived)}
+            late = {t: arrived[t] - finished_at(s) for t, s in statuses.items() if arrived[t] - finished_at(s) > 3}
+            assert late == {}, late
+            # The hanging and dripping attempts end at the deadline; the stream after 64 KiB, as a 200.
+            poll(lambda: len(hang.durations) >= 2 and len(drip.durations) >= 2, "deadlines", timeout_s=20)
+            assert max(hang.durations[:2] + drip.durations[:2]) < 13, (hang.durations, drip.durations)
+            assert max(stream.durations[:3]) < 5, stream.durations
+            assert hang.max_open <= 2 and drip.max_open <= 2, (hang.max_open, drip.max_open)
+            growth = rss_mb(worker.pid) - rss_before
+            assert growth < 40, f"the worker grew by {growth:.0f} MB"
+
+            def timeouts() -> list[dict[str, Any]]:
+                return [d for t in c.get(f"{TASKS}/").json()["tasks"]
+                        for d in c.get(f"{TASKS}/{t['task_id']}/status/").json().get("webhook", {}).get("deliveries", [])
+                        if "Timeout" in d.get("error", "") and d.get("retry_in_s") == 1]
+            poll(timeouts, "a timed out attempt in a job's log, to be retried", timeout_s=10)
+    finally:
+        for hostile in (hang, drip, stream):
+            hostile.close()

@@ -1,9 +1,10 @@
 """The ``webhook`` and ``webhook_events_filter`` fields of a submit, checked before anything is accepted.
 
-A webhook URL is refused when it could turn the service against its own side of the network: a link-local
-address (cloud metadata endpoints live there, e.g. 169.254.169.254), an unspecified or multicast address,
-or the host and port of the service's own Redis. The host is resolved at submit, and every address it
-resolves to is checked.
+A webhook URL is refused when it could turn the service against its own side of the network: the host is
+resolved at submit and every address it resolves to must pass the guard (jobs/net_guard.py: no loopback,
+private, CGNAT, link-local, ULA or metadata address, in any IPv6 spelling, unless the operator allows the
+network), nor be the service's own Redis. The worker checks again at send, against the address it
+connects to (worker/webhook_http.py), so a name that resolves elsewhere later is caught there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from aitasks.errors import FieldError, ValidationFailed
+from aitasks.jobs.net_guard import IPAddress, refusal, same_endpoint
 from aitasks.jobs.webhooks import DEFAULT_EVENTS, EVENTS
 from aitasks.settings import Settings
 
@@ -43,7 +45,7 @@ def events_filter(value: Any) -> tuple[str, ...]:
     return tuple(e for e in EVENTS if e in value)
 
 
-async def _addresses(host: str, port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+async def _addresses(host: str, port: int) -> set[IPAddress]:
     loop = asyncio.get_running_loop()
     infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=3)
     return {ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos}
@@ -71,16 +73,18 @@ async def read_webhook(fields: dict[str, Any], settings: Settings) -> tuple[str 
         addresses = await _addresses(parts.hostname, port)
     except (OSError, asyncio.TimeoutError, ValueError):
         raise _bad("webhook", f"host {parts.hostname!r} does not resolve") from None
-    for addr in addresses:
-        if addr.is_link_local or addr.is_unspecified or addr.is_multicast:
-            raise _bad("webhook", f"points at {addr}, a link-local, unspecified or multicast address")
+    allowed = settings.webhook_allow_networks
+    for addr in sorted(addresses, key=str):
+        reason = refusal(addr, allowed)
+        if reason:
+            raise _bad("webhook", f"points at {addr}, {reason}")
     redis_url = urlsplit(settings.resolved_redis_url())
-    if redis_url.hostname and port == (redis_url.port or 6379):
+    redis_port = redis_url.port or 6379
+    if redis_url.hostname and port == redis_port:
         try:
             redis_addresses = await _addresses(redis_url.hostname, port)
         except (OSError, asyncio.TimeoutError, ValueError):
             redis_addresses = set()
-        if addresses & redis_addresses or (addresses and all(a.is_loopback for a in addresses)
-                                           and any(a.is_loopback for a in redis_addresses)):
+        if any(same_endpoint(a, port, [(r, redis_port) for r in redis_addresses]) for a in addresses):
             raise _bad("webhook", "points at the service's own Redis")
     return url, events

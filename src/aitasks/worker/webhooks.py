@@ -1,11 +1,18 @@
 """The webhook delivery thread, one in each worker's main process (never in a job's process).
 
 Deliveries are queued in Redis by the script that records each change (jobs/scripts.py), so a job never
-waits on a receiver. This thread takes them one at a time (BRPOP: each goes to one worker of the
-deployment; BRPOPLPUSH moves it into the worker's own in-flight list in the same step), reads the job's
-current record and POSTs its status document, signed with the tenant's secret. A 5xx, 429, timeout or connection error is retried with exponential backoff (1, 2, 4, 8, 16 s;
-at most ``MAX_ATTEMPTS`` tries) through a sorted set of due retries; any other answer ends it. Every
-attempt and its outcome is appended to the job's delivery log, shown in its status document.
+waits on a receiver. This thread takes one whenever one of its ``AITASKS_WEBHOOK_SENDERS`` sending threads
+is free (BRPOPLPUSH: each goes to one worker of the deployment, moved into the worker's own in-flight list
+in the same step), reads the job's record and hands it to that thread, which POSTs the job's status
+document, signed with the tenant's secret (worker/webhook_http.py: the address checked again and
+connected to as checked, one 10 s deadline per attempt, at most 64 KiB of the answer read). One receiver
+(scheme, host, port) gets at most ``AITASKS_WEBHOOK_PER_RECEIVER`` of a worker's attempts at once; a
+delivery to a busy receiver is put back, due a second later, so a slow or hostile receiver holds a few
+threads for at most a deadline each while everyone else's deliveries go out.
+A 5xx, 429, timeout or connection error is retried with exponential backoff (1, 2, 4, 8, 16 s;
+at most ``MAX_ATTEMPTS`` tries) through a sorted set of due retries; any other answer, an address the
+guard refuses or an oversized answer ends it. Every attempt and its outcome is appended to the job's
+delivery log, shown in its status document.
 Several workers deliver in parallel, so deliveries of one job may arrive out of order: each carries
 the change's ``seq`` (also in ``webhook-id``, ``<task_id>:<seq>:<event>``) to order them by.
 Deliveries are at least once: a delivery stays in its worker's in-flight list until the attempt is
@@ -21,8 +28,10 @@ import dataclasses
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -31,16 +40,19 @@ from celery import signals
 
 from aitasks.jobs import keys
 from aitasks.jobs.models import Job, Status
+from aitasks.jobs.net_guard import IPAddress
 from aitasks.jobs.predictions import prediction
 from aitasks.jobs.status_document import status_document
 from aitasks.jobs.webhooks import sign, tenant_secret
 from aitasks.processors.registry import load_all
+from aitasks.worker import webhook_http
 from aitasks.worker.resources import resources
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 6
 BACKOFF_S = (1, 2, 4, 8, 16)
-TIMEOUT_S = 10.0
+TIMEOUT_S = 10.0  # the whole attempt: resolve, connect, send, read
+DEFER_S = 1.0  # a delivery whose receiver is busy with this worker's attempts is taken again after this
 # Take due retries back into the pending list atomically, so two workers never both take one.
 # Also (re)registers the worker as a possible holder of in-flight deliveries, in the same round trip:
 # a reclaim that ran before this worker's first heartbeat may have forgotten it.
@@ -94,14 +106,48 @@ def prediction_payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
     return prediction(load_all().get(job.type), at_change, (job.webhook_base or "").rstrip("/"), history)
 
 
+class Receivers:
+    """How many attempts this worker has in progress per receiver (scheme, host, port), capped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.lock = threading.Lock()
+        self.busy: dict[str, int] = {}
+
+    @staticmethod
+    def key(url: str) -> str:
+        u = httpx.URL(url)
+        return f"{u.scheme}://{u.host}:{u.port or (443 if u.scheme == 'https' else 80)}"
+
+    def take(self, key: str) -> bool:
+        with self.lock:
+            if self.busy.get(key, 0) >= self.limit:
+                return False
+            self.busy[key] = self.busy.get(key, 0) + 1
+            return True
+
+    def give_back(self, key: str) -> None:
+        with self.lock:
+            self.busy[key] -= 1
+            if not self.busy[key]:
+                del self.busy[key]
+
+
 class WebhookSender(threading.Thread):
+    """Takes deliveries from Redis and hands each to a bounded pool of sending threads."""
+
     def __init__(self, worker_name: str) -> None:
         super().__init__(name="aitasks-webhooks", daemon=True)
+        settings = resources().settings
         self.worker_name = worker_name
         self.inflight = keys.webhooks_inflight(worker_name)
         self.stopping = threading.Event()
-        self.http = httpx.Client(timeout=TIMEOUT_S, follow_redirects=False,
-                                 headers={"User-Agent": "aitasks-webhooks/1", "Content-Type": "application/json"})
+        self.slots = threading.BoundedSemaphore(settings.webhook_senders)  # a delivery is taken only for a free one
+        self.pool = ThreadPoolExecutor(settings.webhook_senders, thread_name_prefix="aitasks-webhook")
+        self.receivers = Receivers(settings.webhook_per_receiver)
+        self.http = webhook_http.client(
+            webhook_http.GuardedBackend(settings.webhook_allow_networks, _redis_endpoints(settings.resolved_redis_url())),
+            settings.webhook_senders)
 
     def run(self) -> None:
         res = resources()
@@ -109,7 +155,10 @@ class WebhookSender(threading.Thread):
         reclaim = res.redis.register_script(_RECLAIM)
         last_reclaim = 0.0
         while not self.stopping.is_set():
+            if not self.slots.acquire(timeout=1):
+                continue  # every sending thread busy: leave the deliveries to other workers meanwhile
             raw: Any = None  # the delivery as queued (bytes), kept to remove it from the in-flight list
+            handed = False
             try:
                 if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:
                     last_reclaim = time.monotonic()
@@ -122,8 +171,7 @@ class WebhookSender(threading.Thread):
                       args=[time.time(), self.worker_name])
                 raw = res.redis.brpoplpush(keys.WEBHOOKS_PENDING, self.inflight, timeout=1)
                 if raw is not None:
-                    self.deliver(orjson.loads(raw))
-                    res.redis.lrem(self.inflight, 1, raw)
+                    handed = self.dispatch(raw)
             except redis.RedisError as exc:  # a Redis blip: the delivery goes again
                 log.warning("webhook delivery: %s", exc)
                 if raw is not None:
@@ -133,7 +181,48 @@ class WebhookSender(threading.Thread):
                 log.exception("webhook delivery failed; dropped: %r", raw[:200] if raw else raw)
                 if raw is not None:
                     self.drop(raw)
-        self.http.close()
+            finally:
+                if not handed:
+                    self.slots.release()
+        self.pool.shutdown(wait=False)  # attempts in progress stay in flight: sent again if cut short
+
+    def dispatch(self, raw: Any) -> bool:
+        """Hand a delivery to a sending thread (True), or finish with it here: its job is gone, or its
+        receiver already has this worker's share of attempts (put back, due in DEFER_S, not an attempt)."""
+        res = resources()
+        item = orjson.loads(raw)
+        job = res.store.get(item["task_id"])
+        if job is None or not job.webhook:
+            res.redis.lrem(self.inflight, 1, raw)  # expired meanwhile: nobody to tell about it
+            return False
+        receiver = Receivers.key(job.webhook)
+        if not self.receivers.take(receiver):
+            pipe = res.redis.pipeline(transaction=True)
+            pipe.zadd(keys.WEBHOOKS_RETRY, {raw: time.time() + DEFER_S})
+            pipe.lrem(self.inflight, 1, raw)
+            pipe.execute()
+            return False
+        try:
+            self.pool.submit(self.send, raw, item, job, receiver)
+        except RuntimeError:  # the pool is shut down: the delivery stays in flight, sent again later
+            self.receivers.give_back(receiver)
+            return False
+        return True
+
+    def send(self, raw: Any, item: dict[str, Any], job: Job, receiver: str) -> None:
+        """One attempt, in a pool thread; then the delivery leaves the in-flight list."""
+        try:
+            self.deliver(item, job)
+            resources().redis.lrem(self.inflight, 1, raw)
+        except redis.RedisError as exc:
+            log.warning("webhook delivery: %s", exc)
+            self.requeue(raw)
+        except Exception:
+            log.exception("webhook delivery failed; dropped: %r", raw[:200])
+            self.drop(raw)
+        finally:
+            self.receivers.give_back(receiver)
+            self.slots.release()
 
     def drop(self, raw: Any) -> None:
         try:
@@ -152,11 +241,9 @@ class WebhookSender(threading.Thread):
         except redis.RedisError as exc:
             log.warning("webhook delivery: could not queue a delivery again: %s", exc)
 
-    def deliver(self, item: dict[str, Any]) -> None:
+    def deliver(self, item: dict[str, Any], job: Job) -> None:
         res = resources()
-        job = res.store.get(item["task_id"])
-        if job is None or not job.webhook:
-            return  # expired meanwhile: nobody to tell about it
+        assert job.webhook
         body = orjson.dumps(payload(job, item))
         message_id = f"{job.id}:{item['seq']}:{item['event']}"  # the same on every retry of this message
         stamp = int(time.time())
@@ -166,10 +253,13 @@ class WebhookSender(threading.Thread):
                                  "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         retry = False
         try:
-            r = self.http.post(job.webhook, content=body, headers=headers)
-            entry["status_code"] = r.status_code
-            entry["delivered"] = 200 <= r.status_code < 300
-            retry = r.status_code >= 500 or r.status_code == 429
+            status = webhook_http.post(self.http, job.webhook, body, headers, TIMEOUT_S)
+            entry["status_code"] = status
+            entry["delivered"] = 200 <= status < 300
+            retry = status >= 500 or status == 429
+        except (webhook_http.Refused, webhook_http.TooLarge) as exc:  # the receiver's doing: not retried
+            entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            entry["delivered"] = False
         except httpx.HTTPError as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
             entry["delivered"] = False
@@ -183,6 +273,18 @@ class WebhookSender(threading.Thread):
         pipe.ltrim(keys.webhook_log(job.id), -200, -1)
         pipe.expire(keys.webhook_log(job.id), job.retention_s + 600)
         pipe.execute()
+
+
+def _redis_endpoints(redis_url: str) -> list[tuple[IPAddress, int]]:
+    """Where the service's own Redis listens: never a webhook's target."""
+    parts = urlsplit(redis_url)
+    if not parts.hostname:
+        return []
+    port = parts.port or 6379
+    try:
+        return [(addr, port) for addr in webhook_http.system_resolver(parts.hostname, port)]
+    except OSError:
+        return []
 
 
 _sender: WebhookSender | None = None
