@@ -15,7 +15,7 @@ from aitasks.documents.detect import detect_type
 from aitasks.documents.errors import CorruptDocument, DocumentTooLarge, EmptyDocument
 from aitasks.documents.formats import DEFAULT_LIMITS, SUPPORTED, DocType, Limits, Page
 from aitasks.documents.office import check_docx, extract_docx
-from aitasks.documents.pdf import extract_pdf, open_pdf
+from aitasks.documents.pdf import check_pdf, extract_pdf
 from aitasks.documents.text import decode_text, html_to_text, normalize_text
 
 # The names callers import from here, whichever module defines them.
@@ -26,10 +26,11 @@ __all__ = ["DEFAULT_LIMITS", "SUPPORTED", "DocType", "Limits", "Page", "check_im
 def check_upload(data: bytes, filename: str | None = None, content_type: str | None = None,
                  limits: Limits = DEFAULT_LIMITS) -> DocType:
     """The cheap checks, for an API to answer 4xx at upload instead of a failed job later: type and
-    extension, PDF encryption/damage/page count, DOCX zip bomb, image size. Reads no text (milliseconds)."""
+    extension, PDF encryption/damage/page count, DOCX zip bomb (every part inflated as a stream under caps),
+    image size. Reads no text (milliseconds; a DOCX's parts are inflated and dropped chunk by chunk)."""
     doc_type = detect_type(data, filename, content_type)
     if doc_type is DocType.PDF:
-        open_pdf(data, limits).close()
+        check_pdf(data, limits)  # under the process's PDFium lock: uploads are checked in parallel threads
     elif doc_type is DocType.DOCX:
         check_docx(data, limits)
     elif doc_type.is_image:

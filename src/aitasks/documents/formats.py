@@ -40,6 +40,8 @@ class Limits:
     # ...or an entry inflates by more than this ratio (real Word XML compresses ~5-20x; bombs ~1000x).
     max_docx_ratio: float = 200.0
     max_docx_entries: int = 10_000
+    # ...or one part declares more than this; no part ever inflates past what it declares (safezip.py).
+    max_docx_part_bytes: int = 64 * 1024 * 1024
     # A PDF page whose text layer has fewer letters/digits than this goes to OCR.
     min_page_chars: int = 16
     # An image scan larger than this is refused from its header, before any pixel is decoded.

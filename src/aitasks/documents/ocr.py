@@ -1,7 +1,8 @@
 """OCR with Tesseract (Debian ``tesseract-ocr``, through pytesseract) of scanned PDF pages and image files.
 
-PDF pages are rendered by pypdfium2 (Apache/BSD; PyMuPDF is AGPL and stays out) at about 300 dpi,
-Tesseract's sweet spot, with the pixel count capped so a poster-sized page cannot exhaust memory.
+PDF pages are rendered by pypdfium2 (Apache/BSD; PyMuPDF is AGPL and stays out), under the lock of
+``pdfium``, at about 300 dpi, Tesseract's sweet spot, with the pixel count capped so a poster-sized page
+cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
+from aitasks.documents import pdfium
 from aitasks.documents.errors import CorruptDocument, DocumentTooLarge, OcrUnavailable
 
 OCR_DPI = 300
@@ -57,20 +59,22 @@ def ocr_image(image: Image.Image, lang: str = "eng", timeout_s: float = OCR_TIME
 
 
 def render_pdf_page(pdf: Any, page_number: int, dpi: int = OCR_DPI, max_pixels: int = MAX_RENDER_PIXELS) -> Image.Image:
-    """Render page ``page_number`` (from 1) of an open ``pypdfium2.PdfDocument`` in grey at ~``dpi``."""
-    page = pdf[page_number - 1]
-    try:
-        width_pt, height_pt = page.get_size()
-        scale = dpi / 72.0
-        if width_pt * height_pt * scale * scale > max_pixels:
-            scale = math.sqrt(max_pixels / max(width_pt * height_pt, 1.0))
-        bitmap = page.render(scale=scale, grayscale=True)
+    """Render page ``page_number`` (from 1) of an open ``pypdfium2.PdfDocument`` in grey at ~``dpi``,
+    under the PDFium lock (Tesseract then reads the image outside it)."""
+    with pdfium.locked():
+        page = pdf[page_number - 1]
         try:
-            return bitmap.to_pil().copy()  # copy: the bitmap's buffer is freed on close
+            width_pt, height_pt = page.get_size()
+            scale = dpi / 72.0
+            if width_pt * height_pt * scale * scale > max_pixels:
+                scale = math.sqrt(max_pixels / max(width_pt * height_pt, 1.0))
+            bitmap = page.render(scale=scale, grayscale=True)
+            try:
+                return bitmap.to_pil().copy()  # copy: the bitmap's buffer is freed on close
+            finally:
+                bitmap.close()
         finally:
-            bitmap.close()
-    finally:
-        page.close()
+            page.close()
 
 
 def load_scan(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:

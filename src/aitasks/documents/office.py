@@ -1,13 +1,15 @@
 """DOCX files: the zip checks (no bomb, not encrypted, a Word document inside) before python-docx reads
-paragraphs and tables in document order."""
+paragraphs and tables in document order. python-docx opens the zip itself: it only ever gets bytes that
+``check_docx`` inflated entry by entry under caps (``safezip``), at upload and again in the worker."""
 
 from __future__ import annotations
 
 import io
 import zipfile
 
-from aitasks.documents.errors import CorruptDocument, DocumentTooLarge, EncryptedDocument, UnsupportedDocument
+from aitasks.documents.errors import CorruptDocument, UnsupportedDocument
 from aitasks.documents.formats import DEFAULT_LIMITS, SUPPORTED, Limits
+from aitasks.documents.safezip import check_archive
 from aitasks.documents.text import normalize_text
 
 
@@ -18,7 +20,7 @@ def check_docx(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
     except zipfile.BadZipFile:
         raise CorruptDocument("The DOCX file is damaged (not a readable zip archive).") from None
     with archive:
-        check_zip(archive, limits)
+        check_archive(archive, data, limits)
         names = set(archive.namelist())
     if "word/document.xml" not in names:
         kind = ("a spreadsheet (XLSX)" if "xl/workbook.xml" in names else
@@ -28,7 +30,7 @@ def check_docx(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
 
 def extract_docx(data: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
     """Paragraphs and tables in document order (python-docx), after checking the zip is no bomb."""
-    check_docx(data, limits)
+    check_docx(data, limits)  # streams every entry under caps: python-docx then inflates only checked sizes
     import docx
     from docx.table import Table
 
@@ -40,30 +42,6 @@ def extract_docx(data: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
     except Exception as exc:  # python-docx raises assorted KeyError/XMLSyntaxError/ValueError on broken parts
         raise CorruptDocument(f"The DOCX file is damaged and cannot be read ({type(exc).__name__}).") from None
     return normalize_text("\n".join(blocks))
-
-
-def check_zip(archive: zipfile.ZipFile, limits: Limits) -> None:
-    """Refuse a zip whose entries declare too much inflated data, before anything is inflated.
-
-    Python's zipfile stops each entry at its declared size and checks the CRC, so the declared sizes
-    bound what parsing can inflate; overlapping-entry bombs declare their full size too.
-    """
-    infos = archive.infolist()
-    if len(infos) > limits.max_docx_entries:
-        raise DocumentTooLarge(f"The DOCX file has {len(infos)} parts; at most {limits.max_docx_entries} are accepted.")
-    total = sum(info.file_size for info in infos)
-    if total > limits.max_docx_uncompressed_bytes:
-        raise DocumentTooLarge(
-            f"The DOCX file would inflate to {total // (1024 * 1024)} MiB (limit "
-            f"{limits.max_docx_uncompressed_bytes // (1024 * 1024)} MiB): refused as a possible zip bomb.")
-    for info in infos:
-        # Small parts can compress absurdly well (a run of spaces) without harm: judge only the big ones.
-        if info.file_size > 1024 * 1024 and info.file_size > limits.max_docx_ratio * max(info.compress_size, 1):
-            raise DocumentTooLarge(
-                f"The DOCX part {info.filename!r} inflates {info.file_size // max(info.compress_size, 1)}x "
-                f"(limit {limits.max_docx_ratio:.0f}x): refused as a possible zip bomb.")
-        if info.flag_bits & 0x1:
-            raise EncryptedDocument("The DOCX file is encrypted: upload an unprotected copy.")
 
 
 def _table_text(table: object) -> str:

@@ -15,6 +15,7 @@ from aitasks.documents.chunking import chunk_pages
 from aitasks.documents.embedding import Embedder
 from aitasks.documents.errors import EmptyDocument
 from aitasks.documents.extract import DEFAULT_LIMITS, DocType, Limits, Page, extract
+from aitasks.documents.pdf import open_pdf
 from aitasks.documents.store import VectorStore, check_document_id, check_tenant, with_vectors
 
 STAGES = ("extract", "ocr", "chunk", "embed", "store")
@@ -52,17 +53,12 @@ def read_document(data: bytes, filename: str | None = None, content_type: str | 
     if todo:
         progress("ocr", 0.0)
         if doc_type is DocType.PDF:
-            import pypdfium2 as pdfium  # type: ignore[import-untyped]
-
-            pdf = pdfium.PdfDocument(data)  # opened once for every page (extract already proved it opens)
-            try:
+            with open_pdf(data, limits) as pdf:  # opened once for every page; each rendering takes the lock
                 for done, i in enumerate(todo):
                     check_cancel()
                     number = pages[i].number or (i + 1)
                     pages[i] = Page(number, ocr.ocr_image(ocr.render_pdf_page(pdf, number), lang=lang), False)
                     progress("ocr", (done + 1) / len(todo))
-            finally:
-                pdf.close()
         else:  # an image scan: one page
             pages[0] = Page(pages[0].number, ocr.ocr_scan(data, lang=lang, max_pixels=limits.max_image_pixels), False)
             progress("ocr", 1.0)
