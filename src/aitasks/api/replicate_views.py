@@ -33,13 +33,14 @@ log = logging.getLogger(__name__)
 def problem(exc: ApiError) -> tuple[int, dict[str, Any]]:
     """Replicate's error body (RFC 7807, as its client reads it), with our fields kept beside."""
     status = 422 if exc.status == 400 else exc.status
-    title = {401: "Unauthenticated", 404: "Not found", 413: "Payload too large",
+    title = {401: "Unauthenticated", 403: "Forbidden", 404: "Not found", 413: "Payload too large",
              422: "Input validation failed", 503: "Service unavailable"}.get(status, "Error")
     body: dict[str, Any] = {"title": title, "detail": exc.message, "status": status,
                             "error": exc.message, "code": exc.code}
     if status == 422:
         body["invalid_fields"] = [{"type": "invalid", "field": f.field, "description": f.message}
                                   for f in exc.fields]
+    body.update({k: v for k, v in exc.extra.items() if k not in body})  # task_id of a maybe-accepted job
     return status, body
 
 
@@ -107,15 +108,14 @@ def file_id_of(url: str) -> str | None:
     return None
 
 
-# --- files uploaded through POST /v1/files: kept in Redis until they expire ----------------------
+# --- files uploaded through POST /v1/files: bytes in the artifact store, metadata in Redis ---------
+#
+# Redis holds the record (name, type, size, checksums, expiry) under keys.replicate_file(id), expiring after
+# the retention time; the bytes are in the artifact store (ArtifactStore.file_path), written before the
+# record and removed by the workers' sweep once the record is gone (or at once by DELETE).
 
-
-def _file_key(file_id: str) -> str:
-    return f"{keys.PREFIX}:replicate:file:{file_id}"
-
-
-def _files_index(tenant: str) -> str:
-    return f"{keys.PREFIX}:replicate:files:{tenant}"
+_RECORD_FIELDS = ["id", "tenant", "name", "content_type", "size", "sha256", "md5", "metadata", "created_at",
+                  "expires_at"]
 
 
 async def save_file(services: Services, tenant: str, name: str, content_type: str, data: bytes,
@@ -127,37 +127,55 @@ async def save_file(services: Services, tenant: str, name: str, content_type: st
         "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
         "metadata": orjson.dumps(metadata).decode(), "created_at": repr(now), "expires_at": repr(now + ttl_s),
     }
+    await asyncio.to_thread(services.artifacts.save_file, tenant, file_id, data)
     pipe = services.redis.pipeline(transaction=True)
-    mapping: dict[Any, Any] = {**record, "data": data}
-    pipe.hset(_file_key(file_id), mapping=mapping)
-    pipe.expire(_file_key(file_id), ttl_s)
-    pipe.zadd(_files_index(tenant), {file_id: now})
-    pipe.zremrangebyscore(_files_index(tenant), 0, now - ttl_s)
-    pipe.expire(_files_index(tenant), ttl_s)
-    await pipe.execute()
-    return dict(record)
-
-
-async def load_file(services: Services, tenant: str, file_id: str, with_data: bool = False) -> dict[str, Any]:
-    fields = ["id", "tenant", "name", "content_type", "size", "sha256", "md5", "metadata", "created_at",
-              "expires_at"] + (["data"] if with_data else [])
-    values = await services.redis.hmget(_file_key(file_id), fields) if len(file_id) <= 64 else [None]
-    if values[0] is None:
-        raise NotFound(f"File {file_id} not found (unknown, expired, or not yours)")
-    record = {k: (v.decode() if isinstance(v, bytes) and k != "data" else v) for k, v in zip(fields, values)}
-    if record["tenant"] != tenant:
-        raise NotFound(f"File {file_id} not found (unknown, expired, or not yours)")
+    mapping: dict[Any, Any] = dict(record)
+    pipe.hset(keys.replicate_file(file_id), mapping=mapping)
+    pipe.expire(keys.replicate_file(file_id), ttl_s)
+    pipe.zadd(keys.replicate_files(tenant), {file_id: now})
+    pipe.zremrangebyscore(keys.replicate_files(tenant), 0, now - ttl_s)
+    pipe.expire(keys.replicate_files(tenant), ttl_s)
+    try:
+        await pipe.execute()
+    except BaseException:
+        services.artifacts.delete_file(tenant, file_id)  # no record: nobody could reach these bytes
+        raise
     return record
+
+
+def _not_found(file_id: str) -> NotFound:
+    return NotFound(f"File {file_id} not found (unknown, expired, or not yours)")
+
+
+async def load_file(services: Services, tenant: str, file_id: str) -> dict[str, Any]:
+    if len(file_id) > 64:
+        raise _not_found(file_id)
+    values = await services.redis.hmget(keys.replicate_file(file_id), _RECORD_FIELDS)
+    if values[0] is None:
+        raise _not_found(file_id)
+    record = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in zip(_RECORD_FIELDS, values)}
+    if record["tenant"] != tenant:
+        raise _not_found(file_id)
+    return record
+
+
+async def file_bytes(services: Services, tenant: str, record: dict[str, Any]) -> bytes:
+    """The bytes of a loaded record (the tenant's own: load_file checked it)."""
+    try:
+        return await asyncio.to_thread(services.artifacts.read_file, tenant, record["id"])
+    except (FileNotFoundError, ValueError):  # swept after the record expired, or deleted meanwhile
+        raise _not_found(record["id"]) from None
 
 
 async def delete_file(services: Services, tenant: str, file_id: str) -> None:
     await load_file(services, tenant, file_id)
-    await services.redis.delete(_file_key(file_id))
-    await services.redis.zrem(_files_index(tenant), file_id)
+    await services.redis.delete(keys.replicate_file(file_id))
+    await services.redis.zrem(keys.replicate_files(tenant), file_id)
+    await asyncio.to_thread(services.artifacts.delete_file, tenant, file_id)
 
 
 async def list_files(services: Services, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
-    ids = await services.redis.zrevrange(_files_index(tenant), 0, limit - 1)
+    ids = await services.redis.zrevrange(keys.replicate_files(tenant), 0, limit - 1)
     out = []
     for raw in ids:
         try:

@@ -3,10 +3,14 @@
 Several machines share it by mounting the same folder (NFS or similar) at ``AITASKS_ARTIFACTS_DIR``.
 Writes go to a temporary name and are renamed into place, so a reader never sees half a file and a
 job that runs again after a crash simply overwrites its own outputs.
+
+Files uploaded through ``POST /v1/files`` live beside the jobs' folders, in ``files/<tenant digest>/<id>``;
+their Redis record holds only metadata. Both are swept the same way: once the record is gone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os
 import re
@@ -23,6 +27,7 @@ def artifact_url(base: str, job_id: str, name: str) -> str:
     return f"{base}/api/v1/tasks/{job_id}/artifacts/{name}"
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+FILES_AREA = "files"  # not a job id (those are UUIDs): the job sweep leaves it to sweep_files
 
 
 def media_type_for(name: str) -> str:
@@ -59,17 +64,56 @@ class ArtifactStore:
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
+    # --- uploaded files (POST /v1/files) ----------------------------------------------------------
+
+    def file_path(self, tenant: str, file_id: str) -> Path:
+        # A digest, not the tenant's name: tenant names may be '.' or '..'.
+        area = hashlib.sha256(tenant.encode()).hexdigest()[:32]
+        return self.root / FILES_AREA / area / self.check_name(file_id)
+
+    def save_file(self, tenant: str, file_id: str, data: bytes) -> None:
+        target = self.file_path(tenant, file_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{file_id}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
+    def read_file(self, tenant: str, file_id: str) -> bytes:
+        return self.file_path(tenant, file_id).read_bytes()
+
+    def delete_file(self, tenant: str, file_id: str) -> None:
+        self.file_path(tenant, file_id).unlink(missing_ok=True)
+
     def sweep(self, job_exists: Callable[[list[str]], list[bool]], min_age_s: float = 120.0) -> int:
         """Delete the folders of jobs whose records expired. Returns how many were removed."""
         if not self.root.is_dir():
             return 0
         now = time.time()
-        candidates = [p for p in self.root.iterdir() if p.is_dir() and now - p.stat().st_mtime > min_age_s]
-        removed = 0
-        for start in range(0, len(candidates), 200):
-            chunk = candidates[start:start + 200]
-            for path, exists in zip(chunk, job_exists([p.name for p in chunk])):
-                if not exists:
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed += 1
-        return removed
+        candidates = [p for p in self.root.iterdir()
+                      if p.is_dir() and p.name != FILES_AREA and now - p.stat().st_mtime > min_age_s]
+        return _remove_unknown(candidates, job_exists, lambda p: shutil.rmtree(p, ignore_errors=True))
+
+    def sweep_files(self, file_exists: Callable[[list[str]], list[bool]], min_age_s: float = 120.0) -> int:
+        """Delete uploaded files whose records expired (and temporary files left by a crash)."""
+        area = self.root / FILES_AREA
+        if not area.is_dir():
+            return 0
+        now = time.time()
+        old = [p for p in area.glob("*/*") if p.is_file() and now - p.stat().st_mtime > min_age_s]
+        for tmp in (p for p in old if p.name.startswith(".")):
+            tmp.unlink(missing_ok=True)
+        candidates = [p for p in old if not p.name.startswith(".")]
+        return _remove_unknown(candidates, file_exists, lambda p: p.unlink(missing_ok=True))
+
+
+def _remove_unknown(paths: list[Path], exists: Callable[[list[str]], list[bool]],
+                    remove: Callable[[Path], None]) -> int:
+    """Remove the paths whose name (a job or file id) ``exists`` says has no record; 200 ids a call."""
+    removed = 0
+    for start in range(0, len(paths), 200):
+        chunk = paths[start:start + 200]
+        for path, found in zip(chunk, exists([p.name for p in chunk])):
+            if not found:
+                remove(path)
+                removed += 1
+    return removed

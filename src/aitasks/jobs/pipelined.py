@@ -9,7 +9,9 @@ Under load, the commands of many requests leave in one write and their replies c
 
 What it does not do, and why that is fine here: no TLS (``rediss://`` URLs keep using redis-py; see
 ``supports``), no RESP3, no pub/sub. Errors are redis-py's exception types, so the API's handlers answer
-them as they answer redis-py's (503 for ConnectionError and TimeoutError).
+them as they answer redis-py's (503 for ConnectionError and TimeoutError). A command that was written to
+the socket and then lost its reply fails with a subclass marked :class:`OutcomeUnknown`: Redis may have run
+it (the submit service keeps a maybe-accepted job's inputs); one that never left fails with the plain type.
 """
 
 from __future__ import annotations
@@ -24,6 +26,27 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class OutcomeUnknown(Exception):
+    """Marks the error of a command that was sent but got no reply: Redis may or may not have run it."""
+
+
+class SentTimeout(OutcomeUnknown, RedisTimeoutError):
+    pass
+
+
+class SentConnectionLost(OutcomeUnknown, RedisConnectionError):
+    pass
+
+
+def _as_sent(error: Exception) -> Exception:
+    """The same error, marked as the error of a command Redis may have run."""
+    if isinstance(error, RedisTimeoutError):
+        return SentTimeout(str(error))
+    if isinstance(error, RedisConnectionError):
+        return SentConnectionLost(str(error))
+    return error
 
 
 def supports(url: str) -> bool:
@@ -85,10 +108,14 @@ class _Protocol(asyncio.Protocol):
 
     def fail(self, error: Exception) -> None:
         self.closed = True
+        # The unflushed commands are the newest waiters; every older one was written and may have run.
+        sent = len(self.waiters) - len(self.outgoing)
+        sent_error = _as_sent(error)
         while self.waiters:
             future, _ = self.waiters.popleft()
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(sent_error if sent > 0 else error)
+            sent -= 1
         self.owner._forget(self)
 
     def abort(self, error: Exception) -> None:

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers, UploadFile
 from aitasks.api import replicate_views as rv
 from aitasks.api import schemas
 from aitasks.errors import pydantic_fields, summary
-from aitasks.api.deps import ServicesDep, Tenant, load_job
+from aitasks.api.deps import ServicesDep, Tenant, is_admin, load_job
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import cancel_job
 from aitasks.api.services import Services
@@ -60,6 +60,9 @@ router = APIRouter(prefix="/v1", tags=["replicate"], route_class=ReplicateRoute)
 
 ERRORS = {**schemas.errors(401, 404),
           422: {"description": "Input validation failed (Replicate's problem body, with `invalid_fields`)."}}
+# A model the deployment keeps off for this key (diagnostic): the problem body names the setting.
+# Also a `read` key writing (the problem body names its scope).
+FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "Not allowed here (Replicate's problem body)."}}
 
 CREATE_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -122,11 +125,12 @@ async def _file_upload(services: Services, tenant: str, field: str, value: Any) 
     if file_id is None:
         raise rv.bad_file_url(field)
     try:
-        record = await rv.load_file(services, tenant, file_id, with_data=True)
+        record = await rv.load_file(services, tenant, file_id)
+        data = await rv.file_bytes(services, tenant, record)
     except NotFound:
         raise ValidationFailed(f"{field}: file {file_id} not found (unknown, expired, or not yours)",
                                [FieldError(field, f"file {file_id} not found")]) from None
-    return UploadFile(io.BytesIO(record["data"]), size=int(record["size"]), filename=record["name"],
+    return UploadFile(io.BytesIO(data), size=len(data), filename=record["name"],
                       headers=Headers({"content-type": record["content_type"]}))
 
 
@@ -167,11 +171,13 @@ async def _create(request: Request, services: Services, tenant: str, jt: JobType
     job_id = new_job_id()
     # Subscribed before the job exists, so the prediction's logs miss no message.
     collector = await rv.start_log_collector(services, job_id, jt.limits(services.settings)["retention_s"])
-    options = SubmitOptions(job_id=job_id, base_url=base_url(services, request), webhook_format="replicate")
+    options = SubmitOptions(job_id=job_id, base_url=base_url(services, request), webhook_format="replicate",
+                            admin=is_admin(request))
     try:
         job = (await submit(services, tenant, jt.name, fields, uploads, options)).job
-    except BaseException:
-        collector.cancel()
+    except BaseException as exc:
+        if not (isinstance(exc, ApiError) and exc.extra.get("task_id") == job_id):
+            collector.cancel()  # no job; a maybe-accepted one keeps it (it stops once it finds no record)
         raise
     headers: dict[str, str] = {}
     if wait_s is not None:
@@ -220,7 +226,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, openapi_extra=CREATE_BODY,
-             responses={**ERRORS, **schemas.errors(413, 503)}, summary="Run a model (Replicate)")
+             responses={**ERRORS, **FORBIDDEN, **schemas.errors(413, 503)}, summary="Run a model (Replicate)")
 async def create_model_prediction(owner: str, name: str, request: Request, services: ServicesDep,
                                   tenant: Tenant) -> JSONResponse:
     """What ``replicate.run("aitasks/<type>", input=...)`` calls."""
@@ -229,7 +235,8 @@ async def create_model_prediction(owner: str, name: str, request: Request, servi
 
 
 @router.post("/predictions", status_code=201, openapi_extra=CREATE_BODY,
-             responses={**ERRORS, **schemas.errors(413, 503)}, summary="Create a prediction (Replicate)")
+             responses={**ERRORS, **FORBIDDEN, **schemas.errors(413, 503)},
+             summary="Create a prediction (Replicate)")
 async def create_prediction(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """By ``version`` (an id from the model's ``latest_version``, or ``owner/name[:id]``) or ``model``."""
     return await _create(request, services, tenant, None, await _json_body(request))
@@ -263,7 +270,7 @@ async def get_prediction(prediction_id: str, request: Request, services: Service
     return JSONResponse(await _view(services, job, base_url(services, request)))
 
 
-@router.post("/predictions/{prediction_id}/cancel", responses=ERRORS, summary="Cancel a prediction (Replicate)")
+@router.post("/predictions/{prediction_id}/cancel", responses={**ERRORS, **FORBIDDEN}, summary="Cancel a prediction (Replicate)")
 async def cancel_prediction(prediction_id: str, request: Request, services: ServicesDep,
                             tenant: Tenant) -> JSONResponse:
     """Cancels as ``POST /api/v1/tasks/{id}/cancel/`` does; a finished prediction is answered as it is."""
@@ -275,14 +282,15 @@ async def cancel_prediction(prediction_id: str, request: Request, services: Serv
 # --- files ---------------------------------------------------------------------------------------
 
 
-@router.post("/files", status_code=201, responses={**ERRORS, **schemas.errors(413)},
+@router.post("/files", status_code=201, responses={**ERRORS, **FORBIDDEN, **schemas.errors(413)},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["content"],
                  "properties": {"content": {"type": "string", "format": "binary"},
                                 "metadata": {"type": "string", "description": "A JSON object, as text."}}}}}}},
              summary="Upload a file (Replicate)")
 async def create_file(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
-    """A file for a later prediction's input: send its ``urls.get``. Kept for the retention time."""
+    """A file for a later prediction's input: send its ``urls.get``. Kept for the retention time, in the
+    artifact store (Redis keeps only its record)."""
     fields, uploads = await read_payload(request)
     upload = uploads.get("content") or next(iter(uploads.values()), None)
     if upload is None:
@@ -323,13 +331,14 @@ async def get_file(file_id: str, request: Request, services: ServicesDep, tenant
 @router.get("/files/{file_id}/download", responses={200: {"content": {"application/octet-stream": {}}}, **ERRORS},
             summary="Download a file (Replicate)")
 async def download_file(file_id: str, services: ServicesDep, tenant: Tenant) -> Response:
-    record = await rv.load_file(services, tenant, file_id, with_data=True)
+    record = await rv.load_file(services, tenant, file_id)
+    data = await rv.file_bytes(services, tenant, record)
     name = quote(record["name"])
-    return Response(record["data"], media_type=record["content_type"],
+    return Response(data, media_type=record["content_type"],
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{name}"})
 
 
-@router.delete("/files/{file_id}", status_code=204, responses=ERRORS, summary="Delete a file (Replicate)")
+@router.delete("/files/{file_id}", status_code=204, responses={**ERRORS, **FORBIDDEN}, summary="Delete a file (Replicate)")
 async def delete_file(file_id: str, services: ServicesDep, tenant: Tenant) -> Response:
     await rv.delete_file(services, tenant, file_id)
     return Response(status_code=204)
