@@ -2,6 +2,10 @@
 
 Seed 004's ``test_celery``, grown up. Tests and benchmarks use it; operators use it to check a
 deployment end to end. It does no AI work and says so.
+
+It can SIGKILL pool processes and hold the GPU worker for an hour, so it is off unless the deployment
+sets ``AITASKS_ENABLE_DIAGNOSTIC=true`` (the test suite and the benchmarks do): otherwise a submit gets
+403 and the catalog lists it as unavailable. When keys get scopes, an admin key will pass too.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import io
 import os
 import signal
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +23,16 @@ from aitasks.errors import JobError, TransientJobError
 from aitasks.jobs.files import ImageFile
 from aitasks.processors.registry import job_type
 from aitasks.worker.context import JobContext
+
+if TYPE_CHECKING:
+    from aitasks.settings import Settings
+
+DISABLED = ("diagnostic jobs can kill worker processes and hold the GPU worker; "
+            "set AITASKS_ENABLE_DIAGNOSTIC=true to allow them")
+
+
+def restricted(settings: Settings) -> str | None:
+    return None if settings.enable_diagnostic else DISABLED
 
 
 class DiagnosticParameters(BaseModel):
@@ -81,6 +95,7 @@ def _thumbnail(data: bytes) -> tuple[bytes, dict[str, Any]]:
     description="Exercises the job machinery: progress, retries, failures, crashes, limits and uploads.",
     route=lambda data: data.parameters.queue,
     retry_backoff_s=0.5,
+    restricted=restricted,
     examples=({"task_type": "diagnostic", "parameters": {"duration_s": 2, "steps": 4}},),
 )
 def diagnostic(data: DiagnosticInput, ctx: JobContext) -> dict[str, Any]:

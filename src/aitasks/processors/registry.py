@@ -47,6 +47,10 @@ class JobType:
     preload: Callable[[], Any] | None = None
     # Says why the type cannot run in this deployment (a model not configured), or None: submit answers 503.
     unavailable: Callable[[Settings], str | None] | None = None
+    # Says why only admin keys may submit the type in this deployment (it can harm the workers), or None:
+    # other keys get 403 at submit, and the catalog lists the type as unavailable with this reason.
+    # Keys have no scopes yet, so today the setting alone decides (see processors/diagnostic.py).
+    restricted: Callable[[Settings], str | None] | None = None
     # Checks the decoded input files against the validated input (e.g. a mask not empty): raises ValidationFailed.
     check_files: Callable[[Any, dict[str, bytes]], None] | None = None
     # Checks the validated input against the caller's tenant at submit, in the API (e.g. the job ids it
@@ -75,7 +79,12 @@ class JobType:
         }
 
     def unavailable_reason(self, settings: Settings) -> str | None:
-        return self.unavailable(settings) if self.unavailable else None
+        """Why the type cannot run here: not configured, or restricted (the catalog and child-job checks)."""
+        reason = self.unavailable(settings) if self.unavailable else None
+        return reason or self.restricted_reason(settings)
+
+    def restricted_reason(self, settings: Settings) -> str | None:
+        return self.restricted(settings) if self.restricted else None
 
     def input_schema(self) -> dict[str, Any]:
         return self.input_model.model_json_schema()

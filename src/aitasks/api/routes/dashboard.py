@@ -11,13 +11,17 @@ import time
 from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse as PlainJSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
 from aitasks.api.deps import STREAM_TOKEN_TTL_S, ServicesDep, Tenant, bearer, issue_stream_token
+from aitasks.api.errors import error_body
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 
 WEB_DIR = Path(__file__).resolve().parent.parent.parent / "web"
@@ -27,6 +31,11 @@ UI_PREFIX = "/ui"
 CSP = ("default-src 'self'; img-src 'self' blob: data:; object-src 'self' blob:; frame-src 'self' blob:; "
        "style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; "
        "frame-ancestors 'none'")
+# On every dashboard answer (the page at / and everything under /ui/, /ui/index.html and its errors
+# included), so no path serves the dashboard framable, sniffable or leaking its URL; revalidated on each
+# load so an upgrade shows at once.
+HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+           "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
 router = APIRouter(tags=["dashboard"], route_class=ApiRoute)
 
@@ -55,18 +64,20 @@ async def create_stream_token(request: Request, services: ServicesDep, tenant: T
 
 @router.get("/", include_in_schema=False)
 async def dashboard() -> FileResponse:
-    return FileResponse(WEB_DIR / "index.html", media_type="text/html; charset=utf-8",
-                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache",
-                                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
+    return FileResponse(WEB_DIR / "index.html", media_type="text/html; charset=utf-8", headers=HEADERS)
 
 
 class _Static(StaticFiles):
-    """The dashboard's modules and styles; revalidated on each load so an upgrade shows at once."""
+    """The dashboard's files (/ui/...): every answer, a 304 or an error too, carries ``HEADERS``."""
 
-    def file_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        response = super().file_response(*args, **kwargs)
-        response.headers["Cache-Control"] = "no-cache"
-        response.headers["X-Content-Type-Options"] = "nosniff"
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            response = await super().get_response(path, scope)
+        except HTTPException as exc:  # answered here, not by the app's handler, to keep the headers
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+            message = "No such file" if exc.status_code == 404 else str(exc.detail)
+            response = PlainJSONResponse(error_body(message, code), exc.status_code)
+        response.headers.update(HEADERS)
         return response
 
 

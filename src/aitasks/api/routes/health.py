@@ -1,28 +1,39 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+Probes are cheap: the live workers are read from the ``aitasks:workers`` sorted set and their heartbeat
+keys by name (two round trips, no keyspace-wide SCAN). ``/readyz`` answers a generic reason per
+dependency (the details go to the log), and ``/metrics`` asks for ``AITASKS_METRICS_TOKEN`` when it is set.
+"""
 
 from __future__ import annotations
 
+import hmac
+import logging
 import time
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from aitasks.api import schemas
+from aitasks.api.deps import ServicesDep, bearer
 from aitasks.api.routing import ApiRoute
-from aitasks.api.deps import ServicesDep
 from aitasks.api.services import Services
+from aitasks.errors import Unauthorized
 from aitasks.jobs import keys
 from aitasks.jobs.metrics import DURATION_BUCKETS, bucket_label
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"], route_class=ApiRoute)
 
 
 async def live_workers(services: Services) -> list[dict[str, Any]]:
-    names = [k async for k in services.redis.scan_iter(match=keys.WORKERS_PATTERN, count=500)]
+    """The workers whose heartbeat key exists (a name whose key expired is a dead worker: skipped)."""
+    names = await services.redis.zrange(keys.WORKERS, 0, -1)
     if not names:
         return []
-    values = await services.redis.mget(names)
+    values = await services.redis.mget([keys.worker(n.decode() if isinstance(n, bytes) else str(n)) for n in names])
     return [orjson.loads(v) for v in values if v]
 
 
@@ -39,8 +50,9 @@ async def readyz(services: ServicesDep) -> JSONResponse:
         await services.redis.ping()
         checks["redis"] = "ok"
         workers = await live_workers(services)
-    except Exception as exc:
-        checks["redis"] = f"unreachable: {exc}"
+    except Exception as exc:  # the reason stays in the log: error text may carry hosts or internals
+        log.warning("readyz: Redis check failed: %s: %s", type(exc).__name__, exc)
+        checks["redis"] = "unreachable"
         workers = []
     per_queue = {q: sum(1 for w in workers if q in w.get("queues", [])) for q in keys.QUEUES}
     checks["workers"] = per_queue
@@ -56,9 +68,24 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-async def metrics(services: ServicesDep) -> PlainTextResponse:
-    """Jobs by type and status, durations, queue depths and workers, summed over the deployment."""
+def check_metrics_token(request: Request, services: Services) -> None:
+    """With AITASKS_METRICS_TOKEN set, the scrape must send it as a Bearer token (compared in constant time)."""
+    token = services.settings.metrics_token
+    if not token:
+        return
+    sent = bearer(request.headers.get("authorization")) or ""
+    if not hmac.compare_digest(sent.encode(), token.encode()):
+        raise Unauthorized("/metrics needs Authorization: Bearer <AITASKS_METRICS_TOKEN>.")
+
+
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+            responses={401: {"model": schemas.ErrorBody, "description": "AITASKS_METRICS_TOKEN is set and the "
+                                                                       "request did not send it as its Bearer token."}},
+            openapi_extra={"security": [{}, {"metricsToken": []}]})
+async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
+    """Jobs by type and status, durations, queue depths and workers, summed over the deployment.
+    When `AITASKS_METRICS_TOKEN` is set, send it as `Authorization: Bearer <token>` (else `401`)."""
+    check_metrics_token(request, services)
     r = services.redis
     types = services.registry.names()
     pipe = r.pipeline(transaction=False)
