@@ -7,10 +7,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -53,7 +55,8 @@ class RunningService:
         self.port = free_port()
         full = {k: v for k, v in os.environ.items() if not k.startswith("AITASKS_")}
         full.update({"AITASKS_DATA_DIR": str(data_dir), "AITASKS_PORT": str(self.port),
-                     "AITASKS_WORKER_HEARTBEAT_S": "0.5", "PYTHONUNBUFFERED": "1", **(env or {})})
+                     "AITASKS_WORKER_HEARTBEAT_S": "0.5", "AITASKS_ENABLE_DIAGNOSTIC": "true",
+                     "PYTHONUNBUFFERED": "1", **(env or {})})
         self.proc = subprocess.Popen([sys.executable, "-m", "aitasks.cli.main", "run", "--tenant", "cli-test",
                                       *extra_args],
                                      env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -72,14 +75,19 @@ class RunningService:
         return "\n".join(self.lines)
 
     def wait_banner(self) -> tuple[str, str]:
+        url, key = self.wait_banner_of_a_restart()
+        assert key is not None, self.output
+        return url, key
+
+    def wait_banner_of_a_restart(self) -> tuple[str, str | None]:
+        """The URL and the key made at this start (None when the tenant already had one)."""
         def banner() -> re.Match[str] | None:
             assert self.proc.poll() is None, self.output
-            return re.search(r"API key \(tenant 'cli-test'\): (\S+)", self.output)
+            return re.search(r"aitasks is running at (http://\S+)", self.output)
 
-        key = poll(banner, "the banner with the key", timeout_s=120).group(1)
-        url = re.search(r"aitasks is running at (http://\S+)", self.output)
-        assert url, self.output
-        return url.group(1), key
+        url = poll(banner, "the banner", timeout_s=120).group(1)
+        key = re.search(r"API key \(tenant 'cli-test'\): (\S+)", self.output)
+        return url, key.group(1) if key else None
 
     def tree(self) -> dict[int, str]:
         """Pid -> command name of every process started under `aitasks run` and still alive."""
@@ -123,14 +131,67 @@ def test_run_starts_everything_ctrl_c_stops_it_and_jobs_survive_a_restart(tmp_pa
 
     again = RunningService(data)
     try:
-        url, key2 = again.wait_banner()
+        url, key2 = again.wait_banner_of_a_restart()
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
             # The first run's key and its finished job are still there: Redis kept its append-only file.
             body = c.get(f"/api/v1/tasks/{done}/result/").json()
             assert body["status"] == "SUCCESS" and body["result"]["parameters"]["steps"] == 2
-        assert key2 != key
+        # docs/security.md, item 13: no second key; the banner says how to make one.
+        assert key2 is None, again.output
+        assert "already has an API key; it cannot be shown again" in again.output
+        assert "keys create --tenant cli-test" in again.output
     finally:
         assert again.interrupt() == 0, again.output
+
+
+def test_the_private_redis_is_locked_and_restarted_when_killed(tmp_path):
+    """docs/security.md, item 8: a password only the URL file (0600) holds, CONFIG off, a memory cap;
+    SIGKILLed, the supervisor starts it again and the API and workers go on with it."""
+    data = tmp_path / "var"
+    service = RunningService(data, env={"AITASKS_REDIS_MAXMEMORY_MB": "256"})
+    try:
+        url, key = service.wait_banner()
+        url_file = data / "run" / "redis.url"
+        assert stat.S_IMODE(url_file.stat().st_mode) == 0o600
+        redis_url = url_file.read_text().strip()
+        parts = urlsplit(redis_url)
+        assert parts.password and parts.password not in service.output
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=parts.port).ping()
+        r = redis.Redis.from_url(redis_url)
+        with pytest.raises(redis.ResponseError, match="unknown command"):
+            r.execute_command("CONFIG", "GET", "maxmemory")
+        memory = r.info("memory")
+        assert memory["maxmemory"] == 256 * 1024 * 1024 and memory["maxmemory_policy"] == "noeviction"
+        for pid in service.tree():  # the password is on no command line (any local user reads those)
+            try:
+                assert parts.password not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+            except FileNotFoundError:
+                pass
+
+        killed = next(pid for pid, name in service.tree().items() if name == "redis-server")
+        os.kill(killed, signal.SIGKILL)
+        poll(lambda: "redis-server exited" in service.output, "the supervisor to see Redis die", timeout_s=30)
+        poll(lambda: any(name == "redis-server" and pid != killed for pid, name in service.tree().items()),
+             "a new redis-server", timeout_s=30)
+        def answers() -> bool:
+            try:
+                return bool(redis.Redis.from_url(redis_url).ping())
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                return False
+
+        poll(answers, "the same URL to work again", timeout_s=30)
+
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+            def accepted() -> str | None:
+                answer = c.post("/api/v1/tasks/submit/", json={"task_type": "diagnostic"})
+                return str(answer.json()["task_id"]) if answer.status_code == 202 else None
+
+            task_id = poll(accepted, "the API to accept a job again", timeout_s=60, interval_s=0.5)
+            assert wait_status(c, task_id, timeout_s=90)["status"] == "SUCCESS"
+        assert service.proc.poll() is None, service.output
+    finally:
+        assert service.interrupt() == 0, service.output
 
 
 def test_run_with_redis_url_starts_no_redis(tmp_path):

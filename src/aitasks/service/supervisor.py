@@ -2,7 +2,8 @@
 
 Children run in their own sessions, so Ctrl-C reaches only this supervisor, which stops them in
 order: the API first (no new jobs), then the workers (each finishes or hands back its job), then
-Redis (flushing its append-only file). A worker that dies is started again.
+Redis (flushing its append-only file). A worker that dies is started again, and so is the private Redis
+(locked: a password, no CONFIG/DEBUG/MODULE, a memory cap; docs/security.md, item 8).
 """
 
 from __future__ import annotations
@@ -14,15 +15,35 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import redis
 
-from aitasks.jobs.apikeys import create_key
-from aitasks.service.redis_server import RedisServer
+from aitasks.errors import ConfigurationError
+from aitasks.jobs.apikeys import first_key
+from aitasks.service import flower
+from aitasks.service.redis_server import RedisServer, write_private
 from aitasks.settings import Settings
 
 WORKER_STOP_S = 60.0
+
+
+def cli_path() -> str:
+    """How to call this installation's ``aitasks`` (``.venv/bin/aitasks`` from the checkout)."""
+    path = Path(sys.executable).parent / "aitasks"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def key_banner(tenant: str, key: str | None) -> list[str]:
+    """The start banner's lines about the key: the one just made, or how to make one."""
+    if key is not None:
+        return [f"API key (tenant '{tenant}'): {key}"]
+    return [f"tenant '{tenant}' already has an API key; it cannot be shown again (only its digest is stored).",
+            f"another key:  {cli_path()} keys create --tenant {tenant}   (list them: {cli_path()} keys list)"]
 
 
 @dataclass
@@ -32,9 +53,11 @@ class Child:
     restart: bool
     proc: subprocess.Popen[bytes] | None = None
     restarts: list[float] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)  # for this child alone (Flower's password)
 
     def start(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(self.argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv, env={**env, **self.extra_env}, start_new_session=True,
+                                     stdin=subprocess.DEVNULL)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -70,6 +93,7 @@ class Supervisor:
         self.tenant = tenant
         self.flower_port = flower_port
         self.redis: RedisServer | None = None
+        self.redis_restarts: list[float] = []
         self.children: list[Child] = []
         self.stopping = False
 
@@ -78,6 +102,12 @@ class Supervisor:
 
     def run(self) -> int:
         s = self.settings
+        if self.flower_port:  # before anything binds or starts
+            try:
+                flower.check_access(s.host, s.flower_basic_auth)
+            except ConfigurationError as exc:
+                self.say(f"error: {exc}")
+                return 2
         if not port_free(s.host, s.port):
             self.say(f"error: port {s.port} on {s.host} is in use; set AITASKS_PORT to another port")
             return 2
@@ -87,26 +117,26 @@ class Supervisor:
         env["AITASKS_DATA_DIR"] = str(s.data_dir.resolve())
         try:
             url = self._start_redis(env)
-            key = create_key(redis.Redis.from_url(url), self.tenant, name="make run")
+            key = first_key(redis.Redis.from_url(url), self.tenant, name="make run")
             py = sys.executable
             for queue in ("cpu", "gpu"):
                 self.children.append(Child(f"worker-{queue}", [py, "-m", "aitasks.cli.main", "worker",
                                                                 "--queues", queue, "--concurrency", "1"], True))
             self.children.append(Child("api", [py, "-m", "aitasks.cli.main", "api"], False))
             if self.flower_port:
-                # The real Flower, on the same broker: it reads the workers' task events (they send them).
-                self.children.append(Child("flower", [py, "-m", "celery", "--broker", url, "flower",
-                                                      f"--port={self.flower_port}", f"--address={s.host}"], True))
+                command = flower.flower_command(py, url, s.host, self.flower_port, s.flower_basic_auth)
+                self.children.append(Child("flower", command.argv, True, extra_env=command.env))
             for child in self.children:
                 child.start(env)
             base = f"http://{s.host}:{s.port}"
             if self._wait_ready(base):
                 self.say("")
                 self.say(f"aitasks is running at {base}   (API docs: {base}/docs)")
-                self.say(f"API key (tenant '{self.tenant}'): {key}")
+                for line in key_banner(self.tenant, key):
+                    self.say(line)
                 if self.flower_port:
                     self.say(f"Flower (Celery monitoring): http://{s.host}:{self.flower_port}")
-                self.say(f'try:  curl -H "Authorization: Bearer {key}" {base}/api/v1/task-types')
+                self.say(f'try:  curl -H "Authorization: Bearer {key or "<your key>"}" {base}/api/v1/task-types')
                 self.say("Ctrl-C stops everything.")
                 self.say("")
             return self._watch(env)
@@ -118,12 +148,33 @@ class Supervisor:
         if s.redis_url:
             self.say(f"using Redis at {s.redis_url} (AITASKS_REDIS_URL)")
             return s.redis_url
-        self.redis = RedisServer(s.data_dir / "redis").start()
+        # Password, CONFIG/DEBUG/MODULE off, a memory cap (docs/security.md, item 8).
+        self.redis = RedisServer(s.data_dir / "redis", protected=True,
+                                 maxmemory_bytes=s.redis_maxmemory_mb * 1024 * 1024).start()
         s.run_dir.mkdir(parents=True, exist_ok=True)
-        s.embedded_redis_url_file.write_text(self.redis.url + "\n")
+        write_private(s.embedded_redis_url_file, self.redis.url + "\n")  # the URL carries the password
         env["AITASKS_REDIS_URL"] = self.redis.url
-        self.say(f"private Redis on {self.redis.url} (data in {self.redis.data_dir}, append-only file on)")
+        self.say(f"private Redis on redis://127.0.0.1:{self.redis.port}/0 (password in "
+                 f"{s.embedded_redis_url_file}; data in {self.redis.data_dir}, append-only file on)")
         return self.redis.url
+
+    def _watch_redis(self) -> bool:
+        """Start the private Redis again if it died (same port, password and data: the same URL, so the
+        API and workers reconnect by themselves). False when it keeps dying."""
+        if self.redis is None or self.redis.alive() or self.stopping:
+            return True
+        code = self.redis.proc.returncode if self.redis.proc else None
+        now = time.monotonic()
+        self.redis_restarts = [t for t in self.redis_restarts if now - t < 60] + [now]
+        if len(self.redis_restarts) > 5:
+            self.say(f"redis-server keeps dying (code {code}); stopping")
+            return False
+        self.say(f"redis-server exited (code {code}); starting it again")
+        try:
+            self.redis.start()
+        except RuntimeError as exc:
+            self.say(f"redis-server did not start again: {exc}")
+        return True
 
     def _wait_ready(self, base: str, timeout_s: float = 120.0) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -142,6 +193,8 @@ class Supervisor:
 
     def _watch(self, env: dict[str, str]) -> int:
         while not self.stopping:
+            if not self._watch_redis():
+                return 1
             for child in self.children:
                 if child.alive() or self.stopping:
                     continue
