@@ -1,12 +1,14 @@
 """A thread in each worker's main process: heartbeat, hard cancel after the grace period, file sweeping.
 
 - Heartbeat: ``aitasks:worker:<name>`` with the queues served and the jobs running, expiring after
-  three missed beats; /readyz and /metrics read these.
+  three missed beats, and the name in the ``aitasks:workers`` sorted set scored by that expiry, so
+  /readyz, /metrics and /api/v1/system find the workers without a keyspace-wide SCAN.
 - Cancel: a running job is asked to stop through its record (``ctx`` raises at its next progress
-  report). One that has not stopped after ``cancel_grace_s`` is marked REVOKED and its pool process
+  report). One that has not stopped ``cancel_grace_s`` after the cancel (or after its run started, if
+  later) is marked REVOKED and its pool process
   killed *by the request object that runs it*, so the kill cannot hit the next job in that process
   (the hazard of ``revoke(terminate=True)``, celery#2142).
-- Sweep: folders of jobs whose records expired are removed.
+- Sweep: folders of jobs whose records expired are removed, and uploads (/v1/files) whose records expired.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from aitasks.worker.resources import resources
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 60.0
+# Names in the workers set whose heartbeat expired longer ago than this are dropped; generous, so a worker
+# whose clock runs ahead never drops a live one (readers go by the heartbeat key, not by this score).
+FORGET_AFTER_S = 60.0
 
 
 class WorkerMonitor(threading.Thread):
@@ -54,7 +59,10 @@ class WorkerMonitor(threading.Thread):
                 log.warning("worker monitor: %s", exc)
             self.stopping.wait(interval)
         try:
-            resources().redis.delete(keys.worker(self.hostname))
+            pipe = resources().redis.pipeline(transaction=True)
+            pipe.delete(keys.worker(self.hostname))
+            pipe.zrem(keys.WORKERS, self.hostname)
+            pipe.execute()
         except Exception:
             pass
 
@@ -69,7 +77,13 @@ class WorkerMonitor(threading.Thread):
             "started_at": self.started_at,
             "active": [r.args[0] for r in self.active()], "seen_at": time.time(),
         }
-        res.redis.set(keys.worker(self.hostname), orjson.dumps(info), ex=max(3, int(3 * res.settings.worker_heartbeat_s)))
+        ttl = max(3, int(3 * res.settings.worker_heartbeat_s))
+        now = time.time()
+        pipe = res.redis.pipeline(transaction=True)
+        pipe.set(keys.worker(self.hostname), orjson.dumps(info), ex=ttl)
+        pipe.zadd(keys.WORKERS, {self.hostname: now + ttl})
+        pipe.zremrangebyscore(keys.WORKERS, "-inf", now - FORGET_AFTER_S)
+        pipe.execute()
 
     def enforce_cancel(self) -> None:
         res = resources()
@@ -77,9 +91,15 @@ class WorkerMonitor(threading.Thread):
         for request in self.active():
             job_id = request.args[0]
             flag = res.store.field(job_id, "cancel_requested_at")
-            if not flag or now - float(flag) < res.settings.cancel_grace_s:
+            if not flag or not request.time_start:  # (not yet running in a pool process: nothing to kill)
                 continue
-            log.warning("job %s ignored cancel for %.0fs; killing its process", job_id, now - float(flag))
+            # The grace runs from the cancel or from this run's start, whichever is later: a run that began
+            # after the cancel (a parent's callback once its children ended) sees the flag and ends REVOKED
+            # "Cancelled" itself, so it must not be killed as one that ignored it.
+            waited = now - max(float(flag), float(request.time_start))
+            if waited < res.settings.cancel_grace_s:
+                continue
+            log.warning("job %s ignored cancel for %.0fs; killing its process", job_id, waited)
             res.store.end_delivery(job_id)
             job = res.store.get(job_id)
             if job:
@@ -98,9 +118,18 @@ class WorkerMonitor(threading.Thread):
                 pipe.exists(keys.job(job_id))
             return [bool(x) for x in pipe.execute()]
 
+        def file_exists(file_ids: list[str]) -> list[bool]:
+            pipe = res.redis.pipeline(transaction=False)
+            for file_id in file_ids:
+                pipe.exists(keys.replicate_file(file_id))
+            return [bool(x) for x in pipe.execute()]
+
         removed = res.artifacts.sweep(exists)
         if removed:
             log.info("removed the files of %d expired jobs", removed)
+        removed = res.artifacts.sweep_files(file_exists)
+        if removed:
+            log.info("removed %d expired uploads (/v1/files)", removed)
 
 
 _monitor: WorkerMonitor | None = None

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task
 from pydantic import ValidationError
@@ -22,25 +20,11 @@ from aitasks.settings import get_settings
 from aitasks.worker.celery_app import create_celery
 from aitasks.worker.children import Deferred
 from aitasks.worker.context import JobContext
+from aitasks.worker.redis_outage import REDIS_DOWN, give_back, retry_redis
 from aitasks.worker.resources import resources
 
 log = logging.getLogger(__name__)
 app = create_celery(get_settings(), load_all().longest_time_limit_s(get_settings()))
-T = TypeVar("T")
-
-
-def retry_redis(fn: Callable[[], T], for_s: float = 60.0) -> T:
-    """Outcome writes must land: retry through a short Redis outage instead of losing the result."""
-    deadline = time.monotonic() + for_s
-    delay = 0.2
-    while True:
-        try:
-            return fn()
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
 
 
 def backoff_s(jt: JobType, attempt: int) -> float:
@@ -68,7 +52,10 @@ def error_fields(exc: BaseException, error_type: str | None = None) -> dict[str,
           Request="aitasks.worker.request:JobRequest", max_retries=None)
 def run_job(self: Task, job_id: str) -> None:
     with job_log_context(job_id=job_id):
-        execute(self, job_id)
+        try:
+            execute(self, job_id)
+        except REDIS_DOWN as exc:  # not the job failing: the message goes back (else it would be acked)
+            give_back(resources().redis, job_id, exc)
 
 
 def execute(task: Task, job_id: str) -> None:
@@ -101,17 +88,18 @@ def execute(task: Task, job_id: str) -> None:
     attempt = task.request.retries + 1
     started = job.started_at or time.time()
     with job_log_context(task_type=job.type, tenant=job.tenant):
-        state = store.update(job_id, {
-            "status": Status.PROCESSING.value, "attempts": attempt, "started_at": started,
-            "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
-            "error_type": "", "error_message": "", "worker": task.request.hostname or "",
-            "stage": "",  # an attempt starts outside any stage (JobContext.progress names them)
-        })
-        if state <= 0:  # cancelled (or expired) between the checks above and now
-            store.end_delivery(job_id)
-            return
-        job.started_at = started
+        # From here on the delivery is counted: whatever happens, even a Redis error that requeues the
+        # message, it is counted as finished, so a requeued run is not taken for a lost worker.
         try:
+            state = store.update(job_id, {
+                "status": Status.PROCESSING.value, "attempts": attempt, "started_at": started,
+                "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
+                "error_type": "", "error_message": "", "worker": task.request.hostname or "",
+                "stage": "",  # an attempt starts outside any stage (JobContext.progress names them)
+            })
+            if state <= 0:  # cancelled (or expired) between the checks above and now
+                return
+            job.started_at = started
             _run(task, jt, job, attempt, deliveries)
         finally:
             retry_redis(lambda: store.end_delivery(job_id))
@@ -144,6 +132,8 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int) -> None
         finish(job, Status.FAILURE, "Task failed", error_type="InvalidInput", error_message=str(exc))
     except JobError as exc:
         finish(job, Status.FAILURE, "Task failed", **error_fields(exc))
+    except REDIS_DOWN:  # the job's own record access (fan-out, children) met an outage: run it again
+        raise
     except Exception as exc:  # a bug or an unexpected fault in the job: recorded, never retried blindly
         log.exception("job %s raised", job.id)
         finish(job, Status.FAILURE, "Task failed", **error_fields(exc))
