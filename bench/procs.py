@@ -49,6 +49,7 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AITASKS_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
+    env["AITASKS_ENABLE_DIAGNOSTIC"] = "true"  # the benchmarks run diagnostic jobs (off by default)
     env.update(extra)
     return env
 

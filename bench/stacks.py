@@ -46,6 +46,7 @@ class AitasksStack:
             "AITASKS_REDIS_URL": self.redis_server.url,
             "AITASKS_DATA_DIR": str(self.root / "data"),
             "AITASKS_PORT": str(self.port),
+            "AITASKS_ENABLE_DIAGNOSTIC": "true",  # the benchmarks submit diagnostic jobs
             **(extra or {}),
         })
 

@@ -97,6 +97,7 @@ async def cpu_per_request(app: Any, scope: Scope, requests: int, profile: bool) 
 
 async def run(requests: int, rounds: int, profile: bool, redis_url: str, key: str) -> None:
     os.environ["AITASKS_REDIS_URL"] = redis_url
+    os.environ["AITASKS_ENABLE_DIAGNOSTIC"] = "true"  # the body below is a diagnostic job (off by default)
     from aitasks.api.app import create_app
     from bench.bare_app import app as bare
 

@@ -33,6 +33,8 @@ TEST_ENV = {
     "AITASKS_CANCEL_GRACE_S": "2",
     "AITASKS_UNACKED_RESTORE_INTERVAL_S": "1",
     "AITASKS_LOG_LEVEL": "INFO",
+    "AITASKS_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8,::1",  # the tests' webhook receivers listen on loopback
+    "AITASKS_ENABLE_DIAGNOSTIC": "true",  # the suite runs diagnostic jobs everywhere (off by default)
 }
 
 

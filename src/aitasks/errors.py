@@ -62,6 +62,13 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ApiError):
+    """Raised when a valid key may not do what it asked (a job type the deployment keeps for admins)."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     """Raised for an unknown or expired job id, or one that belongs to another tenant."""
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from aitasks.jobs.net_guard import Network
 
 
 class TypeOverride(BaseModel):
@@ -42,6 +45,12 @@ class Settings(BaseSettings):
     port: int = 8000
     public_url: str | None = Field(None, description="Base URL put in artifact links; default: the request's.")
     environment: Literal["development", "production"] = "development"
+    redis_maxmemory_mb: int = Field(
+        1024, ge=0, description="Memory cap of the private Redis `aitasks run` starts (noeviction: full is a 503); "
+                                "0 for none. Not applied to AITASKS_REDIS_URL.")
+    secret_key: SecretStr | None = Field(
+        None, description="Key the webhook signing secrets are derived from; default a 0600 file "
+                          "<data_dir>/secret.key made on first use. Set it alike on every host of one Redis.")
 
     # Jobs.
     retention_s: int = Field(3600, gt=0, description="How long finished jobs and their files are kept.")
@@ -68,6 +77,14 @@ class Settings(BaseSettings):
     auth_cache_s: float = Field(30.0, ge=0, description="How long the API trusts a checked key (revocation clears it).")
     log_level: str = "INFO"
 
+    # Operations and diagnostics (docs/security.md).
+    metrics_token: str | None = Field(
+        None, description="When set, GET /metrics needs `Authorization: Bearer <token>` (else 401).")
+    enable_diagnostic: bool = Field(
+        False, description="Allow the `diagnostic` job type (it can kill worker processes); off: submits get 403.")
+    flower_basic_auth: str | None = Field(
+        None, description="`user:password` (comma list) Flower asks for; required when Flower binds beyond loopback.")
+
     # Models.
     image_model_dir: Path | None = Field(
         None, description="A diffusers text-to-image folder (e.g. Stable Diffusion 1.5) for image_generation.")
@@ -82,6 +99,14 @@ class Settings(BaseSettings):
     max_document_pages: int = Field(2000, gt=0, description="Most pages a document may have; more is refused (413).")
     max_batch_files: int = Field(50, gt=0, description="Most files in one POST /api/v1/documents/batch.")
 
+    # Webhooks (docs/security.md).
+    webhook_allow_private: str = Field(
+        "", description="CIDR networks webhooks may reach though private or loopback, comma separated "
+                        "(e.g. 127.0.0.0/8,::1); cloud metadata addresses stay refused.")
+    webhook_senders: int = Field(8, ge=1, description="Webhook delivery threads per worker.")
+    webhook_per_receiver: int = Field(
+        2, ge=1, description="Deliveries one worker sends at once to one receiver (scheme, host, port).")
+
     @field_validator("type_overrides", "prices", mode="before")
     @classmethod
     def _parse_overrides(cls, value: Any) -> Any:
@@ -90,6 +115,20 @@ class Settings(BaseSettings):
 
             return json.loads(value) if value.strip() else {}
         return value
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        from aitasks.jobs.net_guard import parse_networks
+
+        parse_networks(value)  # a typo fails at start, naming the entry
+        return value
+
+    @property
+    def webhook_allow_networks(self) -> tuple[Network, ...]:
+        from aitasks.jobs.net_guard import parse_networks
+
+        return parse_networks(self.webhook_allow_private)
 
     def preload_types(self, known: list[str]) -> list[str]:
         """The job types named by AITASKS_PRELOAD that exist; 'all' means every one."""
@@ -109,6 +148,10 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return (self.data_dir / "run").resolve()
+
+    @property
+    def secret_key_file(self) -> Path:
+        return (self.data_dir / "secret.key").resolve()
 
     @property
     def embedded_redis_url_file(self) -> Path:

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, WebSocket
 
 from aitasks.api.services import Services
-from aitasks.errors import NotFound, Unauthorized
+from aitasks.errors import Forbidden, NotFound, Unauthorized
 from aitasks.jobs import keys
-from aitasks.jobs.apikeys import digest
+from aitasks.jobs.apikeys import Grant, allows, digest
 from aitasks.jobs.models import Job
 
 # Stream tokens: for browsers, which cannot set headers on EventSource or WebSocket. A random token
@@ -42,24 +42,47 @@ def bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
-TENANT_SCOPE_KEY = "aitasks.tenant"
+GRANT_SCOPE_KEY = "aitasks.grant"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POSTs that only read, so a `read` key may make them: a stream token (for the GET streams) and a search.
+READ_POSTS = frozenset({"/api/v1/stream-tokens", "/api/v1/search"})
 
 
-async def current_tenant(request: Request) -> str:
-    """The caller's tenant from ``Authorization: Bearer <key>``; 401 otherwise. Checked once per request
-    (api/routing.py calls it before the body is read; the answer is kept in the request's scope)."""
-    tenant: str | None = request.scope.get(TENANT_SCOPE_KEY)
-    if tenant is not None:
-        return tenant
+def needed_scope(request: Request) -> str:
+    return "read" if request.method in READ_METHODS or request.url.path in READ_POSTS else "write"
+
+
+async def current_grant(request: Request) -> Grant:
+    """The caller's key from ``Authorization: Bearer <key>``: 401 without a valid one, 403 when its scope
+    does not allow the request (a ``read`` key writing). Checked once per request (api/routing.py calls it
+    before the body is read; the answer is kept in the request's scope)."""
+    grant: Grant | None = request.scope.get(GRANT_SCOPE_KEY)
+    if grant is not None:
+        return grant
     services = get_services_now(request)
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized()
-    tenant = await services.tenant_for_key(token)
-    if tenant is None:
+    grant = await services.grant_for_key(token)
+    if grant is None:
         raise Unauthorized("The API key is not valid (unknown or revoked).")
-    request.scope[TENANT_SCOPE_KEY] = tenant
-    return tenant
+    needed = needed_scope(request)
+    if not allows(grant.scope, needed):
+        raise Forbidden(f"This API key has the scope {grant.scope!r}, which may not do this "
+                        f"({request.method} needs {needed!r}).")
+    request.scope[GRANT_SCOPE_KEY] = grant
+    return grant
+
+
+async def current_tenant(request: Request) -> str:
+    """The caller's tenant (see ``current_grant``)."""
+    return (await current_grant(request)).tenant
+
+
+def is_admin(request: Request) -> bool:
+    """Whether the request's key (already checked) has the ``admin`` scope."""
+    grant: Grant | None = request.scope.get(GRANT_SCOPE_KEY)
+    return grant is not None and allows(grant.scope, "admin")
 
 
 # The one way a route authenticates: declare this. Every route that does is checked before its body is read.
@@ -76,17 +99,22 @@ async def issue_stream_token(services: Services, tenant: str, api_key: str) -> s
     return token
 
 
-async def tenant_for_stream_token(services: Services, token: str) -> str | None:
-    """The tenant of a live stream token; None when unknown, expired, or its key was revoked."""
+async def grant_for_stream_token(services: Services, token: str) -> Grant | None:
+    """The grant of a live stream token's key; None when unknown, expired, or its key was revoked or
+    expired."""
     if not token.startswith(STREAM_TOKEN_PREFIX) or len(token) > 100:
         return None
     raw = await services.redis.get(_stream_token_key(token))
     if raw is None:
         return None
     tenant, _, key_digest = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("\n")
-    if await services.redis.hget(keys.api_key(key_digest), "tenant") is None:
+    grant = await services.grant_for_digest(key_digest)
+    if grant is None or grant.tenant != tenant:
         return None
-    return tenant
+    try:
+        return grant.check_expiry()
+    except Unauthorized:
+        return None
 
 
 async def stream_tenant(
@@ -98,25 +126,35 @@ async def stream_tenant(
     """The header's key as everywhere; without a header, a stream token in ``?token=``."""
     if request.headers.get("authorization") is not None or token is None:
         return await current_tenant(request)
-    tenant = await tenant_for_stream_token(get_services_now(request), token)
-    if tenant is None:
+    grant = await grant_for_stream_token(get_services_now(request), token)
+    if grant is None:
         raise Unauthorized("The stream token is not valid (unknown or expired): get a new one from "
                            "POST /api/v1/stream-tokens.")
-    return tenant
+    request.scope[GRANT_SCOPE_KEY] = grant  # the stream ends when its key is revoked
+    return grant.tenant
 
 
 StreamTenant = Annotated[str, Depends(stream_tenant)]
 
 
-async def websocket_tenant(ws: WebSocket) -> str | None:
+def stream_key_digest(request: Request) -> str | None:
+    """The digest of the key that opened this stream (directly or through a stream token)."""
+    grant: Grant | None = request.scope.get(GRANT_SCOPE_KEY)
+    return grant.digest if grant else None
+
+
+async def websocket_grant(ws: WebSocket) -> Grant | None:
     services: Services = ws.app.state.services
     token = bearer(ws.headers.get("authorization"))
     if token is None:
         query_token = ws.query_params.get("token")
         if ws.headers.get("authorization") is None and query_token:
-            return await tenant_for_stream_token(services, query_token)
+            return await grant_for_stream_token(services, query_token)
         return None
-    return await services.tenant_for_key(token)
+    try:
+        return await services.grant_for_key(token)
+    except Unauthorized:  # expired
+        return None
 
 
 async def load_job(services: Services, tenant: str, job_id: str) -> Job:

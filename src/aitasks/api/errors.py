@@ -55,6 +55,19 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("The job store (Redis) is unreachable; nothing was accepted. Try again shortly.",
                        "unavailable"), 503, headers={"Retry-After": "2"})
 
+    @app.exception_handler(redis.ResponseError)
+    async def _redis_refused(_: Request, exc: redis.ResponseError) -> JSONResponse:
+        # A Redis at its maxmemory (noeviction) refuses writes with OOM; redis-py raises OutOfMemoryError
+        # (prefix stripped), the API's pipelined client a ResponseError starting with OOM.
+        if isinstance(exc, redis.OutOfMemoryError) or str(exc).startswith("OOM"):
+            log.error("Redis is out of memory (its maxmemory): %s", exc)
+            return JSONResponse(
+                error_body("The job store (Redis) is out of memory (maxmemory reached); nothing was accepted. "
+                           "Try again later.", "unavailable"),
+                503, headers={"Retry-After": "30"})
+        log.exception("unhandled Redis error")
+        return JSONResponse(error_body("Internal error; it was logged.", "internal_error"), 500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized"}.get(exc.status_code, "error")

@@ -38,10 +38,13 @@ def install_openapi(app: FastAPI) -> None:
                     responses.pop("422")
                     if _can_fail_validation(operation):
                         responses.setdefault("400", BAD_REQUEST)
-                if "401" in responses:
-                    operation["security"] = [{"bearer": []}]
-        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+                if "401" in responses:  # unless the route names its own (e.g. /metrics: the metrics token)
+                    operation.setdefault("security", [{"bearer": []}])
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["bearer"] = {
             "type": "http", "scheme": "bearer", "description": "An API key: `aitasks keys create --tenant NAME`."}
+        schemes["metricsToken"] = {
+            "type": "http", "scheme": "bearer", "description": "`AITASKS_METRICS_TOKEN`, when the deployment sets one."}
         components = schema.get("components", {}).get("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)

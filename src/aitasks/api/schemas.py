@@ -21,6 +21,13 @@ class ErrorBody(BaseModel):
     fields: list[FieldErrorBody] | None = None
 
 
+class UnavailableBody(ErrorBody):
+    """503: with ``task_id`` when Redis got the job but its answer was lost (the job may exist)."""
+
+    task_id: str | None = Field(None, description="Set when the job may have been accepted: poll it, or resend "
+                                                   "with the same Idempotency-Key.")
+
+
 class InvalidState(ErrorBody):
     """Cancelling a task that already finished (seed 001 answered these keys)."""
 
@@ -118,11 +125,15 @@ class TaskTypeInfo(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Invalid input: the body names the field and the reason."},
-    401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
+    401: {"model": ErrorBody, "description": "No API key, or an unknown, revoked or expired one."},
+    403: {"model": ErrorBody, "description": "The key may not do this here: a `read` key writing (the body "
+                                               "names its scope), or a job type the deployment keeps off "
+                                               "(`diagnostic`: the body names the setting)."},
     404: {"model": ErrorBody, "description": "Unknown, expired, or another tenant's task."},
     413: {"model": ErrorBody, "description": "Body or file over the size limit."},
-    503: {"model": ErrorBody, "description": "Redis unreachable, or the job type is not configured here "
-                                               "(the body names the missing setting): nothing was accepted."},
+    503: {"model": UnavailableBody, "description": "Redis unreachable, or the job type is not configured "
+          "here (the body names the missing setting): nothing was accepted. With `task_id`: Redis got the job "
+          "but its answer was lost, so it may have been accepted (see Retry-After and the message)."},
 }
 
 

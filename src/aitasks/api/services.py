@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from aitasks.jobs import keys
-from aitasks.jobs.apikeys import digest
+from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest
 from aitasks.jobs.artifacts import ArtifactStore
 from aitasks.jobs.events import EventHub
 from aitasks.jobs.pipelined import PipelinedRedis, supports
@@ -27,7 +31,9 @@ class Services:
     hub: EventHub
     artifacts: ArtifactStore
     registry: Registry
-    _auth_cache: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _auth_cache: dict[str, tuple[Grant, float]] = field(default_factory=dict)
+    # The event queues of the open streams, by the digest of the key that opened them (revocation ends them).
+    _key_streams: dict[str, set[asyncio.Queue[dict[str, Any]]]] = field(default_factory=dict)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -49,23 +55,54 @@ class Services:
         return services
 
     def _on_control(self, message: dict[str, object]) -> None:
-        if "revoked" in message:
+        revoked = message.get("revoked")
+        if revoked is not None:
             self._auth_cache.clear()
+            for queue in self._key_streams.get(str(revoked), ()):
+                queue.put_nowait(REVOKED)
 
-    async def tenant_for_key(self, key: str) -> str | None:
+    @contextlib.contextmanager
+    def key_streams(self, key_digest: str, queue: asyncio.Queue[dict[str, Any]]) -> Iterator[None]:
+        """While inside, revoking the key puts ``REVOKED`` on the stream's event queue."""
+        streams = self._key_streams.setdefault(key_digest, set())
+        streams.add(queue)
+        try:
+            yield
+        finally:
+            streams.discard(queue)
+            if not streams:
+                self._key_streams.pop(key_digest, None)
+
+    async def grant_for_key(self, key: str) -> Grant | None:
+        """What the key may do; None when unknown or revoked; Unauthorized (saying so) when expired."""
         d = digest(key)
         now = time.monotonic()
         cached = self._auth_cache.get(d)
         # Trust the cache only while the hub listens, since that is how revocations arrive.
         if cached and cached[1] > now and self.hub.connected.is_set():
-            return cached[0]
-        tenant = await self.redis.hget(keys.api_key(d), "tenant")
-        if tenant is None:
+            return cached[0].check_expiry()
+        grant = await self.grant_for_digest(d)
+        if grant is None:
             self._auth_cache.pop(d, None)
             return None
-        tenant_s = tenant.decode() if isinstance(tenant, bytes) else str(tenant)
         if self.settings.auth_cache_s > 0:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
-            self._auth_cache[d] = (tenant_s, now + self.settings.auth_cache_s)
-        return tenant_s
+            self._auth_cache[d] = (grant, now + self.settings.auth_cache_s)
+        return grant.check_expiry()
+
+    async def grant_for_digest(self, key_digest: str) -> Grant | None:
+        """The stored key's grant (not checked for expiry), or None."""
+        tenant, scope, expires = await self.redis.hmget(keys.api_key(key_digest), "tenant", "scope", "expires_at")
+        if tenant is None:
+            return None
+        return Grant(_text(tenant), _text(scope) if scope else DEFAULT_SCOPE, key_digest,
+                     float(_text(expires)) if expires else None)
+
+
+# Put on a stream's event queue when its key is revoked (api/routes/stream.py ends the stream).
+REVOKED: dict[str, Any] = {"revoked": True}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import UploadFile
 
 from aitasks.api.services import Services
 from aitasks.api.webhook_input import read_webhook
-from aitasks.errors import FieldError, ServiceUnavailable, ValidationFailed, pydantic_fields, summary
+from aitasks.errors import FieldError, Forbidden, ServiceUnavailable, ValidationFailed, pydantic_fields, summary
 from aitasks.jobs.files import CheckedFile, check_file, decode_base64
 from aitasks.jobs.messages import job_message
+from aitasks.jobs.pipelined import OutcomeUnknown
 from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
 
@@ -48,6 +51,7 @@ class SubmitOptions:
     job_id: str | None = None  # given by an entry point that needs the id before the job exists
     document: str | None = None  # the document record the job marks when it ends (documents/records.py)
     internal: bool = False  # the entry point named by the type's ``submit_path`` (documents)
+    admin: bool = False  # the caller's key has the admin scope: it may submit restricted types
 
 
 @dataclass
@@ -77,6 +81,9 @@ async def submit(services: Services, tenant: str, task_type: Any, fields: dict[s
     if jt.submit_path and not options.internal:
         raise ValidationFailed(f"{jt.name} is submitted through {jt.submit_path}, not this path",
                                [FieldError("task_type", f"submit {jt.name} through {jt.submit_path}")])
+    refusal = None if options.admin else jt.restricted_reason(services.settings)
+    if refusal:  # the caller, not the deployment: 403 (an admin key passes)
+        raise Forbidden(f"{jt.name} is not allowed: {refusal}", [FieldError("task_type", refusal)])
     fields = dict(fields)
     webhook = await read_webhook(fields, services.settings)
     sub = await build_submission(services, jt, fields, uploads)
@@ -113,7 +120,8 @@ async def _checked(services: Services, name: str, jt: JobType, upload: UploadFil
 
 async def build_submission(services: Services, jt: JobType, fields: dict[str, Any], uploads: Uploads) -> Submission:
     """Validate the input against the type's model; decode and check its files (nothing stored yet)."""
-    reason = jt.unavailable_reason(services.settings)
+    # Not configured here (503); a restricted type was refused (403) or let pass (admin) by ``submit``.
+    reason = jt.unavailable(services.settings) if jt.unavailable else None
     if reason:
         raise ServiceUnavailable(f"{jt.name} is not available in this deployment: {reason}")
     raw = {k: v for k, v in fields.items() if v is not None}
@@ -174,17 +182,44 @@ async def accept(
     try:
         created, stored_id = await services.store.create(
             job, message, settings.pending_ttl_s, idem, limits["retention_s"])
-    except BaseException:
-        if sub.files:
-            services.artifacts.delete_job(job_id)
-        raise
-    if not created:
-        if sub.files:
-            services.artifacts.delete_job(job_id)
-        first = await services.store.get(stored_id)
-        if first is not None:
-            return Accepted(first, created=False)
-    return Accepted(job, created=True)
+    except BaseException as exc:
+        if not maybe_applied(exc, services.store.pipe is not None):  # never reached Redis: nothing accepted
+            if sub.files:
+                services.artifacts.delete_job(job_id)
+            raise
+        # Sent, no answer: Redis may have recorded and queued the job, so its inputs stay (if it did not,
+        # the workers' sweep removes the folder of a job without a record).
+        if isinstance(exc, Exception):
+            raise outcome_unknown(job_id, key is not None) from exc
+        raise  # cancelled: the client went away
+    if created or stored_id == job_id:  # the same id: a resent create that had already run
+        return Accepted(job, created=True)
+    if sub.files:
+        services.artifacts.delete_job(job_id)
+    first = await services.store.get(stored_id)
+    if first is None:  # expired since the script saw it: a retry claims the key afresh
+        raise ServiceUnavailable("The job of this Idempotency-Key has just expired; send the request again.",
+                                 headers={"Retry-After": "1"})
+    return Accepted(first, created=False)
+
+
+def maybe_applied(exc: BaseException, pipelined: bool) -> bool:
+    """Whether the create may have run although no answer came: it was sent, then the reply was lost."""
+    if isinstance(exc, OutcomeUnknown | asyncio.CancelledError):
+        return True
+    if pipelined:  # jobs/pipelined.py marks every command that left with OutcomeUnknown
+        return False
+    # redis-py (TLS URLs): a failed connect names itself so; any other socket error came after sending.
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError) and "connecting to" not in str(exc)
+
+
+def outcome_unknown(job_id: str, keyed: bool) -> ServiceUnavailable:
+    how = ("Send the same request with the same Idempotency-Key: it returns this job if it was accepted, "
+           "or accepts it now." if keyed else
+           f"Poll GET /api/v1/tasks/{job_id}/status/: 404 once Redis answers means it was not accepted. "
+           "Send an Idempotency-Key to make a resend safe.")
+    return ServiceUnavailable(f"The job store (Redis) did not answer in time; job {job_id} may have been "
+                              f"accepted. {how}", headers={"Retry-After": "2"}, extra={"task_id": job_id})
 
 
 def _save_inputs(services: Services, job_id: str, files: dict[str, tuple[str, CheckedFile]]) -> None:

@@ -26,7 +26,8 @@ def base_url(services: Services, request: HTTPConnection) -> str:
     # Starlette builds a URL object per call (~15 µs, on every submit); the answer only depends on these.
     scope = request.scope
     host = next((value for name, value in scope["headers"] if name == b"host"), None)
-    cache_key = (scope.get("scheme"), host, scope.get("server"), scope.get("root_path", ""))
+    server = scope.get("server")  # a tuple from uvicorn, a list from some servers (Starlette's TestClient)
+    cache_key = (scope.get("scheme"), host, tuple(server) if server else None, scope.get("root_path", ""))
     cached = _BASE_URLS.get(cache_key)
     if cached is None:
         url = str(request.base_url).rstrip("/")

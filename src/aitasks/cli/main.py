@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -26,7 +27,9 @@ def fail(message: str, code: int = 2) -> None:
 @app.command()
 def run(
     tenant: Annotated[str, typer.Option(help="Tenant of the API key printed at start.")] = "default",
-    flower: Annotated[bool, typer.Option("--flower", help="Also start Flower (Celery's monitor) on the same Redis.")] = False,
+    flower: Annotated[bool, typer.Option(
+        "--flower", help="Also start Flower (Celery's monitor) on the same Redis; beyond loopback (AITASKS_HOST) "
+                         "it needs AITASKS_FLOWER_BASIC_AUTH=user:password, or nothing starts.")] = False,
     flower_port: Annotated[int, typer.Option(help="Flower's port.")] = 5555,
 ) -> None:
     """Start everything: a private Redis (unless AITASKS_REDIS_URL is set), cpu and gpu workers, the API."""
@@ -113,12 +116,18 @@ def worker(
 def keys_create(
     tenant: Annotated[str, typer.Option(help="The tenant the key acts for.")],
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    expires_in: Annotated[str | None, typer.Option(
+        help="Lifetime, e.g. 30d, 12h, 90m, 2w; after it the key is refused (401). Default: never.")] = None,
+    scope: Annotated[str, typer.Option(
+        help="read: GETs only (status, results, lists, streams); write: all a tenant does; "
+             "admin: write and operator-only things (the diagnostic type).")] = "write",
 ) -> None:
-    """Create a key; prints only the key, so scripts can capture it."""
-    from aitasks.jobs.apikeys import create_key
+    """Create a key; prints only the key, so scripts can capture it (it cannot be shown again)."""
+    from aitasks.jobs.apikeys import create_key, parse_duration
 
     try:
-        key = create_key(_redis(), tenant, name)
+        expires_s = parse_duration(expires_in) if expires_in is not None else None
+        key = create_key(_redis(), tenant, name, scope=scope, expires_in_s=expires_s)
     except ValueError as exc:
         fail(str(exc))
     typer.echo(key)
@@ -133,10 +142,14 @@ def keys_list() -> None:
     if not rows:
         typer.echo("no keys")
         return
-    typer.echo(f"{'ID':<14}{'TENANT':<20}{'CREATED (UTC)':<22}NAME")
+    typer.echo(f"{'ID':<14}{'TENANT':<20}{'SCOPE':<7}{'CREATED (UTC)':<21}{'EXPIRES (UTC)':<31}NAME")
+    now = time.time()
     for k in rows:
         created = datetime.fromtimestamp(k.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        typer.echo(f"{k.id:<14}{k.tenant:<20}{created:<22}{k.name}")
+        expires = "never" if k.expires_at is None else (
+            datetime.fromtimestamp(k.expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+            + (" (expired)" if k.expires_at <= now else ""))
+        typer.echo(f"{k.id:<14}{k.tenant:<20}{k.scope:<7}{created:<21}{expires:<31}{k.name}")
 
 
 @keys_app.command("secret")
@@ -144,10 +157,15 @@ def keys_secret(
     tenant: Annotated[str, typer.Option(help="The tenant whose webhook signing secret to show.")],
     rotate: Annotated[bool, typer.Option(help="Replace it with a new one (receivers must be told).")] = False,
 ) -> None:
-    """The tenant's webhook signing secret (whsec_...), made on first use; prints only the secret."""
+    """The tenant's webhook signing secret (whsec_...), made on first use; prints only the secret.
+    Derived from the deployment's secret key (AITASKS_SECRET_KEY or <data dir>/secret.key), which Redis
+    never holds: run it where the workers run, with their settings."""
     from aitasks.jobs.webhooks import rotate_secret, tenant_secret
 
-    typer.echo(rotate_secret(_redis(), tenant) if rotate else tenant_secret(_redis(), tenant))
+    try:
+        typer.echo(rotate_secret(_redis(), tenant) if rotate else tenant_secret(_redis(), tenant))
+    except ConfigurationError as exc:
+        fail(str(exc))
 
 
 @keys_app.command("revoke")

@@ -43,6 +43,9 @@ def worker(name: str) -> str:
 
 
 WORKERS_PATTERN = f"{PREFIX}:worker:*"
+# Sorted set of worker names scored by when their heartbeat key expires (unix time): probes read the live
+# workers from it and their heartbeat keys by name, never with a keyspace-wide SCAN.
+WORKERS = f"{PREFIX}:workers"
 
 
 WEBHOOKS_PENDING = f"{PREFIX}:webhooks:pending"  # list of deliveries to make (JSON), pushed by UPDATE
@@ -59,6 +62,17 @@ def webhooks_inflight(worker_name: str) -> str:
 def prediction_logs(job_id: str) -> str:
     """A job submitted through /v1/predictions: its progress messages so far (the prediction's logs)."""
     return f"{PREFIX}:replicate:logs:{job_id}"
+
+
+def replicate_file(file_id: str) -> str:
+    """A file uploaded through POST /v1/files: its metadata (hash, expiring); the bytes are in the artifact
+    store (jobs/artifacts.py ``file_path``), removed by the workers' sweep once this key is gone."""
+    return f"{PREFIX}:replicate:file:{file_id}"
+
+
+def replicate_files(tenant: str) -> str:
+    """Sorted set of a tenant's uploaded file ids, scored by upload time (s)."""
+    return f"{PREFIX}:replicate:files:{tenant}"
 
 
 def webhook_log(job_id: str) -> str:

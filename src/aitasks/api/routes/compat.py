@@ -51,7 +51,7 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": SeedAccepted, "description": "Accepted (async), or not finished within the sync bound."},
     200: {"model": schemas.FinishedResponse, "description": "`?async_processing=false` and the job ended in "
           "time: its status with `result` (as `Prefer: wait` answers on `POST /api/v1/tasks/submit/`)."},
-    **schemas.errors(400, 401, 413, 503),
+    **schemas.errors(400, 401, 403, 413, 503),
 }
 
 
@@ -100,7 +100,7 @@ async def seed_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
 
 @router.post("/tasks/{task_id}/cancel", response_model=schemas.CancelResponse,
              responses={400: {"model": schemas.InvalidState, "description": "The task already finished."},
-                        **schemas.errors(401, 404)},
+                        **schemas.errors(401, 403, 404)},
              summary="Cancel a task (seed 003)")
 async def seed_cancel(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """As `POST /api/v1/tasks/{task_id}/cancel/` (a parent job cancels its children too)."""

@@ -188,7 +188,7 @@ async def list_documents(
     return JSONResponse({"documents": await views(records, page.items), "next_cursor": page.next_cursor})
 
 
-@router.delete(f"{V1}/{{document_id}}", response_model=DocumentDeleted, responses=schemas.errors(401, 404, 503),
+@router.delete(f"{V1}/{{document_id}}", response_model=DocumentDeleted, responses=schemas.errors(401, 403, 404, 503),
                summary="Delete a document and its vectors")
 async def delete_document(document_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """Removes every chunk and vector of the document from the store, then its record. A running

@@ -8,6 +8,7 @@ state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,8 +18,8 @@ from fastapi.responses import StreamingResponse
 
 from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
-from aitasks.api.deps import ServicesDep, StreamTenant, load_job, websocket_tenant
-from aitasks.api.services import Services
+from aitasks.api.deps import ServicesDep, StreamTenant, load_job, stream_key_digest, websocket_grant
+from aitasks.api.services import REVOKED, Services
 from aitasks.api.views import base_url
 from aitasks.errors import NotFound
 from aitasks.jobs.models import STATUS_MESSAGES, Job, Status
@@ -36,39 +37,52 @@ def event_view(event: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-async def job_updates(services: Services, request: Request | WebSocket, job: Job) -> AsyncIterator[dict[str, Any] | None]:
-    """The job's states in order: the current one, then each change; ``None`` marks a keepalive tick."""
+class KeyRevoked(Exception):
+    """The key that opened the stream was revoked while it was open."""
+
+
+async def job_updates(services: Services, request: Request | WebSocket, job: Job,
+                      key_digest: str | None) -> AsyncIterator[dict[str, Any] | None]:
+    """The job's states in order: the current one, then each change; ``None`` marks a keepalive tick.
+    Raises KeyRevoked when the key ``key_digest`` names is revoked meanwhile."""
     async with services.hub.subscribe(job.id) as events:
-        current = await services.store.get(job.id) or job
-        last_seq = current.seq
-        yield await _full(services, request, current)
-        if current.status.is_terminal():
-            return
-        while True:
-            try:
-                event = await asyncio.wait_for(events.get(), timeout=KEEPALIVE_S)
-            except TimeoutError:
-                event = {"resync": True}  # quiet: re-read, in case an event was lost
-                yield None
-            if event.get("resync"):
-                fresh = await services.store.get(job.id)
-                if fresh is None:
-                    return
-                if fresh.seq > last_seq:
-                    last_seq = fresh.seq
-                    yield await _full(services, request, fresh)
-                    if fresh.status.is_terminal():
-                        return
-                continue
-            if event.get("seq", 0) <= last_seq:
-                continue
-            last_seq = event["seq"]
-            status = Status(event["status"])
-            if status.is_terminal():
-                final = await services.store.get(job.id)
-                yield await _full(services, request, final) if final else event_view(event)
+        with contextlib.ExitStack() as watching:
+            if key_digest is not None:
+                watching.enter_context(services.key_streams(key_digest, events))
+                if await services.grant_for_digest(key_digest) is None:
+                    raise KeyRevoked()  # revoked between the key check and now: no message will come
+            current = await services.store.get(job.id) or job
+            last_seq = current.seq
+            yield await _full(services, request, current)
+            if current.status.is_terminal():
                 return
-            yield event_view(event)
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=KEEPALIVE_S)
+                except TimeoutError:
+                    event = {"resync": True}  # quiet: re-read, in case an event was lost
+                    yield None
+                if event is REVOKED:
+                    raise KeyRevoked()
+                if event.get("resync"):
+                    fresh = await services.store.get(job.id)
+                    if fresh is None:
+                        return
+                    if fresh.seq > last_seq:
+                        last_seq = fresh.seq
+                        yield await _full(services, request, fresh)
+                        if fresh.status.is_terminal():
+                            return
+                    continue
+                if event.get("seq", 0) <= last_seq:
+                    continue
+                last_seq = event["seq"]
+                status = Status(event["status"])
+                if status.is_terminal():
+                    final = await services.store.get(job.id)
+                    yield await _full(services, request, final) if final else event_view(event)
+                    return
+                yield event_view(event)
 
 
 async def _full(services: Services, request: Request | WebSocket, job: Job) -> dict[str, Any]:
@@ -92,16 +106,22 @@ async def task_events(request: Request, task_id: str, services: ServicesDep,
 
     Browsers (EventSource cannot send headers) pass `?token=` from `POST /api/v1/stream-tokens` instead."""
     job = await load_job(services, tenant, task_id)
+    key_digest = stream_key_digest(request)
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
         final: dict[str, Any] | None = None
-        async for update in job_updates(services, request, job):
-            if update is None:
-                yield b": keepalive\n\n"
-                continue
-            final = update
-            yield b"id: %d\ndata: %s\n\n" % (update.get("seq", 0), orjson.dumps(update))
+        try:
+            async for update in job_updates(services, request, job, key_digest):
+                if update is None:
+                    yield b": keepalive\n\n"
+                    continue
+                final = update
+                yield b"id: %d\ndata: %s\n\n" % (update.get("seq", 0), orjson.dumps(update))
+        except KeyRevoked:
+            # Closed without `end`: a client reconnects, as after any cut, and gets the 401.
+            yield b": the API key was revoked\n\n"
+            return
         if final is not None:
             yield b"event: end\ndata: %s\n\n" % orjson.dumps({"task_id": task_id, "status": final["status"]})
 
@@ -109,17 +129,18 @@ async def task_events(request: Request, task_id: str, services: ServicesDep,
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def ws_job(ws: WebSocket, services: Services, task_id: str) -> Job | None:
-    """Accept the WebSocket and return the caller's job, or refuse it (a JSON error, then 4401/4404)."""
-    tenant = await websocket_tenant(ws)
+async def ws_job(ws: WebSocket, services: Services, task_id: str) -> tuple[Job, str] | None:
+    """Accept the WebSocket and return the caller's job and key digest, or refuse it (a JSON error, then
+    4401/4404)."""
+    grant = await websocket_grant(ws)
     await ws.accept()
-    if tenant is None:
+    if grant is None:
         await ws.send_json({"error": "A valid API key is required (Authorization: Bearer <key>).",
                             "code": "unauthorized"})
         await ws.close(code=4401)
         return None
     try:
-        return await load_job(services, tenant, task_id)
+        return await load_job(services, grant.tenant, task_id), grant.digest
     except NotFound as exc:
         await ws.send_json({"error": exc.message, "code": exc.code})
         await ws.close(code=4404)
@@ -135,14 +156,18 @@ async def task_ws(ws: WebSocket, task_id: str) -> None:
 async def serve_ws(ws: WebSocket, task_id: str, render: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     """Push the job's updates, each as ``render`` shapes it, then close (1000) after a terminal state."""
     services: Services = ws.app.state.services
-    job = await ws_job(ws, services, task_id)
-    if job is None:
+    opened = await ws_job(ws, services, task_id)
+    if opened is None:
         return
+    job, key_digest = opened
     try:
-        async for update in job_updates(services, ws, job):
+        async for update in job_updates(services, ws, job, key_digest):
             if update is not None:
                 await ws.send_text(orjson.dumps(render(update)).decode())
         await ws.close(code=1000)
+    except KeyRevoked:
+        await ws.send_json({"error": "The API key was revoked.", "code": "unauthorized"})
+        await ws.close(code=4401)
     except WebSocketDisconnect:
         pass
 

@@ -32,7 +32,7 @@ def _alias(path: str) -> str:
     responses={200: {"model": schemas.SubmitResponse | schemas.FinishedResponse,
                      "description": "Idempotency-Key repeated: the first task; or, with `Prefer: wait`, "
                                     "the finished task with its result."},
-               **schemas.errors(400, 401, 413, 503)},
+               **schemas.errors(400, 401, 403, 413, 503)},
     summary="Submit a task",
 )
 async def submit(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
@@ -140,7 +140,7 @@ async def cancel_job(services: Services, job: Job) -> Status | None:
 
 @router.post("/{task_id}/cancel/", response_model=schemas.CancelResponse,
              responses={400: {"model": schemas.InvalidState, "description": "The task already finished."},
-                        **schemas.errors(401, 404)},
+                        **schemas.errors(401, 403, 404)},
              summary="Cancel a task")
 async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """A queued task never starts; a running one stops at its next progress report, or is killed after
@@ -157,6 +157,9 @@ async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
     job = await load_job(services, tenant, task_id)
     msg = f"Task already completed ({job.status.value}), cannot cancel"
     raise Conflict(msg, extra={"message": msg, "task_id": task_id, "status": job.status.value})
+
+
+ARTIFACT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 
 
 @router.get("/{task_id}/artifacts/{name}", responses={200: {"content": {"application/octet-stream": {}}},
@@ -176,7 +179,10 @@ async def download_artifact(task_id: str, name: str, services: ServicesDep, tena
                 known[value["artifact"]] = value.get("media_type", "application/octet-stream")
     if name not in known or not path.is_file():
         raise NotFound(f"No file {name!r} for task {task_id}")
-    return FileResponse(path, media_type=known[name], filename=name)
+    # A download, never a page of this origin: saved (attachment), its type not sniffed, and sandboxed
+    # with no resources should a browser still render it (an SVG or HTML a job wrote).
+    return FileResponse(path, media_type=known[name], filename=name, content_disposition_type="attachment",
+                        headers=ARTIFACT_HEADERS)
 
 
 # The seeds' clients may drop the trailing slash: serve both spellings (only one in the schema).
