@@ -244,9 +244,12 @@ def test_a_child_cancelled_alone_counts_as_cancelled_and_the_parent_goes_on(api)
 
 def test_a_redelivered_parent_creates_no_duplicate_children(two_workers, api):
     r: redis.Redis = two_workers.redis
-    short = {"task_type": "diagnostic", "parameters": {"duration_s": 2, "steps": 4}}
+    # Children long enough that the redelivery below is taken while they run (under load, 2 s children
+    # could both end first, queueing the callback ahead of it: seen once in CI).
+    short = {"task_type": "diagnostic", "parameters": {"duration_s": 5, "steps": 5}}
     task_id = compare(api, [short, short], include_original=False, tile_px=64)
     children = poll(lambda: api.get(f"{TASKS}/{task_id}/status/").json().get("children"), "children", 60)
+    assert r.hget(keys.job(task_id), "children_done") == b"0"  # the premise: no child has ended yet
     record = Job.from_hash(r.hgetall(keys.job(task_id)))
     redelivery = job_message(task_id, "cpu", record.soft_time_limit_s, record.time_limit_s)
     # The first run's message delivered again while the children run (as kombu restores an unacked one)...
