@@ -49,7 +49,8 @@ READ_POSTS = frozenset({"/api/v1/stream-tokens", "/api/v1/search"})
 
 
 def needed_scope(request: Request) -> str:
-    return "read" if request.method in READ_METHODS or request.url.path in READ_POSTS else "write"
+    # scope["path"], not request.url: building the URL object cost ~5% of a submit's CPU.
+    return "read" if request.method in READ_METHODS or request.scope["path"] in READ_POSTS else "write"
 
 
 async def current_grant(request: Request) -> Grant:
