@@ -1,0 +1,1 @@
+"""Alembic migrations of the store of record (see aitasks.store.migrate)."""

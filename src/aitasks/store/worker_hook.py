@@ -1,0 +1,33 @@
+"""Starts the recorder (recorder.py) as a thread of each worker's main process, beside the webhook sender:
+every worker host records, a dead worker's unrecorded batch is claimed by another, and there is no
+extra process to supervise. Imported by ``aitasks worker`` only (the API never imports Celery)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import signals
+
+from aitasks.settings import get_settings
+from aitasks.store.recorder import Recorder, RecorderThread
+
+_thread: RecorderThread | None = None
+
+
+@signals.worker_ready.connect
+def _start(sender: Any = None, **_: Any) -> None:
+    global _thread
+    settings = get_settings()
+    client = redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=3, socket_timeout=10,
+                                  health_check_interval=15)
+    name = getattr(sender, "hostname", None)
+    _thread = RecorderThread(Recorder(client, settings.resolved_database_url, consumer=name,
+                                      batch=settings.recorder_batch, claim_idle_s=settings.recorder_claim_idle_s))
+    _thread.start()
+
+
+@signals.worker_shutting_down.connect
+def _stop(**_: Any) -> None:
+    if _thread is not None:
+        _thread.stop()

@@ -1,0 +1,165 @@
+"""The store of record's schema and rows (aitasks.store) on SQLite and on a real PostgreSQL: migrations
+from an empty database, the refusal of a newer one, `aitasks db upgrade`, the row round trip, insert-once
+with usage counted once, and the keyset listing with its filters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from aitasks.jobs.models import Job, Status
+from aitasks.store import engine as engines
+from aitasks.store import migrate
+from aitasks.store.records import Ended, Filters, get_job, job_row, list_jobs, write_batch
+from aitasks.store.schema import metadata, usage
+from pg_server import PgServer
+from store_db import BACKENDS, database_url, pg_lazy  # noqa: F401  (fixture)
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path, pg_lazy: Callable[[], PgServer]) -> str:  # noqa: F811
+    return database_url(request.param, tmp_path, pg_lazy)
+
+
+def ended_record(job_id: str, tenant: str = "acme", status: str = "SUCCESS", created_at: float = 1_700_000_000.5,
+                 **extra: str) -> dict[str, str]:
+    job = Job(id=job_id, type="echo", tenant=tenant, queue="cpu", status=Status(status), created_at=created_at,
+              input={"text": "hi", "image": {"artifact": "input-0.png", "media_type": "image/png"}})
+    record = job.to_hash()
+    record.update({"started_at": repr(created_at + 1), "finished_at": repr(created_at + 3.25), "progress": "100",
+                   "message": "Done", "worker": "cpu.1@host", "attempts": "1",
+                   "result": orjson.dumps({"n": 1}).decode(), "seq": "4"})
+    if status == "FAILURE":
+        record.update({"error_type": "ValueError", "error_message": "bad pixels", "message": "Failed"})
+    record.update(extra)
+    return record
+
+
+def test_migrations_build_the_schema_the_code_uses_from_an_empty_database(url: str) -> None:
+    assert migrate.upgrade(url) == migrate.head()
+    assert migrate.upgrade(url) == migrate.head()  # again: nothing to do
+    engine = engines.create(url)
+    try:
+        with engine.connect() as c:
+            assert compare_metadata(MigrationContext.configure(c), metadata) == []
+            if engines.is_sqlite(url):
+                assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        engine.dispose()
+
+
+def test_a_database_newer_than_the_code_is_refused_and_left_alone(url: str) -> None:
+    migrate.upgrade(url)
+    engine = engines.create(url)
+    try:
+        with engine.begin() as c:
+            c.execute(sa.text("UPDATE alembic_version SET version_num = '9999_future'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(migrate.SchemaTooNew, match="9999_future.*newer than this aitasks"):
+        migrate.upgrade(url)
+    engine = engines.create(url)
+    try:
+        with engine.connect() as c:
+            assert c.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "9999_future"
+    finally:
+        engine.dispose()
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AITASKS_")}, "AITASKS_DATABASE_URL": url}
+    return subprocess.run([sys.executable, "-m", "aitasks.cli.main", "db", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_the_db_command_upgrades_and_refuses_a_newer_schema(url: str) -> None:
+    out = _cli(url, "upgrade")
+    assert out.returncode == 0, out.stderr
+    assert f"schema revision {migrate.head()}" in out.stdout
+    assert "password" not in out.stdout
+    assert _cli(url, "current").stdout.strip().endswith(f"this aitasks: {migrate.head()}")
+    engine = engines.create(url)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE alembic_version SET version_num = 'ffff'"))
+    engine.dispose()
+    out = _cli(url, "upgrade")
+    assert out.returncode == 2
+    assert "newer than this aitasks knows" in out.stderr
+
+
+def test_the_db_command_says_when_the_database_cannot_be_reached() -> None:
+    out = _cli("postgresql://nobody:secret@127.0.0.1:1/none", "upgrade", "--wait-s", "2")
+    assert out.returncode == 2
+    assert "cannot be reached" in out.stderr
+    assert "secret" not in out.stderr + out.stdout  # the password is never shown
+
+
+def test_a_row_reads_back_as_the_same_job_and_is_written_once(url: str) -> None:
+    migrate.upgrade(url)
+    engine = engines.create(url)
+    try:
+        ok = ended_record("j1", webhook="https://example.com/hook", webhook_events="completed")
+        failed = ended_record("j2", status="FAILURE")
+        with engine.begin() as c:
+            assert write_batch(c, [Ended(ok), Ended(failed)]) == 2
+        with engine.begin() as c:  # the same batch again (a recorder died before acknowledging it)
+            assert write_batch(c, [Ended(ok), Ended(failed)]) == 0
+        with engine.connect() as c:
+            for record in (ok, failed):
+                job = get_job(c, "acme", record["id"])
+                assert job is not None
+                assert job.status_view() == Job.from_hash(record).status_view()
+                assert job.result == Job.from_hash(record).result and job.input == Job.from_hash(record).input
+                assert job.webhook == Job.from_hash(record).webhook
+            assert get_job(c, "other-tenant", "j1") is None  # tenant isolation
+            assert get_job(c, "acme", "nope") is None
+            rows = c.execute(sa.select(usage)).all()
+        assert len(rows) == 1
+        row = rows[0]._mapping
+        assert (row["jobs"], row["succeeded"], row["failed"]) == (2, 1, 1)  # counted once, not four times
+        assert row["seconds"] == pytest.approx(4.5)
+        assert "error" in job_row(failed, time.time()) and job_row(failed, time.time())["error"] == "bad pixels"
+    finally:
+        engine.dispose()
+
+
+def test_keyset_pages_and_filters(url: str) -> None:
+    migrate.upgrade(url)
+    engine = engines.create(url)
+    base = 1_700_000_000.0
+    batch = [Ended(ended_record(f"a{i:02d}", created_at=base + i // 2, status="FAILURE" if i % 3 == 0 else "SUCCESS"))
+             for i in range(30)]  # pairs share a millisecond: ties go by id
+    batch.append(Ended(ended_record("b00", tenant="globex", created_at=base + 5)))
+    try:
+        with engine.begin() as c:
+            write_batch(c, batch)
+        with engine.connect() as c:
+            seen: list[str] = []
+            cursor = None
+            for _ in range(20):
+                page, cursor = list_jobs(c, "acme", 7, cursor, Filters())
+                seen += [job.id for _, job in page]
+                if cursor is None:
+                    break
+            assert seen == sorted((f"a{i:02d}" for i in range(30)), reverse=True)  # each once, newest first
+            failed, _ = list_jobs(c, "acme", 50, None, Filters(statuses={Status.FAILURE}))
+            assert {j.id for _, j in failed} == {f"a{i:02d}" for i in range(0, 30, 3)}
+            window, _ = list_jobs(c, "acme", 50, None, Filters(created_after=base + 2, created_before=base + 4))
+            assert {j.id for _, j in window} == {"a04", "a05", "a06", "a07"}
+            found, _ = list_jobs(c, "acme", 50, None, Filters(q="PIXELS"))
+            assert {j.id for _, j in found} == {j.id for _, j in failed}
+            assert list_jobs(c, "acme", 50, None, Filters(q="100%_"))[0] == []  # LIKE wildcards are literal
+            assert list_jobs(c, "acme", 50, None, Filters(task_type="other"))[0] == []
+            assert [j.id for _, j in list_jobs(c, "globex", 50, None, Filters())[0]] == ["b00"]
+    finally:
+        engine.dispose()
