@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench lint install redis-server clean
+.PHONY: run test test-fast bench chaos lint install redis-server clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$(PY) bash scripts/ensure-venv.sh $(VENV)
@@ -33,6 +33,10 @@ test-fast: $(STAMP) redis-server
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# Faults under load on a private stack (bench/chaos.py; docs/reliability.md); CHAOS_ARGS="--jobs 600" scales it.
+chaos: install
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 lint: install
 	$(BIN)/pip install -q ruff==0.14.* mypy==1.19.*

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_every_setting_is_in_the_readme_and_nothing_else():
     readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`(AITASKS_[A-Z_]+)`", readme))
+    documented = set(re.findall(r"`(AITASKS_[A-Z0-9_]+)`", readme))
     actual = {f"AITASKS_{name.upper()}" for name in Settings.model_fields}
     actual |= set(protocol.CLIENT_VARIABLES)  # the CLI's and the Python client's, not the service's
     assert actual - documented == set(), "settings missing from the README"

@@ -228,7 +228,7 @@ def _close(*socks: socket.socket) -> None:
 def proxied(tmp_path: Path) -> Iterator[tuple[Stack, ReplyHoldingProxy]]:
     """A deployment whose API reaches Redis through the proxy (its workers directly), with a short
     Redis timeout so the held reply times out quickly."""
-    s = Stack(tmp_path / "stack", env={"AITASKS_REDIS_TIMEOUT_S": "1.0"})
+    s = Stack(tmp_path / "stack", env={"AITASKS_REDIS_TIMEOUT_S": "1.0", "AITASKS_OUTBOX_MAX_MB": "0"})
     proxy: ReplyHoldingProxy | None = None
     try:
         s.redis_server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +42,15 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     data_dir: Path = Path("var")
     artifacts_dir: Path | None = None
+    artifacts_url: str | None = Field(
+        None, description="s3://bucket/prefix: job files in an S3-compatible bucket, seen by every host "
+                          "(docs/operations.md); default the folder AITASKS_ARTIFACTS_DIR.")
+    s3_endpoint_url: str | None = Field(
+        None, description="The S3-compatible server (e.g. http://minio:9000; path-style addressing); default AWS.")
+    s3_region: str | None = Field(None, description="The bucket's region; default AWS_DEFAULT_REGION, else us-east-1.")
+    s3_access_key_id: SecretStr | None = Field(
+        None, description="With AITASKS_S3_SECRET_ACCESS_KEY; default boto3's chain (AWS_ACCESS_KEY_ID, ...).")
+    s3_secret_access_key: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = Field(None, description="Base URL put in artifact links; default: the request's.")
@@ -48,6 +58,12 @@ class Settings(BaseSettings):
     redis_maxmemory_mb: int = Field(
         1024, ge=0, description="Memory cap of the private Redis `aitasks run` starts (noeviction: full is a 503); "
                                 "0 for none. Not applied to AITASKS_REDIS_URL.")
+    database_url: str | None = Field(
+        None, description="The store of record (job history, docs/history.md): postgresql://... for several hosts; "
+                          "default SQLite (WAL) at <data_dir>/aitasks.db.")
+    recorder_batch: int = Field(500, ge=1, le=10_000, description="Ended jobs the recorder writes to SQL a batch.")
+    recorder_claim_idle_s: float = Field(
+        30.0, gt=0, description="Seconds before a recorder takes over the unrecorded batch of one that died.")
     secret_key: SecretStr | None = Field(
         None, description="Key the webhook signing secrets are derived from; default a 0600 file "
                           "<data_dir>/secret.key made on first use. Set it alike on every host of one Redis.")
@@ -66,6 +82,9 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(1, ge=1)
     worker_heartbeat_s: float = Field(2.0, gt=0)
+    lease_s: float = Field(
+        30.0, gt=0, description="A worker that has not heartbeaten for this long is taken for dead: a live worker "
+                                "queues its running and reserved jobs again (fenced; docs/operations.md).")
     unacked_restore_interval_s: int = Field(10, ge=1)
 
     # Requests.
@@ -75,6 +94,12 @@ class Settings(BaseSettings):
     sync_wait_s: float = Field(30.0, gt=0, description="How long ?async_processing=false waits for the job.")
     redis_timeout_s: float = Field(1.5, gt=0, description="Socket timeout of the API's Redis calls.")
     auth_cache_s: float = Field(30.0, ge=0, description="How long the API trusts a checked key (revocation clears it).")
+    outbox_max_mb: float = Field(
+        64.0, ge=0, description="Most submits (MB) one API process keeps in its local outbox while Redis is "
+                                "unreachable (docs/operations.md); beyond it a 503. 0: no outbox.")
+    api_instance: str | None = Field(
+        None, description="Names this API's outbox files (<data_dir>/outbox/outbox-<instance>-<slot>.sqlite3); "
+                          "default port<AITASKS_PORT>.")
     log_level: str = "INFO"
 
     # Operations and diagnostics (docs/security.md).
@@ -116,6 +141,13 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("artifacts_url")
+    @classmethod
+    def _check_artifacts_url(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?", value):
+            raise ValueError("must be s3://<bucket>[/<prefix>] (a folder is AITASKS_ARTIFACTS_DIR)")
+        return value or None
+
     @field_validator("webhook_allow_private")
     @classmethod
     def _check_networks(cls, value: str) -> str:
@@ -148,6 +180,11 @@ class Settings(BaseSettings):
     @property
     def run_dir(self) -> Path:
         return (self.data_dir / "run").resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """AITASKS_DATABASE_URL, else the embedded SQLite file under the data directory."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'aitasks.db').resolve()}"
 
     @property
     def secret_key_file(self) -> Path:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from aitasks.api import schemas
 
@@ -81,14 +81,27 @@ class BatchStatus(BaseModel):
     documents: list[DocumentStatus]
 
 
+# What the store enforces (documents/store.py), said in the schema so a client (and the fuzzer) knows it.
+DOCUMENT_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+METADATA_KEY_PATTERN = "^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+MetadataValue = Annotated[str, StringConstraints(max_length=1024)] | int | Annotated[float, Field(allow_inf_nan=False)] | bool
+MetadataKey = Annotated[str, StringConstraints(pattern=METADATA_KEY_PATTERN)]
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object", "maxProperties": 32, "propertyNames": {"pattern": METADATA_KEY_PATTERN},
+    "additionalProperties": {"anyOf": [{"type": "string", "maxLength": 1024}, {"type": "number"},
+                                       {"type": "boolean"}]}}
+
+
 class SearchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `alpha: false` or `top_k: "5"` is refused, as the schema says, not coerced.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     query: str = Field(min_length=1, max_length=2000, description="A question or keywords, in any wording.")
     top_k: int = Field(5, ge=1, le=100, description="How many results.")
-    document_ids: list[str] | None = Field(None, max_length=1000, description="Only in these documents.")
-    filters: dict[str, str | int | float | bool] | None = Field(
-        None, description="Only documents whose metadata equals every pair.")
+    document_ids: list[Annotated[str, StringConstraints(pattern=DOCUMENT_ID_PATTERN)]] | None = Field(
+        None, max_length=1000, description="Only in these documents.")
+    filters: Annotated[dict[MetadataKey, MetadataValue], WithJsonSchema(METADATA_SCHEMA)] | None = Field(
+        None, max_length=32, description="Only documents whose metadata equals every pair.")
     alpha: float = Field(0.8, ge=0.0, le=1.0, description="Weight of the vector score against the keyword "
                                                           "(BM25) score; 1 is vectors only.")
 
@@ -107,27 +120,30 @@ class SearchResponse(BaseModel):
 
 # --- the multipart uploads, described by hand: their handlers read the form themselves ------------------
 
+# `metadata` is a JSON object sent as a part of its own (the server parses the part's text as JSON).
+METADATA_PART: dict[str, Any] = {**METADATA_SCHEMA, "description": "A flat JSON object (string, number or boolean "
+                                                                   "values) that search `filters` match."}
+JSON_PARTS = {"metadata": {"contentType": "application/json"}}
 INGEST_DOC: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"encoding": JSON_PARTS, "schema": {
+        "type": "object", "required": ["file"], "additionalProperties": False,
         "properties": {
             "file": {"type": "string", "format": "binary",
                      "description": "PDF, DOCX, TXT, Markdown, HTML, or a PNG/JPEG scan."},
-            "document_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+            "document_id": {"type": "string", "pattern": DOCUMENT_ID_PATTERN,
                             "description": "Your id for it (default: a new one). The same id again replaces "
                                            "the document's chunks and record."},
-            "metadata": {"type": "string", "description": "A flat JSON object (string, number or boolean values) "
-                                                          "that search `filters` match."},
+            "metadata": METADATA_PART,
         }}}}},
 }
 BATCH_DOC: dict[str, Any] = {
-    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "required": ["file"],
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"encoding": JSON_PARTS, "schema": {
+        "type": "object", "required": ["file"], "additionalProperties": False,
         "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+            "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"},
                      "description": "Several parts named `file`, one per document (at most AITASKS_MAX_BATCH_FILES; "
                                     "all together within AITASKS_MAX_UPLOAD_BYTES)."},
-            "metadata": {"type": "string", "description": "A flat JSON object given to every document."},
+            "metadata": {**METADATA_PART, "description": "A flat JSON object given to every document."},
         }}}}},
 }
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {

@@ -20,6 +20,18 @@ BAD_REQUEST = {
 }
 
 
+# Every cursor this API gives is unpadded URL-safe base64 (jobs/pager.py): say so, so a client (and the
+# fuzzer) knows the alphabet. Which cursors exist is the server's to say: another one answers 400 `cursor`.
+CURSOR = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$",
+          "description": "Opaque: `next_cursor` (or the `next` link's) of the previous page, as it was given."}
+
+
+def _describe_cursor(operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "query" and parameter.get("name") == "cursor":
+            parameter["schema"] = {**CURSOR, "title": "Cursor"}
+
+
 def _can_fail_validation(operation: dict[str, Any]) -> bool:
     """Only a body or a query/header parameter can be invalid; a string path parameter cannot."""
     return "requestBody" in operation or any(p.get("in") != "path" for p in operation.get("parameters", []))
@@ -38,6 +50,7 @@ def install_openapi(app: FastAPI) -> None:
                     responses.pop("422")
                     if _can_fail_validation(operation):
                         responses.setdefault("400", BAD_REQUEST)
+                _describe_cursor(operation)
                 if "401" in responses:  # unless the route names its own (e.g. /metrics: the metrics token)
                     operation.setdefault("security", [{"bearer": []}])
         schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})

@@ -13,9 +13,11 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from aitasks.api.outbox import Outbox
+from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.jobs import keys
 from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest
-from aitasks.jobs.artifacts import ArtifactStore
+from aitasks.jobs.artifacts import ArtifactBackend, open_artifacts
 from aitasks.jobs.events import EventHub
 from aitasks.jobs.pipelined import PipelinedRedis, supports
 from aitasks.jobs.store import AsyncJobStore
@@ -29,8 +31,10 @@ class Services:
     redis: aredis.Redis
     store: AsyncJobStore
     hub: EventHub
-    artifacts: ArtifactStore
+    artifacts: ArtifactBackend
     registry: Registry
+    # Submits accepted while Redis is unreachable (api/outbox_forwarder.py); None when AITASKS_OUTBOX_MAX_MB=0.
+    outbox: OutboxForwarder | None = None
     _auth_cache: dict[str, tuple[Grant, float]] = field(default_factory=dict)
     # The event queues of the open streams, by the digest of the key that opened them (revocation ends them).
     _key_streams: dict[str, set[asyncio.Queue[dict[str, Any]]]] = field(default_factory=dict)
@@ -48,10 +52,18 @@ class Services:
         pipe = PipelinedRedis(url, 1.0, settings.redis_timeout_s) if supports(url) else None
         services = cls(
             settings=settings, redis=client, store=AsyncJobStore(client, pipe),
-            hub=EventHub(pubsub_client), artifacts=ArtifactStore(settings.artifacts_path),
+            hub=EventHub(pubsub_client), artifacts=open_artifacts(settings),
             registry=load_all(),
         )
         services.hub.on_control = services._on_control
+        if settings.outbox_max_mb > 0:
+            instance = settings.api_instance or f"port{settings.port}"
+            outbox = Outbox(settings.data_dir / "outbox", instance, int(settings.outbox_max_mb * 1_000_000))
+            services.outbox = OutboxForwarder(outbox, services.store, services.artifacts,
+                                              settings.redis_timeout_s + 0.5)
+            with contextlib.suppress(RuntimeError):  # built inside the app's lifespan: forward from the start
+                asyncio.get_running_loop()
+                services.outbox.start()
         return services
 
     def _on_control(self, message: dict[str, object]) -> None:
@@ -78,10 +90,17 @@ class Services:
         d = digest(key)
         now = time.monotonic()
         cached = self._auth_cache.get(d)
-        # Trust the cache only while the hub listens, since that is how revocations arrive.
-        if cached and cached[1] > now and self.hub.connected.is_set():
+        # Trust the cache only while the hub listens, since that is how revocations arrive; and while Redis
+        # is unreachable, since no revocation can be written then (the outbox takes the key's submits).
+        if cached and ((cached[1] > now and self.hub.connected.is_set()) or (self.outbox and self.outbox.down)):
             return cached[0].check_expiry()
-        grant = await self.grant_for_digest(d)
+        try:
+            grant = await self.grant_for_digest(d)
+        except Exception as exc:
+            if cached is None or self.outbox is None or not unreachable(exc):
+                raise  # an unknown key while Redis is away: 503
+            self.outbox.mark_down(exc)
+            return cached[0].check_expiry()
         if grant is None:
             self._auth_cache.pop(d, None)
             return None

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import UploadFile
 
+from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.api.services import Services
 from aitasks.api.webhook_input import read_webhook
 from aitasks.errors import FieldError, Forbidden, ServiceUnavailable, ValidationFailed, pydantic_fields, summary
@@ -179,11 +180,38 @@ async def accept(
     message = job_message(job_id, queue, limits["soft_time_limit_s"], limits["time_limit_s"])
     key = options.idempotency_key
     idem = hashlib.sha256(key.encode()).hexdigest() if key else None
+    outbox = services.outbox
+    if outbox is not None and (outbox.down or outbox.holding):
+        first_job = await outbox.find_key(tenant, idem) if idem else None
+        if first_job is not None:  # the key's first submit waits in the outbox: that is the job
+            if sub.files:
+                services.artifacts.delete_job(job_id)
+            return Accepted(first_job, created=False)
+        if outbox.down:  # Redis was unreachable a moment ago: no waiting on it, the forwarder probes it
+            try:
+                return await _outboxed(services, outbox, job, message, idem, limits["retention_s"], bool(sub.files))
+            except ServiceUnavailable:  # full: nothing accepted
+                if sub.files:
+                    services.artifacts.delete_job(job_id)
+                raise
     try:
         created, stored_id = await services.store.create(
             job, message, settings.pending_ttl_s, idem, limits["retention_s"])
     except BaseException as exc:
-        if not maybe_applied(exc, services.store.pipe is not None):  # never reached Redis: nothing accepted
+        applied = maybe_applied(exc, services.store.pipe is not None)
+        if outbox is not None and isinstance(exc, Exception) and unreachable(exc):
+            # Refused, timed out, or sent without an answer: the outbox forwards it by this id, and CREATE
+            # says "already exists" if it did run, so it is accepted once either way.
+            outbox.mark_down(exc)
+            try:
+                return await _outboxed(services, outbox, job, message, idem, limits["retention_s"], bool(sub.files))
+            except ServiceUnavailable:  # full: as without an outbox
+                if applied:
+                    raise outcome_unknown(job_id, key is not None) from exc
+                if sub.files:
+                    services.artifacts.delete_job(job_id)
+                raise
+        if not applied:  # never reached Redis: nothing accepted
             if sub.files:
                 services.artifacts.delete_job(job_id)
             raise
@@ -201,6 +229,13 @@ async def accept(
         raise ServiceUnavailable("The job of this Idempotency-Key has just expired; send the request again.",
                                  headers={"Retry-After": "1"})
     return Accepted(first, created=False)
+
+
+async def _outboxed(services: Services, outbox: OutboxForwarder, job: Job, message: str, idem: str | None,
+                    idem_ttl_s: int, files: bool) -> Accepted:
+    """Accept into the outbox: answered as any accepted submit (202, PENDING). Raises ServiceUnavailable when full."""
+    await outbox.take(job, message, services.settings.pending_ttl_s, idem, idem_ttl_s, files)
+    return Accepted(job, created=True)
 
 
 def maybe_applied(exc: BaseException, pipelined: bool) -> bool:

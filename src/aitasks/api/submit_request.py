@@ -145,38 +145,65 @@ WEBHOOK_PROPERTIES: dict[str, Any] = {
 }
 
 
+# The catalog's examples name their files and ids by placeholders ("<base64>"); the OpenAPI's examples are
+# requests a client (or the fuzzer) can send as they are: a small PNG, a well-formed job id.
+EXAMPLE_PNG = ("iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAK0lEQVR42u3NQQEAQAQAMC6NiCKKdSX4bQWW0xWXXhwTCAQCgUAgE"
+               "AgEWz6b/gGoTIbtSQAAAABJRU5ErkJggg==")
+EXAMPLE_ID = "5b0d6a1e-3f7c-4a53-9a59-2d0f9f3b1f10"
+
+
+def runnable_example(value: Any, key: str = "") -> Any:
+    """A catalog example with its placeholders filled: files as a PNG, anything else as a job id."""
+    if isinstance(value, dict):
+        return {k: runnable_example(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [runnable_example(v, key) for v in value]
+    if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
+        return EXAMPLE_PNG if key in FILE_FIELDS else EXAMPLE_ID
+    return value
+
+
+# Parts sent as JSON text (the server parses `parameters` as JSON): described as the object they carry.
+JSON_PARTS = {"parameters": {"contentType": "application/json"}}
+
+
 def submit_doc(task_type: str | None = None) -> dict[str, Any]:
     """``openapi_extra`` of a submit route: its body (JSON with base64 files, or multipart with files as
-    parts) and headers. ``task_type`` set: a path that submits only that type, documented by its input."""
+    parts) and headers. ``task_type`` set: a path that submits only that type, documented by its input.
+
+    Each type's own fields (its ``parameters``, which files it takes) are its ``input_schema`` in
+    ``GET /api/v1/task-types``; here the shape common to all: the type's name, base64 files, no other field."""
     if task_type is None:
+        types = [jt for jt in load_all().all() if not jt.submit_path]
         json_schema: dict[str, Any] = {
-            "type": "object", "required": ["task_type"],
+            "type": "object", "required": ["task_type"], "additionalProperties": False,
             "properties": {
-                "task_type": {"type": "string", "description": "A name from GET /api/v1/task-types."},
+                "task_type": {"type": "string", "enum": [jt.name for jt in types],
+                              "description": "A name from GET /api/v1/task-types."},
                 "prompt": {"type": "string"},
                 **{name: {"type": "string", "contentEncoding": "base64"} for name in FILE_FIELDS},
                 "parameters": {"type": "object", "description": "Per type; see its input_schema."},
                 **WEBHOOK_PROPERTIES,
             },
         }
-        examples = {ex["task_type"]: {"value": ex} for jt in load_all().all() for ex in jt.examples[:1]
-                    if not jt.submit_path}
+        examples = {ex["task_type"]: {"value": runnable_example(ex)} for jt in types for ex in jt.examples[:1]}
         form: dict[str, Any] = {
-            "type": "object", "required": ["task_type"],
-            "properties": {"task_type": {"type": "string"},
-                           "parameters": {"type": "string", "description": "A JSON object, as text."},
+            "type": "object", "required": ["task_type"], "additionalProperties": False,
+            "properties": {"task_type": json_schema["properties"]["task_type"],
+                           "parameters": {"type": "object", "description": "A JSON object, as a part of its own."},
                            "prompt": {"type": "string"},
-                           **{name: {"type": "string", "format": "binary"} for name in FILE_FIELDS}}}
+                           **{name: {"type": "string", "format": "binary"} for name in FILE_FIELDS},
+                           "webhook": WEBHOOK_PROPERTIES["webhook"]}}
     else:
         jt = load_all().get(task_type)
         json_schema = {"type": "object", "description": f"The `{task_type}` job's input, as `input_schema` of "
                                                         f"`GET /api/v1/task-types` describes it (without `task_type`)."}
-        examples = {"example": {"value": {k: v for k, v in ex.items() if k != "task_type"}}
+        examples = {"example": {"value": {k: runnable_example(v, k) for k, v in ex.items() if k != "task_type"}}
                     for ex in (jt.examples[:1] if jt else ())}
         form = {"type": "object", "description": "Files as parts, `parameters` as a JSON string."}
     return {
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": json_schema, "examples": examples},
-            "multipart/form-data": {"schema": form}}},
+            "multipart/form-data": {"schema": form, "encoding": JSON_PARTS}}},
         "parameters": [*HEADERS, ASYNC_PROCESSING],
     }

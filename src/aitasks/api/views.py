@@ -104,6 +104,8 @@ def prefer_wait_s(prefer: str | None, max_wait_s: float) -> float | None:
 async def wait_for_end(services: Services, job_id: str, timeout_s: float) -> Job | None:
     """Wait until the job ends or the time runs out; returns the final record, or None on timeout."""
     deadline = time.monotonic() + timeout_s
+    if services.outbox is not None and services.outbox.holding and await services.outbox.find(job_id):
+        return None  # waiting in the outbox for Redis: answered 202 at once, as accepted
     async with services.hub.subscribe(job_id) as events:
         while True:
             job = await services.store.get(job_id)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from aitasks.cli.db import register as register_db_commands
 from aitasks.cli.jobs import register as register_job_commands
 from aitasks.errors import ConfigurationError
 
@@ -59,6 +60,7 @@ def api(
     try:
         settings.resolved_redis_url()
         settings.check_production()
+        _schema_at_start(settings.resolved_database_url, retry_in_background=True)
     except ConfigurationError as exc:
         fail(str(exc))
     uvicorn.run("aitasks.api.app:create_app", factory=True, host=host or settings.host,
@@ -92,12 +94,17 @@ def worker(
     except ConfigurationError as exc:
         fail(str(exc))
     setup_logging(settings.log_level, f"worker-{'+'.join(wanted)}")
+    try:  # the recorder (a thread of this process) waits for a database that is down
+        _schema_at_start(settings.resolved_database_url, retry_in_background=False)
+    except ConfigurationError as exc:
+        fail(str(exc))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ[SERVED_QUEUES_ENV] = ",".join(wanted)  # read by the pool processes' preload
     from aitasks.worker.malloc import tune_malloc
 
     tune_malloc()  # before the pool forks: every pool process inherits it
+    from aitasks.store import worker_hook  # noqa: F401  (the recorder thread)
     from aitasks.worker import monitor, preload, runner, webhooks  # noqa: F401  (registers the task and hooks)
     from aitasks.worker.quiet import quiet_celery
 
@@ -178,6 +185,13 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key, or its id from
     typer.echo("revoked")
 
 
+def _schema_at_start(url: str, retry_in_background: bool) -> None:
+    """The store of record's migrations (aitasks.store.startup); ConfigurationError when it is newer."""
+    from aitasks.store.startup import at_start
+
+    at_start(url, retry_in_background)
+
+
 def _redis():  # type: ignore[no-untyped-def]
     import redis
 
@@ -196,6 +210,7 @@ def _redis():  # type: ignore[no-untyped-def]
 
 
 register_job_commands(app)  # after the service commands, so --help lists those first
+register_db_commands(app)
 
 
 def main() -> None:

@@ -1,8 +1,12 @@
-"""Files that go into and come out of jobs, stored outside Redis (one folder per job).
+"""Files that go into and come out of jobs, stored outside Redis (one folder, or key prefix, per job).
 
-Several machines share it by mounting the same folder (NFS or similar) at ``AITASKS_ARTIFACTS_DIR``.
-Writes go to a temporary name and are renamed into place, so a reader never sees half a file and a
-job that runs again after a crash simply overwrites its own outputs.
+The default is a folder (``ArtifactStore``, ``AITASKS_ARTIFACTS_DIR``); several machines share it by
+mounting the same folder (NFS or similar), or use an S3-compatible bucket instead
+(``AITASKS_ARTIFACTS_URL=s3://bucket/prefix``, ``jobs/s3_artifacts.py``). ``open_artifacts`` picks one;
+both follow ``jobs/artifact_store.py``'s ``ArtifactBackend``.
+
+In the folder, writes go to a temporary name and are renamed into place, so a reader never sees half a
+file and a job that runs again after a crash simply overwrites its own outputs.
 
 Files uploaded through ``POST /v1/files`` live beside the jobs' folders, in ``files/<tenant digest>/<id>``;
 their Redis record holds only metadata. Both are swept the same way: once the record is gone.
@@ -10,45 +14,54 @@ their Redis record holds only metadata. Both are swept the same way: once the re
 
 from __future__ import annotations
 
-import hashlib
-import mimetypes
 import os
-import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from aitasks.jobs.artifact_store import (
+    FILES_AREA,
+    ArtifactBackend,
+    ArtifactStream,
+    artifact_url,
+    check_name,
+    media_type_for,
+    remove_unknown,
+    tenant_area,
+)
 from aitasks.jobs.models import Artifact
 
+if TYPE_CHECKING:
+    from aitasks.settings import Settings
 
-def artifact_url(base: str, job_id: str, name: str) -> str:
-    """Where the API serves a job's artifact (``base``: the API's public URL)."""
-    return f"{base}/api/v1/tasks/{job_id}/artifacts/{name}"
-
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-FILES_AREA = "files"  # not a job id (those are UUIDs): the job sweep leaves it to sweep_files
+__all__ = ["ArtifactBackend", "ArtifactStore", "ArtifactStream", "artifact_url", "check_name", "media_type_for",
+           "open_artifacts"]
 
 
-def media_type_for(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+def open_artifacts(settings: Settings) -> ArtifactBackend:
+    """The store the settings name: an S3-compatible bucket with AITASKS_ARTIFACTS_URL, else the folder."""
+    if settings.artifacts_url:
+        from aitasks.jobs.s3_artifacts import S3ArtifactStore  # boto3 only where a bucket is configured
+
+        return S3ArtifactStore.from_settings(settings)
+    return ArtifactStore(settings.artifacts_path)
 
 
 class ArtifactStore:
+    """The folder store (the default): ``<root>/<job id>/<name>`` and ``<root>/files/<area>/<file id>``."""
+
     def __init__(self, root: Path):
         self.root = root
 
-    @staticmethod
-    def check_name(name: str) -> str:
-        if not _SAFE_NAME.match(name) or ".." in name:
-            raise ValueError(f"invalid artifact name {name!r}: letters, digits, '.', '_' and '-' only")
-        return name
+    check_name = staticmethod(check_name)
 
     def job_dir(self, job_id: str) -> Path:
-        return self.root / self.check_name(job_id)
+        return self.root / check_name(job_id)
 
     def path(self, job_id: str, name: str) -> Path:
-        return self.job_dir(job_id) / self.check_name(name)
+        return self.job_dir(job_id) / check_name(name)
 
     def save(self, job_id: str, name: str, data: bytes, media_type: str | None = None) -> Artifact:
         target = self.path(job_id, name)
@@ -61,15 +74,30 @@ class ArtifactStore:
     def read(self, job_id: str, name: str) -> bytes:
         return self.path(job_id, name).read_bytes()
 
+    def download(self, job_id: str, name: str) -> Path | ArtifactStream | None:
+        path = self.path(job_id, name)
+        return path if path.is_file() else None
+
+    def local_copy(self, job_id: str, name: str, scratch: Path) -> Path:
+        path = self.path(job_id, name)  # already a real file: no copy
+        if not path.is_file():
+            raise FileNotFoundError(str(path))
+        return path
+
     def delete_job(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    def touch_jobs(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            try:
+                os.utime(self.job_dir(job_id))
+            except (OSError, ValueError):
+                pass
 
     # --- uploaded files (POST /v1/files) ----------------------------------------------------------
 
     def file_path(self, tenant: str, file_id: str) -> Path:
-        # A digest, not the tenant's name: tenant names may be '.' or '..'.
-        area = hashlib.sha256(tenant.encode()).hexdigest()[:32]
-        return self.root / FILES_AREA / area / self.check_name(file_id)
+        return self.root / FILES_AREA / tenant_area(tenant) / check_name(file_id)
 
     def save_file(self, tenant: str, file_id: str, data: bytes) -> None:
         target = self.file_path(tenant, file_id)
@@ -91,7 +119,7 @@ class ArtifactStore:
         now = time.time()
         candidates = [p for p in self.root.iterdir()
                       if p.is_dir() and p.name != FILES_AREA and now - p.stat().st_mtime > min_age_s]
-        return _remove_unknown(candidates, job_exists, lambda p: shutil.rmtree(p, ignore_errors=True))
+        return remove_unknown(candidates, _name, job_exists, _remove_folders)
 
     def sweep_files(self, file_exists: Callable[[list[str]], list[bool]], min_age_s: float = 120.0) -> int:
         """Delete uploaded files whose records expired (and temporary files left by a crash)."""
@@ -103,17 +131,18 @@ class ArtifactStore:
         for tmp in (p for p in old if p.name.startswith(".")):
             tmp.unlink(missing_ok=True)
         candidates = [p for p in old if not p.name.startswith(".")]
-        return _remove_unknown(candidates, file_exists, lambda p: p.unlink(missing_ok=True))
+        return remove_unknown(candidates, _name, file_exists, _remove_files)
 
 
-def _remove_unknown(paths: list[Path], exists: Callable[[list[str]], list[bool]],
-                    remove: Callable[[Path], None]) -> int:
-    """Remove the paths whose name (a job or file id) ``exists`` says has no record; 200 ids a call."""
-    removed = 0
-    for start in range(0, len(paths), 200):
-        chunk = paths[start:start + 200]
-        for path, found in zip(chunk, exists([p.name for p in chunk])):
-            if not found:
-                remove(path)
-                removed += 1
-    return removed
+def _name(path: Path) -> str:
+    return path.name
+
+
+def _remove_folders(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_files(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

@@ -47,6 +47,9 @@ FRAGMENTS: tuple[Fragment, ...] = (
              fields=("tenant", "queue", "children_total")),
     Fragment("chord", "aitasks.worker", "chord_end.lua", terminal=True, fields=("parent",)),
     Fragment("documents", "aitasks.documents", "records_end.lua", terminal=True, fields=("document", "result")),
+    # After documents: the entry carries the document record as that fragment left it.
+    Fragment("history", "aitasks.store", "history_end.lua", terminal=True, fields=("document",)),
+    Fragment("live", "aitasks.jobs", "live_end.lua", terminal=True),
     Fragment("webhooks", "aitasks.jobs", "webhooks_end.lua", terminal=False),
 )
 

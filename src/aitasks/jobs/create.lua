@@ -2,7 +2,11 @@
 -- KEYS: job, tenant index, queue list, idempotency key ('' = none), submitted counter
 -- ARGV: pending ttl, created ms, job id, celery message, idempotency ttl, type, oldest ms,
 --       the record's hash pairs as one JSON list of strings (one argument packs far faster than 30)
--- Returns {1, id} when created, {0, the first job's id} on a repeated idempotency key.
+-- Returns {1, id} when created, {0, the first job's id} on a repeated idempotency key, {0, id} when the job
+-- already exists (a create resent after its reply was lost, or forwarded from the API's outbox: never twice).
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, ARGV[3]}
+end
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing and redis.call('EXISTS', '@JOB_PREFIX@' .. existing) == 1 then
@@ -13,6 +17,7 @@ end
 redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[8])))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', '@JOBS_LIVE@', ARGV[2], ARGV[3])  -- the sweep's index of unfinished jobs
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[7])
 redis.call('LPUSH', KEYS[3], ARGV[4])
 redis.call('HINCRBY', KEYS[5], ARGV[6], 1)

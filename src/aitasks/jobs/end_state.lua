@@ -1,7 +1,15 @@
 -- The frame of the UPDATE script (assembled by jobs/atomic_end.py): one change to a job, atomically.
 -- KEYS: job, events channel
--- ARGV: ttl ('' = keep), hash pairs...
--- Returns the new sequence number, 0 when the job does not exist, -1 when it already finished.
+-- ARGV: ttl ('' = keep), hash pairs..., and optionally a last pair '@fence', <fence>:
+--   no fence: no check (the API's cancel, the monitor, the worker-lost hooks: they may end any run);
+--   'run:<token>' : a run's own write, refused unless the record's run_token is still <token> (another
+--                   run started, or the recovery took the job back: the writer is a stale original);
+--   'claim:<generation>:<token>' : a delivery starting a run; refused unless the message's generation is
+--                   the record's (the recovery bumps it when it queues a job again, so an older copy is
+--                   stale; a parent's callback message, generation 0, may claim once its children exist);
+--                   on success the record's run_token becomes <token>.
+-- Returns the new sequence number, 0 when the job does not exist, -1 when it already finished, -2 when
+-- the fence refused the change (nothing written).
 -- Other keys (metrics, a parent, a document record) are derived in the fragments, not passed in:
 -- aitasks runs on one Redis, not a cluster.
 --
@@ -18,7 +26,23 @@
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return 0 end
 if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then return -1 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local last = #ARGV
+local fence = ''
+if last >= 3 and ARGV[last - 1] == '@fence' then fence = ARGV[last]; last = last - 2 end
+if fence ~= '' then
+  local token = string.match(fence, '^run:(.+)$')
+  if token then
+    if redis.call('HGET', KEYS[1], 'run_token') ~= token then return -2 end
+  else
+    local gen, claim = string.match(fence, '^claim:(%d+):(.+)$')
+    if not gen then return redis.error_reply('bad fence ' .. fence) end
+    local g = redis.call('HMGET', KEYS[1], 'generation', 'children_total')
+    local current = tonumber(g[1]) or 0
+    if tonumber(gen) ~= current and not (tonumber(gen) == 0 and g[2]) then return -2 end
+    redis.call('HSET', KEYS[1], 'run_token', claim)
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2, last))
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 if ARGV[1] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'progress', 'message', 'attempts',

@@ -48,6 +48,22 @@ WORKERS_PATTERN = f"{PREFIX}:worker:*"
 WORKERS = f"{PREFIX}:workers"
 
 
+def lease(name: str) -> str:
+    """A worker's lease (worker/lease.py): the job ids it holds (running, reserved, scheduled), as JSON,
+    expiring AITASKS_LEASE_S after its last heartbeat; gone means the worker's jobs may be taken back."""
+    return f"{PREFIX}:lease:{name}"
+
+
+LEASES = f"{PREFIX}:leases"  # sorted set of worker names scored by when their lease expires (unix time)
+SWEEPER = f"{PREFIX}:sweeper"  # the one worker running the recovery pass now (a short lock, worker/sweep.py)
+# Sorted set of the ids of jobs not yet finished, scored by creation (ms): added by CREATE, removed by the
+# UPDATE script's terminal fragment (jobs/live_end.lua); the sweep reads it instead of a keyspace SCAN.
+JOBS_LIVE = f"{PREFIX}:jobs:live"
+# kombu's Redis transport keeps each delivered, not yet acknowledged message here (its defaults, kept).
+UNACKED = "unacked"  # hash delivery tag -> JSON [message, exchange, routing key]
+UNACKED_INDEX = "unacked_index"  # sorted set delivery tag -> delivery time
+
+
 WEBHOOKS_PENDING = f"{PREFIX}:webhooks:pending"  # list of deliveries to make (JSON), pushed by UPDATE
 WEBHOOKS_RETRY = f"{PREFIX}:webhooks:retry"  # sorted set of deliveries to retry, scored by due time
 WEBHOOKS_OWNERS = f"{PREFIX}:webhooks:owners"  # set of worker names that may hold deliveries in flight
@@ -126,6 +142,14 @@ DOCUMENT_BATCH_TTL_S = 30 * 86400  # a batch record lists its documents; their s
 
 def document_batch(tenant: str, batch_id: str) -> str:
     return f"{PREFIX}:document-batch:{tenant}:{batch_id}"
+
+
+# The durable hand-off of ended jobs to the store of record (store/history_end.lua, store/recorder.py): a
+# stream read by one consumer group; an entry is deleted once its job is in SQL. Capped (approximately) so a
+# long SQL outage cannot fill Redis: past the cap the oldest unrecorded entries are dropped.
+HISTORY_STREAM = f"{PREFIX}:history:ended"
+HISTORY_GROUP = "recorders"
+HISTORY_STREAM_MAX = 100_000
 
 
 QUEUES = ("cpu", "gpu")

@@ -33,6 +33,9 @@ VALUES: dict[str, str] = {
     "@USAGE_PREFIX@": keys.USAGE_PREFIX,
     "@USAGE_TTL_S@": str(keys.USAGE_TTL_S),
     "@WEBHOOKS_PENDING@": keys.WEBHOOKS_PENDING,
+    "@JOBS_LIVE@": keys.JOBS_LIVE,
+    "@HISTORY_STREAM@": keys.HISTORY_STREAM,
+    "@HISTORY_STREAM_MAX@": str(keys.HISTORY_STREAM_MAX),
 }
 
 

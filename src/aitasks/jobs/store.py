@@ -19,7 +19,8 @@ from aitasks.jobs.pager import read_page
 from aitasks.jobs.pipelined import PipelinedRedis
 
 
-def update_args(fields: dict[str, Any], ttl_s: int | None) -> list[Any]:
+def update_args(fields: dict[str, Any], ttl_s: int | None, fence: str = "") -> list[Any]:
+    """The UPDATE script's ARGV: ttl, the field pairs, then the fence if any (see jobs/end_state.lua)."""
     args: list[Any] = ["" if ttl_s is None else str(ttl_s)]
     for name, value in fields.items():
         if isinstance(value, (dict, list)):
@@ -29,6 +30,8 @@ def update_args(fields: dict[str, Any], ttl_s: int | None) -> list[Any]:
         elif isinstance(value, float):
             value = repr(value)
         args.extend((name, str(value) if not isinstance(value, str) else value))
+    if fence:
+        args.extend(("@fence", fence))
     return args
 
 
@@ -54,7 +57,8 @@ class AsyncJobStore:
         self, job: Job, celery_message: str, pending_ttl_s: int, idempotency_key: str | None,
         idempotency_ttl_s: int,
     ) -> tuple[bool, str]:
-        """Accept a job atomically. Returns (created, job_id); job_id is the first job's on a repeat key."""
+        """Accept a job atomically. Returns (created, job_id); job_id is the first job's on a repeat key, and
+        (False, job.id) when this job id is already recorded (a resend or an outbox forward: not created twice)."""
         idem = keys.idempotency(job.tenant, idempotency_key) if idempotency_key else ""
         created_ms = int(job.created_at * 1000)
         oldest_ms = created_ms - pending_ttl_s * 1000
@@ -114,15 +118,25 @@ class JobStore:
         raw = self.r.hgetall(keys.job(job_id))
         return Job.from_hash(raw) if raw else None
 
-    def update(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None) -> int:
-        return int(self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, ttl_s)))
+    def update(self, job_id: str, fields: dict[str, Any], ttl_s: int | None = None, fence: str = "") -> int:
+        """Apply ``fields`` (see jobs/end_state.lua); ``fence`` 'run:<token>' makes it a run's own write,
+        refused (-2) once that run lost the job (the recovery queued it again, or a newer run claimed it)."""
+        args = update_args(fields, ttl_s, fence)
+        return int(self._update(keys=[keys.job(job_id), keys.events(job_id)], args=args))
 
-    def update_and_read(self, job_id: str, fields: dict[str, Any], name: str) -> Any:
+    def update_and_read(self, job_id: str, fields: dict[str, Any], name: str, fence: str = "") -> tuple[int, Any]:
         """``update`` and one field read back, in one round trip (a progress report and the cancel flag)."""
         pipe = self.r.pipeline(transaction=False)
-        self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, None), client=pipe)
+        self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, None, fence),
+                     client=pipe)
         pipe.hget(keys.job(job_id), name)
-        return pipe.execute()[1]
+        applied, value = pipe.execute()
+        return int(applied), value
+
+    def generation(self, job_id: str) -> int:
+        """How many times the recovery queued this job again (worker/lease.py): a message must carry it."""
+        value = self.r.hget(keys.job(job_id), "generation")
+        return int(value or 0)
 
     def field(self, job_id: str, name: str) -> str | None:
         value = self.r.hget(keys.job(job_id), name)

@@ -6,12 +6,19 @@ deployment end to end. It does no AI work and says so.
 It can SIGKILL pool processes and hold the GPU worker for an hour, so it is off unless the deployment
 sets ``AITASKS_ENABLE_DIAGNOSTIC=true`` (the test suite and the benchmarks do): otherwise a submit gets
 403 and the catalog lists it as unavailable. When keys get scopes, an admin key will pass too.
+
+``AITASKS_DIAGNOSTIC_LEDGER`` (a file path, in the worker's environment; not a setting of the service):
+each run appends a ``start`` line when it begins, then ``done`` when its work ran to completion (or
+``raised`` when it failed or was cancelled; a killed run writes nothing more), so the chaos run
+(bench/chaos.py) can see a job that ran twice from a record outside Redis. It is read from the
+environment, never from the job's input, so a client cannot make a worker write a file it names.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import signal
 import time
@@ -75,6 +82,23 @@ def _work(params: DiagnosticParameters, ctx: JobContext) -> None:
             ctx.progress(100 * step / params.steps, f"step {step}/{params.steps}")
 
 
+LEDGER_ENV = "AITASKS_DIAGNOSTIC_LEDGER"
+
+
+def _ledger(event: str, ctx: JobContext) -> None:
+    """One JSON line per event; a single O_APPEND write, so lines of concurrent pool processes never mix."""
+    path = os.environ.get(LEDGER_ENV)
+    if not path:
+        return
+    line = json.dumps({"event": event, "job": ctx.job_id, "attempt": ctx.attempt, "delivery": ctx.delivery,
+                       "pid": os.getpid(), "t": time.time()}) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 def _thumbnail(data: bytes) -> tuple[bytes, dict[str, Any]]:
     from PIL import Image
 
@@ -99,6 +123,17 @@ def _thumbnail(data: bytes) -> tuple[bytes, dict[str, Any]]:
     examples=({"task_type": "diagnostic", "parameters": {"duration_s": 2, "steps": 4}},),
 )
 def diagnostic(data: DiagnosticInput, ctx: JobContext) -> dict[str, Any]:
+    _ledger("start", ctx)
+    try:
+        result = _run(data, ctx)
+    except BaseException:  # a failure, a cancel, a limit: this run ended without completing
+        _ledger("raised", ctx)
+        raise
+    _ledger("done", ctx)
+    return result
+
+
+def _run(data: DiagnosticInput, ctx: JobContext) -> dict[str, Any]:
     params = data.parameters
     started = time.monotonic()
     if ctx.delivery <= params.crash_times:

@@ -111,6 +111,15 @@ class Supervisor:
         if not port_free(s.host, s.port):
             self.say(f"error: port {s.port} on {s.host} is in use; set AITASKS_PORT to another port")
             return 2
+        try:  # the store of record's schema first: a database newer than this code stops everything here
+            from aitasks.store import engine as store_engine
+            from aitasks.store.startup import at_start
+
+            if at_start(s.resolved_database_url, retry_in_background=False):
+                self.say(f"job history in {store_engine.shown(s.resolved_database_url)} (AITASKS_DATABASE_URL)")
+        except ConfigurationError as exc:
+            self.say(f"error: {exc}")
+            return 2
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         env = dict(os.environ)

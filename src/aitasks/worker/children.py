@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aitasks.errors import JobCancelled, JobError
-from aitasks.jobs.artifacts import ArtifactStore, media_type_for
+from aitasks.jobs.artifacts import ArtifactBackend, media_type_for
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.models import Job
 from aitasks.jobs.store import JobStore
@@ -58,7 +58,7 @@ def child_id(parent_id: str, index: int) -> str:
     return f"{parent_id}.{index + 1}"
 
 
-def fan_out(parent: Job, store: JobStore, artifacts: ArtifactStore, specs: list[ChildSpec],
+def fan_out(parent: Job, store: JobStore, artifacts: ArtifactBackend, specs: list[ChildSpec],
             waiting_message: str | None, check_cancel: Callable[[], None]) -> Deferred:
     """Record and queue the children of ``parent`` once (``JobContext.fan_out`` is the caller)."""
     if not specs:

@@ -5,6 +5,9 @@ behind them stay private to this module."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -13,7 +16,7 @@ import redis
 
 from aitasks.errors import JobCancelled
 from aitasks.jobs import keys
-from aitasks.jobs.artifacts import ArtifactStore
+from aitasks.jobs.artifacts import ArtifactBackend
 from aitasks.jobs.files import FileRef
 from aitasks.jobs.models import Artifact, Job
 from aitasks.jobs.store import JobStore
@@ -26,11 +29,19 @@ PROGRESS_INTERVAL_S = 0.2  # at most this often a progress write (and event) per
 CANCEL_CHECK_INTERVAL_S = 0.1
 
 
+class JobFenced(JobCancelled):
+    """This run lost its job: the recovery queued it again after this worker's lease expired (it was
+    stopped or cut off), and another run holds it now. Its writes are refused; the run stops. A
+    ``JobCancelled``, so a job function's cleanup for a cancel runs for it too."""
+
+
 class JobContext:
     """Passed to every job function. Bookkeeping failures (Redis briefly away) never break the job."""
 
-    def __init__(self, job: Job, store: JobStore, artifacts: ArtifactStore, attempt: int, delivery: int):
+    def __init__(self, job: Job, store: JobStore, artifacts: ArtifactBackend, attempt: int, delivery: int,
+                 fence: str = ""):
         self.job = job
+        self.fence = fence  # 'run:<token>' of this run (jobs/end_state.lua); '' writes unfenced
         self.job_id = job.id
         self.attempt = attempt
         self.delivery = delivery
@@ -65,12 +76,15 @@ class JobContext:
         self._pending = None
         self._last_write = now
         try:
-            cancel = self._store.update_and_read(
-                self.job_id, {"progress": value, "message": message, "stage": stage or ""}, "cancel_requested_at")
+            applied, cancel = self._store.update_and_read(
+                self.job_id, {"progress": value, "message": message, "stage": stage or ""}, "cancel_requested_at",
+                self.fence)
         except redis.RedisError as exc:
             log.warning("progress of job %s not recorded: %s", self.job_id, exc)
             return
         self._last_cancel_check = now
+        if applied == -2:
+            raise JobFenced("this run lost the job to a newer one")
         if cancel:
             raise JobCancelled("cancelled by request")
 
@@ -83,10 +97,13 @@ class JobContext:
             return
         self._last_cancel_check = now
         try:
-            cancel = self._store.r.hget(keys.job(self.job_id), "cancel_requested_at")
+            cancel, token = self._store.r.hmget(keys.job(self.job_id), "cancel_requested_at", "run_token")
         except redis.RedisError as exc:
             log.warning("cancel flag of job %s not read: %s", self.job_id, exc)
             return
+        if self.fence and token is not None and (token.decode() if isinstance(token, bytes) else token) != \
+                self.fence.removeprefix("run:"):
+            raise JobFenced("this run lost the job to a newer one")
         if cancel:
             raise JobCancelled("cancelled by request")
 
@@ -122,7 +139,18 @@ class JobContext:
         return artifact
 
     def input_path(self, ref: FileRef) -> Path:
-        return self._artifacts.path(self.job_id, ref.artifact)
+        """An input as a real file, for a library that wants a path: the stored file in a folder store;
+        with S3, a copy in this job's scratch folder on this host, removed when the job's run ends."""
+        return self._artifacts.local_copy(self.job_id, ref.artifact, self.scratch)
+
+    @property
+    def scratch(self) -> Path:
+        # One name per job and process: a context running inside this job (reports' SubContext) shares it.
+        return Path(tempfile.gettempdir()) / f"aitasks-job-{self.job_id}-{os.getpid()}"
+
+    def close(self) -> None:
+        """Remove the job's scratch folder (the runner calls it once the run ends, however it ends)."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def read_input(self, ref: FileRef) -> bytes:
         return self._artifacts.read(self.job_id, ref.artifact)
@@ -164,7 +192,7 @@ class JobContext:
         """The progress reported so far (what a cancelled job's record keeps)."""
         return self._progress
 
-    def backing_stores(self) -> tuple[JobStore, ArtifactStore]:
+    def backing_stores(self) -> tuple[JobStore, ArtifactBackend]:
         """The stores this context works through, for a context that runs an operation inside this job
         (reports.common.SubContext): it reads the same inputs and writes to the same record."""
         return self._store, self._artifacts

@@ -9,6 +9,9 @@
   killed *by the request object that runs it*, so the kill cannot hit the next job in that process
   (the hazard of ``revoke(terminate=True)``, celery#2142).
 - Sweep: folders of jobs whose records expired are removed, and uploads (/v1/files) whose records expired.
+- Lease and recovery: each beat renews the worker's lease (the jobs it holds, worker/lease.py); one
+  worker at a time runs the recovery pass (worker/sweep.py) that takes back the jobs of workers whose
+  lease expired and queues again the jobs nothing holds.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ from celery.worker import state as worker_state
 
 from aitasks.jobs import keys
 from aitasks.jobs.models import Status
+from aitasks.worker import lease
+from aitasks.worker.redis_outage import REDIS_DOWN
 from aitasks.worker.resources import resources
+from aitasks.worker.sweep import Recovery
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 60.0
@@ -44,10 +50,14 @@ class WorkerMonitor(threading.Thread):
         self.stopping = threading.Event()
         self.started_at = time.time()
         self._last_sweep = 0.0
+        self.reachable_since: float | None = None  # since when every beat reached Redis (monotonic)
+        self.recovery: Recovery | None = None
 
     def run(self) -> None:
         res = resources()
-        interval = res.settings.worker_heartbeat_s
+        lease_s = res.settings.lease_s
+        interval = min(res.settings.worker_heartbeat_s, lease_s / 3)
+        self.recovery = Recovery(self.hostname, lease_s)
         while not self.stopping.is_set():
             try:
                 self.beat()
@@ -55,7 +65,10 @@ class WorkerMonitor(threading.Thread):
                 if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
                     self._last_sweep = time.monotonic()
                     self.sweep()
+                self.recover()
             except Exception as exc:  # never let bookkeeping kill the worker
+                if isinstance(exc, REDIS_DOWN):
+                    self.reachable_since = None
                 log.warning("worker monitor: %s", exc)
             self.stopping.wait(interval)
         try:
@@ -65,6 +78,22 @@ class WorkerMonitor(threading.Thread):
             pipe.execute()
         except Exception:
             pass
+        # A warm shutdown waits for the running jobs: their lease is kept until the process exits.
+        while True:
+            try:
+                lease.renew(res.redis, self.hostname, lease.held_job_ids(), lease_s)
+            except Exception as exc:
+                log.debug("lease not renewed while stopping: %s", exc)
+            time.sleep(interval)
+
+    def recover(self) -> None:
+        """The recovery pass (worker/sweep.py), once this worker has reached Redis for a whole lease."""
+        res = resources()
+        now = time.monotonic()
+        if self.reachable_since is None:
+            self.reachable_since = now
+        if self.recovery is not None:
+            self.recovery.tick(res.redis, res.store, now - self.reachable_since)
 
     def active(self) -> list[Any]:
         return [r for r in list(worker_state.active_requests) if r.args]
@@ -84,6 +113,7 @@ class WorkerMonitor(threading.Thread):
         pipe.zadd(keys.WORKERS, {self.hostname: now + ttl})
         pipe.zremrangebyscore(keys.WORKERS, "-inf", now - FORGET_AFTER_S)
         pipe.execute()
+        lease.renew(res.redis, self.hostname, lease.held_job_ids(), res.settings.lease_s)
 
     def enforce_cancel(self) -> None:
         res = resources()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import redis
 
-from aitasks.jobs.artifacts import ArtifactStore
+from aitasks.jobs.artifacts import ArtifactBackend, open_artifacts
 from aitasks.jobs.store import JobStore
 from aitasks.settings import Settings, get_settings
 
@@ -17,7 +17,7 @@ class WorkerResources:
     settings: Settings
     redis: redis.Redis
     store: JobStore
-    artifacts: ArtifactStore
+    artifacts: ArtifactBackend
 
 
 _by_pid: dict[int, WorkerResources] = {}
@@ -33,7 +33,7 @@ def resources() -> WorkerResources:
             settings.resolved_redis_url(), socket_connect_timeout=5, socket_timeout=30,
             health_check_interval=10, retry_on_timeout=True,
         )
-        res = WorkerResources(settings, client, JobStore(client), ArtifactStore(settings.artifacts_path))
+        res = WorkerResources(settings, client, JobStore(client), open_artifacts(settings))
         _by_pid.clear()
         _by_pid[pid] = res
     return res

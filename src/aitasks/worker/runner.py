@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -19,7 +20,7 @@ from aitasks.processors.registry import JobType, load_all
 from aitasks.settings import get_settings
 from aitasks.worker.celery_app import create_celery
 from aitasks.worker.children import Deferred
-from aitasks.worker.context import JobContext
+from aitasks.worker.context import JobContext, JobFenced
 from aitasks.worker.redis_outage import REDIS_DOWN, give_back, retry_redis
 from aitasks.worker.resources import resources
 
@@ -33,15 +34,20 @@ def backoff_s(jt: JobType, attempt: int) -> float:
     return raw * random.uniform(0.5, 1.0)
 
 
-def finish(job: Job, status: Status, message: str, **fields: Any) -> bool:
-    """Write a terminal state (only if the job is not finished already) and count it."""
+def finish(job: Job, status: Status, message: str, fence: str = "", **fields: Any) -> bool:
+    """Write a terminal state (only if the job is not finished already, and, with ``fence``, only while this
+    run still holds the job) and count it."""
     res = resources()
     now = time.time()
     values: dict[str, Any] = {"status": status.value, "message": message, "finished_at": now, **fields}
     if status is Status.SUCCESS:
         values["progress"] = 100
     # The update script counts the outcome for /metrics in the same atomic step.
-    return retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s)) > 0
+    written = retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s, fence=fence))
+    if written == -2:
+        log.warning("job %s: this run lost the job (taken back after its lease expired); its %s is not "
+                    "recorded", job.id, status.value)
+    return written > 0
 
 
 def error_fields(exc: BaseException, error_type: str | None = None) -> dict[str, str]:
@@ -50,15 +56,16 @@ def error_fields(exc: BaseException, error_type: str | None = None) -> dict[str,
 
 @app.task(bind=True, name=RUN_JOB_TASK, acks_late=True, reject_on_worker_lost=True,
           Request="aitasks.worker.request:JobRequest", max_retries=None)
-def run_job(self: Task, job_id: str) -> None:
+def run_job(self: Task, job_id: str, generation: int = 0) -> None:
+    """``generation``: set on a message the recovery queued again (worker/lease.py); an older copy is stale."""
     with job_log_context(job_id=job_id):
         try:
-            execute(self, job_id)
+            execute(self, job_id, generation)
         except REDIS_DOWN as exc:  # not the job failing: the message goes back (else it would be acked)
             give_back(resources().redis, job_id, exc)
 
 
-def execute(task: Task, job_id: str) -> None:
+def execute(task: Task, job_id: str, generation: int = 0) -> None:
     res = resources()
     store = res.store
     job = retry_redis(lambda: store.get(job_id))
@@ -67,6 +74,10 @@ def execute(task: Task, job_id: str) -> None:
         return
     if job.status.is_terminal():
         log.info("job %s already %s; duplicate delivery dropped", job_id, job.status.value)
+        return
+    if generation != retry_redis(lambda: store.generation(job_id)) and not (generation == 0 and job.children):
+        log.info("job %s: a stale copy of its message (generation %d; it was queued again since); dropped",
+                 job_id, generation)
         return
     if job.cancel_requested_at:  # (a parent's callback run comes here after its children were cancelled)
         finish(job, Status.REVOKED, "Cancelled before it started" if job.started_at is None else "Cancelled")
@@ -90,56 +101,65 @@ def execute(task: Task, job_id: str) -> None:
     with job_log_context(task_type=job.type, tenant=job.tenant):
         # From here on the delivery is counted: whatever happens, even a Redis error that requeues the
         # message, it is counted as finished, so a requeued run is not taken for a lost worker.
+        # The run's fence token: the start claims the job (if this message's generation is current) and
+        # every later write of this run carries it, so a run that lost the job writes nothing.
+        token = uuid.uuid4().hex
         try:
             state = store.update(job_id, {
                 "status": Status.PROCESSING.value, "attempts": attempt, "started_at": started,
                 "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
                 "error_type": "", "error_message": "", "worker": task.request.hostname or "",
                 "stage": "",  # an attempt starts outside any stage (JobContext.progress names them)
-            })
-            if state <= 0:  # cancelled (or expired) between the checks above and now
+            }, fence=f"claim:{generation}:{token}")
+            if state <= 0:  # cancelled, expired or queued again between the checks above and now
                 return
             job.started_at = started
-            _run(task, jt, job, attempt, deliveries)
+            _run(task, jt, job, attempt, deliveries, f"run:{token}")
         finally:
             retry_redis(lambda: store.end_delivery(job_id))
 
 
-def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int) -> None:
+def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: str) -> None:
     res = resources()
-    ctx = JobContext(job, res.store, res.artifacts, attempt=attempt, delivery=delivery)
+    ctx = JobContext(job, res.store, res.artifacts, attempt=attempt, delivery=delivery, fence=fence)
     try:
         data = jt.input_model.model_validate(job.input)
         result = jt.func(data, ctx)
         ctx.flush()
+    except JobFenced:  # the recovery took the job back (this worker was silent too long): stop, write nothing
+        log.warning("job %s: this run lost the job to a newer one; stopped without writing", job.id)
     except JobCancelled:
-        finish(job, Status.REVOKED, "Cancelled while running", progress=ctx.percent)
+        finish(job, Status.REVOKED, "Cancelled while running", fence, progress=ctx.percent)
     except SoftTimeLimitExceeded:
-        finish(job, Status.FAILURE, "Task failed", error_type="TimeLimitExceeded",
+        finish(job, Status.FAILURE, "Task failed", fence, error_type="TimeLimitExceeded",
                error_message=f"soft time limit of {job.soft_time_limit_s:g}s exceeded; the job was stopped")
     except TransientJobError as exc:
         if attempt <= job.max_retries:
             countdown = backoff_s(jt, attempt)
-            res.store.update(job.id, {
+            written = res.store.update(job.id, {
                 "status": Status.RETRY.value,
                 "message": f"Attempt {attempt} failed; retrying in {countdown:.1f}s",
                 **error_fields(exc),
-            })
+            }, fence=fence)
+            if written == -2:  # this run lost the job: the newer run decides, no retry from here
+                return
             raise task.retry(countdown=countdown, exc=exc, queue=job.queue) from None
-        finish(job, Status.FAILURE, "Task failed", error_type=type(exc).__name__,
+        finish(job, Status.FAILURE, "Task failed", fence, error_type=type(exc).__name__,
                error_message=f"failed after {attempt} attempts: {exc}")
     except ValidationError as exc:
-        finish(job, Status.FAILURE, "Task failed", error_type="InvalidInput", error_message=str(exc))
+        finish(job, Status.FAILURE, "Task failed", fence, error_type="InvalidInput", error_message=str(exc))
     except JobError as exc:
-        finish(job, Status.FAILURE, "Task failed", **error_fields(exc))
+        finish(job, Status.FAILURE, "Task failed", fence, **error_fields(exc))
     except REDIS_DOWN:  # the job's own record access (fan-out, children) met an outage: run it again
         raise
     except Exception as exc:  # a bug or an unexpected fault in the job: recorded, never retried blindly
         log.exception("job %s raised", job.id)
-        finish(job, Status.FAILURE, "Task failed", **error_fields(exc))
+        finish(job, Status.FAILURE, "Task failed", fence, **error_fields(exc))
     else:
         if isinstance(result, Deferred):  # waiting for child jobs: the last one's end queues the next run
             log.info("job %s waits for %d child jobs", job.id, result.children)
             return
-        finish(job, Status.SUCCESS, "Task completed successfully",
+        finish(job, Status.SUCCESS, "Task completed successfully", fence,
                result=result, artifacts=[a.to_dict() for a in ctx.artifacts])
+    finally:
+        ctx.close()  # the scratch copies of S3 inputs (JobContext.input_path)

@@ -77,6 +77,14 @@ CREATE_BODY: dict[str, Any] = {
     "parameters": [{"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
                     "description": "`wait` or `wait=N`: answer when the prediction ends or N seconds pass."}],
 }
+# POST /v1/predictions names its model: a non-empty `version` or `model` (the server reads `version` first).
+_NAMED = {**CREATE_BODY["requestBody"]["content"]["application/json"]["schema"]}
+_NAMED["properties"] = {**_NAMED["properties"],
+                        "version": {**_NAMED["properties"]["version"], "minLength": 1},
+                        "model": {**_NAMED["properties"]["model"], "minLength": 1}}
+_NAMED["anyOf"] = [{"required": ["version"]}, {"required": ["model"]}]
+CREATE_NAMED_BODY: dict[str, Any] = {**CREATE_BODY, "requestBody": {"required": True, "content": {
+    "application/json": {"schema": _NAMED}}}}
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -234,7 +242,7 @@ async def create_model_prediction(owner: str, name: str, request: Request, servi
     return await _create(request, services, tenant, jt, await _json_body(request))
 
 
-@router.post("/predictions", status_code=201, openapi_extra=CREATE_BODY,
+@router.post("/predictions", status_code=201, openapi_extra=CREATE_NAMED_BODY,
              responses={**ERRORS, **FORBIDDEN, **schemas.errors(413, 503)},
              summary="Create a prediction (Replicate)")
 async def create_prediction(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
@@ -283,10 +291,12 @@ async def cancel_prediction(prediction_id: str, request: Request, services: Serv
 
 
 @router.post("/files", status_code=201, responses={**ERRORS, **FORBIDDEN, **schemas.errors(413)},
-             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                 "type": "object", "required": ["content"],
-                 "properties": {"content": {"type": "string", "format": "binary"},
-                                "metadata": {"type": "string", "description": "A JSON object, as text."}}}}}}},
+             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
+                 "encoding": {"metadata": {"contentType": "application/json"}}, "schema": {
+                     "type": "object", "required": ["content"],
+                     "properties": {"content": {"type": "string", "format": "binary"},
+                                    "metadata": {"type": "object", "description": "A JSON object, as a part of its "
+                                                                                  "own."}}}}}}},
              summary="Upload a file (Replicate)")
 async def create_file(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """A file for a later prediction's input: send its ``urls.get``. Kept for the retention time, in the

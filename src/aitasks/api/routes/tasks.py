@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
 from aitasks.api import schemas
+from aitasks.api.artifact_download import artifact_response
 from aitasks.api.deps import ServicesDep, Tenant, load_job
+from aitasks.api.outboxed_jobs import load_job_or_outboxed
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
 from aitasks.api.submit_request import submit_doc, submit_request
 from aitasks.api.views import base_url, finished_body, links, result_body
 from aitasks.errors import Conflict, FieldError, NotFound, ValidationFailed
-from aitasks.jobs.artifacts import ArtifactStore
+from aitasks.jobs.artifacts import check_name
 from aitasks.jobs.models import Job, Status
+from aitasks.store.history import list_page, recorded_job
+from aitasks.store.records import Filters
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=ApiRoute)
 
@@ -65,8 +70,16 @@ async def list_tasks(
     task_type: Annotated[str | None, Query(description="Filter: one job type.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    created_after: Annotated[str | None, Query(
+        description="Filter: created at or after this time (ISO 8601, e.g. `2026-12-01T00:00:00Z`, or epoch "
+                    "seconds).")] = None,
+    created_before: Annotated[str | None, Query(
+        description="Filter: created before this time (ISO 8601 or epoch seconds).")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Filter: text in the message or the error "
+                                                               "(any case).")] = None,
 ) -> JSONResponse:
-    """The caller's tasks, newest first, with cursor pagination."""
+    """The caller's tasks, newest first, with cursor pagination: live ones from Redis and ended ones from
+    the store of record (job history beyond the retention time, docs/history.md)."""
     wanted: set[Status] | None = None
     if status:
         names = [s.strip().upper() for part in status for s in part.split(",") if s.strip()]
@@ -75,21 +88,65 @@ async def list_tasks(
         except ValueError:
             valid = ", ".join(s.value for s in Status)
             raise ValidationFailed(f"status must be one of {valid}", [FieldError("status", f"must be one of {valid}")]) from None
+    filters = Filters(wanted, task_type, _time(created_after, "created_after"),
+                      _time(created_before, "created_before"), q or None)
     try:
-        page = await services.store.list(tenant, limit, cursor, wanted, task_type)
+        page = await list_page(services.redis, services.settings.resolved_database_url, tenant, limit, cursor,
+                               filters)
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("cursor is not valid", [FieldError("cursor", "is not a cursor this API gave")]) from None
     return JSONResponse({"tasks": [j.status_view() for j in page.jobs], "next_cursor": page.next_cursor})
 
 
-@router.get("/{task_id}/status/", response_model=schemas.StatusResponse, responses=schemas.errors(401, 404),
+def _time(value: str | None, name: str) -> float | None:
+    """A time filter as epoch seconds: ISO 8601 (no zone: UTC) or a number; else 400 naming ``name``."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else _iso(text)
+    except (ValueError, OverflowError):
+        raise ValidationFailed(f"{name} is not a time", [FieldError(
+            name, "must be an ISO 8601 time (e.g. 2026-12-01T00:00:00Z) or epoch seconds")]) from None
+
+
+def _iso(text: str) -> float:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+async def find_job(services: Services, tenant: str, task_id: str) -> tuple[Job, bool]:
+    """The live job (Redis, or the outbox: the flag), else the ended one from the store of record (SQL),
+    once Redis let it expire or lost it: the same JSON either way, the same 404 for unknown and foreign."""
+    try:
+        return await load_job_or_outboxed(services, tenant, task_id)
+    except NotFound:
+        return await _recorded(services, tenant, task_id), False
+
+
+async def _recorded(services: Services, tenant: str, task_id: str) -> Job:
+    job = await recorded_job(services.settings.resolved_database_url, tenant, task_id)
+    if job is None:
+        raise NotFound(f"No task with id {task_id!r} (unknown, expired, or not yours)")
+    return job
+
+
+async def live_or_recorded(services: Services, tenant: str, task_id: str) -> Job:
+    """The job from Redis, else from the store of record (a cancel of an ended job answers 400 either way)."""
+    try:
+        return await load_job(services, tenant, task_id)
+    except NotFound:
+        return await _recorded(services, tenant, task_id)
+
+
+@router.get("/{task_id}/status/", response_model=schemas.StatusResponse, responses=schemas.errors(401, 404, 503),
             summary="Task status and progress")
 async def task_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
-    job = await load_job(services, tenant, task_id)
+    job, outboxed = await find_job(services, tenant, task_id)  # outboxed: PENDING, not yet in Redis
     view = job.status_view()
     if job.webhook:
         view["webhook"] = {"url": job.webhook, "events": list(job.webhook_events),
-                           "deliveries": await services.store.webhook_deliveries(job.id)}
+                           "deliveries": [] if outboxed else await services.store.webhook_deliveries(job.id)}
     return JSONResponse(view)
 
 
@@ -97,13 +154,13 @@ async def task_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
             responses={202: {"model": schemas.ResultResponse, "description": "Not finished yet."},
                        410: {"model": schemas.ResultResponse, "description": "Cancelled: no result will come."},
                        500: {"model": schemas.ResultResponse, "description": "The task failed: `error` says why."},
-                       **schemas.errors(401, 404)},
+                       **schemas.errors(401, 404, 503)},
             summary="Task result")
 async def task_result(
     request: Request, task_id: str, services: ServicesDep, tenant: Tenant,
     inline: Annotated[bool, Query(description="Inline image results as base64 `image_data`.")] = True,
 ) -> JSONResponse:
-    job = await load_job(services, tenant, task_id)
+    job, _ = await find_job(services, tenant, task_id)
     code, body = await result_body(services, request, job, inline)
     return JSONResponse(body, code)
 
@@ -140,13 +197,13 @@ async def cancel_job(services: Services, job: Job) -> Status | None:
 
 @router.post("/{task_id}/cancel/", response_model=schemas.CancelResponse,
              responses={400: {"model": schemas.InvalidState, "description": "The task already finished."},
-                        **schemas.errors(401, 403, 404)},
+                        **schemas.errors(401, 403, 404, 503)},
              summary="Cancel a task")
 async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """A queued task never starts; a running one stops at its next progress report, or is killed after
     a grace period. Either way it ends `REVOKED`. A parent job (e.g. `comparison`) cancels its child
     jobs too, and ends once they have."""
-    outcome = await cancel_job(services, await load_job(services, tenant, task_id))
+    outcome = await cancel_job(services, await live_or_recorded(services, tenant, task_id))
     if outcome is Status.REVOKED:
         return JSONResponse({"task_id": task_id, "message": "Task cancelled successfully",
                              "status": Status.REVOKED.value})
@@ -154,35 +211,30 @@ async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
         return JSONResponse({"task_id": task_id, "status": Status.PROCESSING.value,
                              "message": "Cancellation requested; the task stops at its next progress "
                                         f"report or is terminated within {services.settings.cancel_grace_s:g}s"})
-    job = await load_job(services, tenant, task_id)
+    job = await live_or_recorded(services, tenant, task_id)
     msg = f"Task already completed ({job.status.value}), cannot cancel"
     raise Conflict(msg, extra={"message": msg, "task_id": task_id, "status": job.status.value})
-
-
-ARTIFACT_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
 
 
 @router.get("/{task_id}/artifacts/{name}", responses={200: {"content": {"application/octet-stream": {}}},
                                                       **schemas.errors(401, 404)},
             summary="Download a file of a task")
-async def download_artifact(task_id: str, name: str, services: ServicesDep, tenant: Tenant) -> FileResponse:
+async def download_artifact(task_id: str, name: str, services: ServicesDep, tenant: Tenant) -> Response:
     job = await load_job(services, tenant, task_id)
     try:
-        ArtifactStore.check_name(name)
+        check_name(name)
     except ValueError:
         raise NotFound(f"No file {name!r} for task {task_id}") from None
-    path = services.artifacts.path(job.id, name)
     known = {a.name: a.media_type for a in job.artifacts}
     if job.input:
         for value in job.input.values():
             if isinstance(value, dict) and value.get("artifact"):
                 known[value["artifact"]] = value.get("media_type", "application/octet-stream")
-    if name not in known or not path.is_file():
+    # A download (api/artifact_download.py): the folder's file, or streamed from the S3 bucket.
+    response = await artifact_response(services.artifacts, job.id, name, known[name]) if name in known else None
+    if response is None:
         raise NotFound(f"No file {name!r} for task {task_id}")
-    # A download, never a page of this origin: saved (attachment), its type not sniffed, and sandboxed
-    # with no resources should a browser still render it (an SVG or HTML a job wrote).
-    return FileResponse(path, media_type=known[name], filename=name, content_disposition_type="attachment",
-                        headers=ARTIFACT_HEADERS)
+    return response
 
 
 # The seeds' clients may drop the trailing slash: serve both spellings (only one in the schema).

@@ -1,0 +1,111 @@
+"""The recovery pass: no job held by a dead worker for long, no job forgotten.
+
+One live worker at a time runs it (``aitasks:sweeper``, a lock renewed by its holder, good for a few
+passes), every few seconds, from its monitor thread:
+
+1. **Leases** (worker/lease.py): deliveries in kombu's unacked hash that no live lease names, older than
+   ``AITASKS_LEASE_S``, are queued again, fenced. A worker host that dies gives its jobs back in
+   ``lease_s`` plus one pass, not after the 960 s visibility timeout, which stays the last resort.
+2. **Orphans**: jobs the index of unfinished jobs (``aitasks:jobs:live``, written by CREATE and the
+   UPDATE script's terminal fragment) lists as ``PENDING``, ``RETRY`` or ``PROCESSING`` that no queue
+   list, no unacked delivery and no live lease holds (a message lost with Redis's last second, a delivery
+   lost between kombu's BRPOP and its unacked write) are queued again, fenced. Only jobs older than the
+   grace (``lease_s``) are examined, and a job must be found orphaned by two passes in a row with an
+   unchanged record, so a job on its way (a message being taken) is not doubled. A parent job waiting
+   for its children is held by them.
+
+The pass acts only after this worker has reached Redis for a whole lease period in a row: after an
+outage every lease has expired, and the live workers must first renew theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from aitasks.jobs import keys, lua
+from aitasks.jobs.store import JobStore
+from aitasks.worker import lease
+
+log = logging.getLogger(__name__)
+HELD = lua.load("aitasks.worker", "held.lua")
+# Take the lock, or renew it when this worker holds it already (one step: never renew another's).
+TAKE_LOCK = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]); return 1 end
+return 0
+"""
+PAGE = 500  # unfinished jobs examined per pass; the next pass goes on from there
+ORPHAN = "Queued again: no queue, no worker and no delivery held this job (its message was lost)"
+
+
+def pass_every_s(lease_s: float) -> float:
+    """Every few seconds, and several times per lease."""
+    return min(5.0, max(0.5, lease_s / 5))
+
+
+class Recovery:
+    def __init__(self, name: str, lease_s: float):
+        self.name = name
+        self.lease_s = lease_s
+        self.every_s = pass_every_s(lease_s)
+        self._last = 0.0
+        self._offset = 0
+        self._suspects: dict[str, bytes | None] = {}  # job id -> its record's seq when found orphaned
+
+    def tick(self, r: redis.Redis, store: JobStore, reachable_for_s: float) -> None:
+        """Run a pass if one is due and this worker holds the lock (call it after each heartbeat)."""
+        if time.monotonic() - self._last < self.every_s:
+            return
+        self._last = time.monotonic()
+        if not self.take_lock(r):
+            self._suspects.clear()  # another worker sweeps; its findings are its own
+            return
+        if reachable_for_s < self.lease_s:
+            return
+        live = lease.live_jobs(r)
+        lease.recover_unacked(r, store, live, self.lease_s)
+        self.sweep_orphans(r, store, live)
+
+    def take_lock(self, r: redis.Redis) -> bool:
+        ttl_ms = int(max(3 * self.every_s, 2.0) * 1000)
+        return bool(r.eval(TAKE_LOCK, 1, keys.SWEEPER, self.name, ttl_ms))
+
+    def sweep_orphans(self, r: redis.Redis, store: JobStore, live: set[str]) -> int:
+        """Queue again the unfinished jobs nothing holds (see the module's docstring); returns how many."""
+        cutoff_ms = (time.time() - self.lease_s) * 1000  # the grace: younger jobs are not looked at
+        raw_ids = r.zrangebyscore(keys.JOBS_LIVE, "-inf", cutoff_ms, start=self._offset, num=PAGE)
+        self._offset = 0 if len(raw_ids) < PAGE else self._offset + PAGE
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+        pipe = r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(keys.job(job_id), "status", "children_total", "children_done", "seq")
+        gone: list[str] = []
+        candidates: dict[str, bytes | None] = {}
+        for job_id, (status, total, done, seq) in zip(ids, pipe.execute()):
+            status = status.decode() if isinstance(status, bytes) else status
+            if status is None or status in lease.TERMINAL:
+                gone.append(job_id)  # expired, or ended by a path that left its index entry
+            elif job_id in live:
+                continue
+            elif total is not None and int(done or 0) < int(total):
+                continue  # a parent waiting for its children: the last one's end queues it
+            else:
+                candidates[job_id] = seq
+        if gone:
+            r.zrem(keys.JOBS_LIVE, *gone)
+        found = set()
+        if candidates:
+            found = {x.decode() if isinstance(x, bytes) else x
+                     for x in r.eval(HELD, 1 + len(keys.QUEUES), keys.UNACKED, *keys.QUEUES, *candidates)}
+        orphans = {job_id: seq for job_id, seq in candidates.items() if job_id not in found}
+        requeued = 0
+        for job_id, seq in orphans.items():
+            if job_id in self._suspects and self._suspects[job_id] == seq:
+                if lease.requeue(r, store, job_id, ORPHAN):
+                    requeued += 1
+        # Found orphaned for the first time (or changed since): looked at again by the next pass.
+        self._suspects = {j: s for j, s in orphans.items() if self._suspects.get(j) != s}
+        return requeued

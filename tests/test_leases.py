@@ -1,0 +1,220 @@
+"""Recovery by lease, in seconds: a worker (or its whole host) that stops heartbeating for AITASKS_LEASE_S
+loses its jobs to a live worker, and the late original is fenced (worker/lease.py, worker/sweep.py, the
+fence in jobs/end_state.lua).
+
+The first tests drive the scripts against a real redis-server; the last ones SIGKILL or SIGSTOP every
+process of a real worker while a second one is alive."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from aitasks.jobs import keys
+from aitasks.jobs.messages import job_message
+from aitasks.jobs.store import JobStore
+from aitasks.service.redis_server import RedisServer
+from aitasks.worker import lease
+from stack import Process, Stack, poll, submit, wait_status
+
+LEASE_S = 5
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    s = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+    yield s
+    s.kill()
+
+
+@pytest.fixture
+def r(server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def record(r: redis.Redis, job_id: str, **fields: Any) -> None:
+    base = {"id": job_id, "status": "PENDING", "type": "echo", "tenant": "acme", "queue": "cpu", "progress": "0",
+            "message": "", "attempts": "0", "soft_time_limit_s": "10", "time_limit_s": "20"}
+    r.hset(keys.job(job_id), mapping={**base, **{k: str(v) for k, v in fields.items()}})
+
+
+def published(r: redis.Redis, job_id: str) -> Any:
+    ps = r.pubsub()
+    ps.subscribe(keys.events(job_id))
+    assert ps.get_message(timeout=5)["type"] == "subscribe"
+    return ps
+
+
+def drain(ps: Any) -> list[dict[str, Any]]:
+    out = []
+    while (m := ps.get_message(timeout=0.3)) is not None:
+        out.append(json.loads(m["data"]))
+    ps.close()
+    return out
+
+
+def delivered(r: redis.Redis, job_id: str, tag: str, ago_s: float, queue: str = "cpu") -> dict[str, Any]:
+    """The job's message in kombu's unacked hash, as a worker that took it ``ago_s`` ago left it."""
+    message = json.loads(job_message(job_id, queue, 10, 20))
+    r.hset(keys.UNACKED, tag, json.dumps([message, "", queue]))
+    r.zadd(keys.UNACKED_INDEX, {tag: time.time() - ago_s})
+    return message
+
+
+def generation_of(raw: str) -> int:
+    import base64
+
+    return int(json.loads(base64.b64decode(json.loads(raw)["body"]))[1].get("generation", 0))
+
+
+# --- the fence, in the UPDATE script ------------------------------------------------------------------
+
+
+def test_a_stale_runs_writes_are_refused_and_only_the_current_generation_may_claim(r: redis.Redis) -> None:
+    store = JobStore(r)
+    record(r, "f")
+    assert store.update("f", {"status": "PROCESSING"}, fence="claim:0:first") == 1
+    assert r.hget(keys.job("f"), "run_token") == "first"
+    # The recovery takes the job back: generation 1, a new token; the first run is now stale.
+    message = delivered(r, "f", "tag-f", ago_s=60)
+    assert lease.requeue(r, store, "f", "taken back", message=message, queue="cpu", tag="tag-f")
+    assert r.hget(keys.job("f"), "generation") == "1" and not r.hexists(keys.UNACKED, "tag-f")
+    assert generation_of(r.lindex("cpu", -1)) == 1  # pushed at the consuming end, with its generation
+    ps = published(r, "f")
+    seq = r.hget(keys.job("f"), "seq")
+    for fence in ("run:first", "claim:0:again"):  # the late original, and an older copy of the message
+        assert store.update("f", {"status": "SUCCESS", "result": "{}"}, ttl_s=60, fence=fence) == -2
+    assert r.hget(keys.job("f"), "seq") == seq and r.hget(keys.job("f"), "status") == "RETRY"
+    assert not r.exists(keys.METRICS_JOBS) and drain(ps) == []  # no end counted, no event
+    assert store.update("f", {"status": "PROCESSING"}, fence="claim:1:second") > 0
+    assert store.update("f", {"status": "SUCCESS"}, ttl_s=60, fence="run:second") > 0
+    assert r.hget(keys.METRICS_JOBS, "echo|SUCCESS") == "1"
+    assert not r.zscore(keys.JOBS_LIVE, "f")
+    # A parent's callback message (generation 0) may claim once its children exist.
+    record(r, "p", generation=2, children_total=1, children_done=1)
+    assert store.update("p", {"status": "PROCESSING"}, fence="claim:0:callback") > 0
+    assert store.update("p", {"message": "unfenced writers (cancel, monitor) still write"}) > 0
+
+
+def test_recovery_takes_back_only_deliveries_no_live_lease_holds(r: redis.Redis) -> None:
+    store = JobStore(r)
+    record(r, "dead", status="PROCESSING", run_token="t1")
+    record(r, "held", status="PROCESSING", run_token="t2")
+    record(r, "young", status="PENDING")
+    record(r, "done", status="SUCCESS")
+    for job_id in ("dead", "held", "done"):
+        delivered(r, job_id, f"tag-{job_id}", ago_s=60)
+    delivered(r, "young", "tag-young", ago_s=1)  # taken a moment ago: its worker may not have beaten yet
+    lease.renew(r, "alive@host", ["held"], lease_s=30)
+    lease.renew(r, "gone@host", ["dead"], lease_s=0.001)
+    time.sleep(0.05)
+    live = lease.live_jobs(r)
+    assert live == {"held"}
+    assert lease.recover_unacked(r, store, live, lease_s=30) == 1
+    assert [json.loads(m)["headers"]["id"] for m in r.lrange("cpu", 0, -1)] == ["dead"]
+    assert set(r.hkeys(keys.UNACKED)) == {"tag-held", "tag-young"}  # the finished job's leftover: dropped
+    job = r.hgetall(keys.job("dead"))
+    assert job["status"] == "RETRY" and job["generation"] == "1" and "heartbeating" in job["message"], job
+    assert lease.recover_unacked(r, store, live, lease_s=30) == 0  # once
+
+
+# --- a real deployment: two workers on one queue --------------------------------------------------
+
+
+def two_workers(make_stack: Any, **env: str) -> Stack:
+    stack: Stack = make_stack({"AITASKS_LEASE_S": str(LEASE_S), **env})  # (readiness wants a gpu worker too)
+    stack.start_worker("cpu", name="worker-cpu-2")
+    poll(lambda: stack.redis.zcard(keys.LEASES) >= 3, "every worker's lease", timeout_s=60)
+    return stack
+
+
+def holder(stack: Stack, task_id: str) -> Process:
+    """The worker process whose run holds the job (its Celery node name carries the main process's pid)."""
+    name = poll(lambda: stack.redis.hget(keys.job(task_id), "worker"), "the job's worker").decode()
+    pid = int(name.split("@")[0].rsplit(".", 1)[1])
+    return next(p for p in stack.workers.values() if p.pid == pid)
+
+
+def raw_record(stack: Stack, task_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in stack.redis.hgetall(keys.job(task_id)).items()}
+
+
+def succeeded_total(stack: Stack) -> int:
+    return int(stack.redis.hget(keys.METRICS_JOBS, "diagnostic|SUCCESS") or 0)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_worker_host_loses_its_job_to_the_live_worker_in_seconds(make_stack: Any) -> None:
+    """Main process and pool process of the worker running a job SIGKILLed together (a lost host): the
+    other worker takes the job once the lease expires, long before kombu's visibility timeout, and it
+    ends SUCCESS once, the lost delivery counted as a worker loss (not a failed attempt)."""
+    stack = two_workers(make_stack)
+    with stack.client() as c:
+        task_id = submit(c, parameters={"duration_s": 4, "steps": 8})
+        wait_status(c, task_id, {"PROCESSING"})
+        victim = holder(stack, task_id)
+        killed_at = time.monotonic()
+        victim.kill_group()
+        final = wait_status(c, task_id, timeout_s=60)
+        took = time.monotonic() - killed_at
+        assert final["status"] == "SUCCESS", f"{final}\n{stack.logs()}"
+        assert took < 60, took  # generous bound; kombu alone would take the 960 s visibility timeout
+        rec = raw_record(stack, task_id)
+        assert holder(stack, task_id) is not victim
+        assert (rec["deliveries"], rec["finished_deliveries"], rec["attempts"], rec["generation"]) == \
+            ("2", "1", "1", "1"), rec
+        result = c.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]
+        assert result["deliveries"] == 2 and result["attempts"] == 1, result
+        assert succeeded_total(stack) == 1
+        assert stack.redis.hlen(keys.UNACKED) == 0 and not stack.redis.zscore(keys.JOBS_LIVE, task_id)
+
+
+@pytest.mark.slow
+def test_a_stopped_worker_that_comes_back_after_its_lease_is_fenced(make_stack: Any) -> None:
+    """The worker running a job SIGSTOPped (main and pool) past its lease: the other worker takes the job.
+    SIGCONT while the new run works: the late original's writes are refused, it stops, and the job ends
+    once, with one terminal event and the new run's result."""
+    stack = two_workers(make_stack)
+    with stack.client() as c:
+        task_id = submit(c, parameters={"duration_s": 14, "steps": 28})
+        wait_status(c, task_id, {"PROCESSING"})
+        poll(lambda: c.get(f"/api/v1/tasks/{task_id}/status/").json()["progress"] > 0, "progress")
+        victim = holder(stack, task_id)
+        ps = stack.redis.pubsub()
+        ps.subscribe(keys.events(task_id))
+        os.killpg(victim.pid, signal.SIGSTOP)
+        try:
+            poll(lambda: raw_record(stack, task_id).get("generation") == "1" and
+                 raw_record(stack, task_id).get("status") == "PROCESSING", "the job to run elsewhere", timeout_s=60)
+        finally:
+            os.killpg(victim.pid, signal.SIGCONT)
+        assert holder(stack, task_id) is not victim
+        final = wait_status(c, task_id, timeout_s=60)
+        assert final["status"] == "SUCCESS", f"{final}\n{stack.logs()}"
+        poll(lambda: "lost the job" in Path(victim.log_path).read_text(), "the stale run to stop", timeout_s=30)
+        time.sleep(1.0)  # room for any late write the stale worker might still make
+        events = []
+        while (m := ps.get_message(timeout=0.5)) is not None:
+            if m["type"] == "message":
+                events.append(json.loads(m["data"]))
+        ps.close()
+        assert [e["status"] for e in events if e["status"] in ("SUCCESS", "FAILURE", "REVOKED")] == ["SUCCESS"]
+        seqs = [e["seq"] for e in events]
+        assert seqs == sorted(seqs) and events[-1]["status"] == "SUCCESS", events
+        result = c.get(f"/api/v1/tasks/{task_id}/result/").json()["result"]
+        assert result["worker_pid"] not in victim.children(), result
+        assert succeeded_total(stack) == 1
+        assert victim.alive()  # it serves again
+        again = submit(c, parameters={"duration_s": 0.1})
+        assert wait_status(c, again, timeout_s=60)["status"] == "SUCCESS"
