@@ -224,11 +224,19 @@ def _close(*socks: socket.socket) -> None:
         s.close()
 
 
+PROXIED_OUTBOX_MB = "0"  # this module tests the answer without an outbox
+
+
 @pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[tuple[Stack, ReplyHoldingProxy]]:
+def proxied(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Stack, ReplyHoldingProxy]]:
     """A deployment whose API reaches Redis through the proxy (its workers directly), with a short
-    Redis timeout so the held reply times out quickly."""
-    s = Stack(tmp_path / "stack", env={"AITASKS_REDIS_TIMEOUT_S": "1.0", "AITASKS_OUTBOX_MAX_MB": "0"})
+    Redis timeout so the held reply times out quickly. The outbox is as the test's module says
+    (``PROXIED_OUTBOX_MB``): off here, where the 503 of an unknown outcome is tested; on in test_outbox.py."""
+    env = {"AITASKS_REDIS_TIMEOUT_S": "1.0"}
+    outbox_mb = getattr(request.module, "PROXIED_OUTBOX_MB", None)
+    if outbox_mb is not None:
+        env["AITASKS_OUTBOX_MAX_MB"] = outbox_mb
+    s = Stack(tmp_path / "stack", env=env)
     proxy: ReplyHoldingProxy | None = None
     try:
         s.redis_server.start()
