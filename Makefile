@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench chaos lint install redis-server clean
+.PHONY: run test test-fast bench chaos lint audit install redis-server clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$(PY) bash scripts/ensure-venv.sh $(VENV)
@@ -43,6 +43,13 @@ lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy src
 	$(BIN)/python scripts/unasync.py --check  # client/sync.py is generated from async_client.py
+	$(BIN)/pip install -q pip-audit==2.10.1
+	$(BIN)/python scripts/audit.py --lint  # known vulnerabilities fail; an unreachable service is said, loudly
+
+# pip-audit that fails unless every dependency could be audited (needs PyPI's JSON API or OSV).
+audit: install
+	$(BIN)/pip install -q pip-audit==2.10.1
+	$(BIN)/python scripts/audit.py
 
 clean:
 	rm -rf $(VENV) var

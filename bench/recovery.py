@@ -7,18 +7,24 @@
 2. A worker host lost: two cpu workers; the one running a job has its main and pool processes SIGKILLed
    at once; the seconds from the kill until the job ends SUCCESS on the other worker, with the default
    ``AITASKS_LEASE_S`` (30 s; kombu's visibility timeout alone would take 960 s). ``--host-runs`` runs.
+3. Submits during a Redis outage: Redis SIGSTOPped for ``--stop-s`` (30 s) while 8 clients keep
+   submitting; every answer counted (202 accepted through the API's outbox, anything else refused), then
+   Redis resumed and every accepted job waited for until it ends SUCCESS. ``--stop-runs`` runs.
 
-    python -m bench.recovery [--runs 10] [--jobs 60] [--host-runs 3] [--lease-s 30]
+    python -m bench.recovery [--runs 10] [--jobs 60] [--host-runs 3] [--lease-s 30] [--stop-runs 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +147,58 @@ def host_kill_runs(root: Path, runs: int, lease_s: float, bound_s: float) -> dic
             "max_s": max(secs) if secs else None, "within_45_s": sum(s <= 45 for s in secs), "rows": out}
 
 
+def outage_runs(root: Path, runs: int, stop_s: float, clients: int = 8) -> dict[str, Any]:
+    cleanup = Cleanup()
+    out: list[dict[str, Any]] = []
+    try:
+        stack = AitasksStack("redis-stop", root / "redis-stop", root / "logs", cleanup)
+        stack.start_api().start_worker(2, "cpu")
+        with httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.new_key()}"},
+                          timeout=60) as c:
+            submit(c, duration_s=0.05, steps=1)  # the key is checked and cached before the outage
+            for run in range(runs):
+                proc = stack.redis_server.proc
+                assert proc is not None
+                os.kill(proc.pid, signal.SIGSTOP)
+                stopped = time.monotonic()
+
+                def client(_: int) -> tuple[list[str], int]:
+                    accepted: list[str] = []
+                    refused = 0
+                    while time.monotonic() - stopped < stop_s:
+                        r = c.post("/api/v1/tasks/submit/",
+                                   json={"task_type": "diagnostic", "parameters": {"duration_s": 0.05, "steps": 1}})
+                        if r.status_code == 202:
+                            accepted.append(str(r.json()["task_id"]))
+                        else:
+                            refused += 1
+                        time.sleep(0.1)
+                    return accepted, refused
+
+                try:
+                    with ThreadPoolExecutor(clients) as pool:
+                        answers = list(pool.map(client, range(clients)))
+                finally:
+                    os.kill(proc.pid, signal.SIGCONT)
+                resumed = time.monotonic()
+                ids = [i for accepted, _ in answers for i in accepted]
+                refused = sum(n for _, n in answers)
+                r = stack.redis()
+                ok = wait_until(lambda: all(s == "SUCCESS" for s in statuses(r, ids)), 300, 0.2)
+                took = time.monotonic() - resumed
+                ran = sum(s == "SUCCESS" for s in statuses(r, ids))
+                row = {"run": run + 1, "stop_s": stop_s, "submitted": len(ids) + refused, "accepted": len(ids),
+                       "refused": refused, "ran": ran, "all_ran": ok, "seconds_after_resume": round(took, 1)}
+                out.append(row)
+                print(f"  redis stop run {run + 1}/{runs}: {len(ids)} of {len(ids) + refused} submits accepted, "
+                      f"{ran} ran ({took:.1f} s after the resume)", flush=True)
+                r.close()
+    finally:
+        cleanup.run()
+    return {"runs": runs, "stop_s": stop_s, "rows": out,
+            "passed": sum(1 for row in out if row["refused"] == 0 and row["ran"] == row["accepted"])}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=10, help="Redis kill runs (default 10)")
@@ -148,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--within-s", type=float, default=60.0, help="a run passes if all end SUCCESS within this")
     p.add_argument("--host-runs", type=int, default=3, help="worker host kill runs (default 3; 0 to skip)")
     p.add_argument("--lease-s", type=float, default=30.0, help="AITASKS_LEASE_S of the host kill runs")
+    p.add_argument("--stop-runs", type=int, default=1, help="Redis stop runs (default 1; 0 to skip)")
+    p.add_argument("--stop-s", type=float, default=30.0, help="how long Redis is stopped (default 30 s)")
     p.add_argument("--seed", type=int, default=20)
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
@@ -159,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             result["redis_kill"] = redis_kill_runs(root, args.runs, args.jobs, args.within_s, args.seed)
         if args.host_runs > 0:
             result["host_kill"] = host_kill_runs(root, args.host_runs, args.lease_s, bound_s=120)
+        if args.stop_runs > 0:
+            result["redis_stop"] = outage_runs(root, args.stop_runs, args.stop_s)
         result["seconds"] = round(time.monotonic() - started, 1)
-    rk, hk = result.get("redis_kill"), result.get("host_kill")
+    rk, hk, rs = result.get("redis_kill"), result.get("host_kill"), result.get("redis_stop")
     print()
     if rk:
         print(f"{rk['jobs']} jobs accepted, then Redis SIGKILLed and restarted: all {rk['jobs']} end SUCCESS "
@@ -170,9 +232,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"a job on a SIGKILLed worker host ends SUCCESS on another worker: {hk['success_elsewhere']} of "
               f"{hk['runs']} runs, {hk['within_45_s']} within 45 s of the kill, slowest {hk['max_s']} s "
               f"(AITASKS_LEASE_S={hk['lease_s']:g})")
+    if rs:
+        for row in rs["rows"]:
+            print(f"submits during a {rs['stop_s']:g} s Redis stop: {row['accepted']} of {row['submitted']} accepted "
+                  f"({100 * row['accepted'] / max(1, row['submitted']):.0f}%), {row['ran']} of {row['accepted']} "
+                  f"ran after it ({100 * row['ran'] / max(1, row['accepted']):.0f}%), the last "
+                  f"{row['seconds_after_resume']} s after the resume")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
-    ok = (not rk or rk["passed"] == rk["runs"]) and (not hk or hk["within_45_s"] == hk["runs"])
+    ok = ((not rk or rk["passed"] == rk["runs"]) and (not hk or hk["within_45_s"] == hk["runs"])
+          and (not rs or rs["passed"] == rs["runs"]))
     return 0 if ok else 1
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aitasks.service.redis_server import RedisServer
 from stack import Stack, running_stack
 
 
@@ -22,6 +23,15 @@ def client(stack: Stack) -> Iterator[httpx.Client]:
     """A client of a fresh tenant, so tests never see each other's jobs."""
     with stack.client() as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server (no append-only file) for one module's tests below the API; their ``r``
+    fixture flushes it before each test."""
+    s = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
+    yield s
+    s.kill()
 
 
 @pytest.fixture

@@ -23,13 +23,6 @@ from aitasks.service.redis_server import RedisServer
 PACKAGE = Path(aitasks.__file__).parent
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    s = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
-    yield s
-    s.kill()
-
-
 @pytest.fixture
 def r(server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(server.url, decode_responses=True)

@@ -29,13 +29,6 @@ from aitasks.worker.context import JobContext
 TENANT = "acme"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    s = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
-    yield s
-    s.kill()
-
-
 @pytest.fixture(autouse=True)
 def r(server: RedisServer) -> Iterator[redis.Redis]:
     """A clean database for every test."""

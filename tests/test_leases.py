@@ -28,13 +28,6 @@ from stack import Process, Stack, poll, submit, wait_status
 LEASE_S = 5
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    s = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
-    yield s
-    s.kill()
-
-
 @pytest.fixture
 def r(server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(server.url, decode_responses=True)

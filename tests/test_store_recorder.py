@@ -30,13 +30,6 @@ from store_db import BACKENDS, database_url, pg_lazy  # noqa: F401  (fixture)
 from stack import poll
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    s = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
-    yield s
-    s.kill()
-
-
 @pytest.fixture
 def r(server: RedisServer) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(server.url, decode_responses=True)

@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.create(settings)
         app.state.services = services
         services.hub.start()
+        services.start_background()
         # What startup built (modules, the catalog, schemas: ~90k objects) lives as long as the process.
         # Out of the collector's reach, a full collection under load takes ~0 ms instead of ~50 ms, a
         # pause every request in flight used to wait out (the submit's p99; docs/benchmarks.md).
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await services.stop_background()
             await services.hub.stop()
             await services.redis.aclose()
             if services.store.pipe is not None:

@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 import redis.asyncio as aredis
+import sqlalchemy as sa
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from aitasks.api.outbox import Outbox
 from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.jobs import keys
-from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest
+from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest, refill
 from aitasks.jobs.artifacts import ArtifactBackend, open_artifacts
 from aitasks.jobs.events import EventHub
 from aitasks.jobs.pipelined import PipelinedRedis, supports
 from aitasks.jobs.store import AsyncJobStore
 from aitasks.processors.registry import Registry, load_all
 from aitasks.settings import Settings
+from aitasks.store import engine as engines
+from aitasks.store import key_records
+
+log = logging.getLogger("aitasks.api")
+LAST_USED_EVERY_S = 60.0
 
 
 @dataclass
@@ -36,6 +44,10 @@ class Services:
     # Submits accepted while Redis is unreachable (api/outbox_forwarder.py); None when AITASKS_OUTBOX_MAX_MB=0.
     outbox: OutboxForwarder | None = None
     _auth_cache: dict[str, tuple[Grant, float]] = field(default_factory=dict)
+    # When each key was last used, written to SQL about once a minute (never on a request's path).
+    _last_used: dict[str, float] = field(default_factory=dict)
+    _refill_after: float = 0.0  # monotonic: no second look for lost keys before then
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The event queues of the open streams, by the digest of the key that opened them (revocation ends them).
     _key_streams: dict[str, set[asyncio.Queue[dict[str, Any]]]] = field(default_factory=dict)
 
@@ -93,9 +105,12 @@ class Services:
         # Trust the cache only while the hub listens, since that is how revocations arrive; and while Redis
         # is unreachable, since no revocation can be written then (the outbox takes the key's submits).
         if cached and ((cached[1] > now and self.hub.connected.is_set()) or (self.outbox and self.outbox.down)):
+            self._last_used[d] = time.time()
             return cached[0].check_expiry()
         try:
             grant = await self.grant_for_digest(d)
+            if grant is None and await self._keys_refilled():
+                grant = await self.grant_for_digest(d)
         except Exception as exc:
             if cached is None or self.outbox is None or not unreachable(exc):
                 raise  # an unknown key while Redis is away: 503
@@ -104,11 +119,69 @@ class Services:
         if grant is None:
             self._auth_cache.pop(d, None)
             return None
+        self._last_used[d] = time.time()
         if self.settings.auth_cache_s > 0:
             if len(self._auth_cache) > 10_000:
                 self._auth_cache.clear()
             self._auth_cache[d] = (grant, now + self.settings.auth_cache_s)
         return grant.check_expiry()
+
+    async def _keys_refilled(self) -> bool:
+        """After Redis lost its data (its ``loaded`` mark is gone), the keys of the store of record cached in
+        it again; True when that was done now (look again). At most one look every 2 s per process."""
+        now = time.monotonic()
+        if now < self._refill_after or await self.redis.exists(keys.API_KEYS_LOADED):
+            return False
+        self._refill_after = now + 2.0
+        url = self.settings.resolved_redis_url()
+
+        def fill() -> int | None:
+            client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0)
+            try:
+                return refill(client, engines.shared(self.settings.resolved_database_url))
+            finally:
+                client.close()
+
+        try:
+            restored = await asyncio.to_thread(fill)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("API keys cannot be restored from the store of record: %s", str(exc).splitlines()[0])
+            return False
+        if restored:
+            log.warning("Redis had lost its API keys: %d restored from the store of record", restored)
+        return restored is not None
+
+    def start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._write_last_used()))
+        self._tasks.append(loop.create_task(self._refill_at_start()))
+
+    async def _refill_at_start(self) -> None:
+        """Keys only Redis holds (a deployment from before the store of record) copied to SQL, and SQL's
+        cached in a Redis that lost them, before the first request needs them."""
+        try:
+            await self._keys_refilled()
+        except Exception as exc:  # Redis away at start: the first unknown key looks again
+            log.info("API keys not checked against the store of record at start: %s", exc)
+
+    async def stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.flush_last_used()
+
+    async def flush_last_used(self) -> None:
+        if not self._last_used:
+            return
+        batch, self._last_used = self._last_used, {}
+        try:
+            await asyncio.to_thread(key_records.touch, engines.shared(self.settings.resolved_database_url), batch)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("when keys were last used cannot be written: %s", str(exc).splitlines()[0])
+
+    async def _write_last_used(self) -> None:
+        while True:
+            await asyncio.sleep(LAST_USED_EVERY_S)
+            await self.flush_last_used()
 
     async def grant_for_digest(self, key_digest: str) -> Grant | None:
         """The stored key's grant (not checked for expiry), or None."""

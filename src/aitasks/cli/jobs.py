@@ -32,6 +32,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 Url = Annotated[str | None, typer.Option("--url", envvar="AITASKS_URL", help="Service URL (AITASKS_URL).")]
 Key = Annotated[str | None, typer.Option("--key", envvar="AITASKS_API_KEY", help="API key (AITASKS_API_KEY).")]
 Out = Annotated[Path | None, typer.Option("--output", "-o", help="Save the job's files in this folder.")]
+# The task list's filters (GET /api/v1/tasks/ and its export).
+Status = Annotated[str | None, typer.Option("--status", help="PENDING, PROCESSING, SUCCESS, ... (comma-separate).")]
+Type = Annotated[str | None, typer.Option("--type", help="Only this job type.")]
+After = Annotated[str | None, typer.Option("--created-after", help="ISO 8601 (2026-12-01T00:00:00Z) or epoch s.")]
+Before = Annotated[str | None, typer.Option("--created-before", help="ISO 8601 or epoch seconds.")]
+Text = Annotated[str | None, typer.Option("--q", help="Text in the message or the error (any case).")]
 
 
 def _err(message: str, code: int) -> typer.Exit:
@@ -219,15 +225,22 @@ def register(app: typer.Typer) -> None:
         with Client(url, key) as c:
             typer.echo(c.job(task_id).cancel().get("message", "cancelled"))
 
-    @app.command("jobs")
+    jobs_app = typer.Typer(help="Your jobs, newest first (filters below); `export` streams your history.",
+                           invoke_without_command=True)
+    app.add_typer(jobs_app, name="jobs")
+
+    @jobs_app.callback()
     @one_line_errors
     def jobs_(
-        status_: Annotated[str | None, typer.Option("--status", help="PENDING, PROCESSING, SUCCESS, ...")] = None,
-        task_type: Annotated[str | None, typer.Option("--type", help="Only this job type.")] = None,
+        ctx: typer.Context,
+        status_: Status = None, task_type: Type = None, created_after: After = None, created_before: Before = None,
+        q: Text = None,
         limit: Annotated[int, typer.Option(help="At most this many.")] = 20,
         url: Url = None, key: Key = None,
     ) -> None:
-        """Your jobs, newest first."""
+        """Your jobs, newest first: live ones and the history (docs/history.md)."""
+        if ctx.invoked_subcommand is not None:
+            return
         from rich.console import Console
         from rich.table import Table
 
@@ -236,10 +249,35 @@ def register(app: typer.Typer) -> None:
             table.add_column("TASK ID", no_wrap=True, min_width=36)
             for name in ("TYPE", "STATUS", "PROGRESS", "CREATED (UTC)", "MESSAGE"):
                 table.add_column(name)
-            for t in c.jobs(status=status_, task_type=task_type, limit=limit):
+            for t in c.jobs(status=status_, task_type=task_type, limit=limit, created_after=created_after,
+                            created_before=created_before, q=q):
                 table.add_row(t["task_id"], t.get("task_type", ""), t["status"], f"{t.get('progress', 0)} %",
                               str(t.get("created_at", ""))[:19].replace("T", " "), str(t.get("message", "")))
             Console().print(table)
+
+    @jobs_app.command("export")
+    @one_line_errors
+    def export(
+        format_: Annotated[str, typer.Option("--format", help="jsonl (one JSON object a line) or csv.")] = "jsonl",
+        output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+        status_: Status = None, task_type: Type = None, created_after: After = None, created_before: Before = None,
+        q: Text = None, url: Url = None, key: Key = None,
+    ) -> None:
+        """Stream your ended jobs from the store of record, newest first, as JSON Lines or CSV."""
+        import sys
+
+        if format_ not in ("jsonl", "csv"):
+            raise typer.BadParameter("must be jsonl or csv", param_hint="--format")
+        with Client(url, key) as c:
+            if output is None:
+                c.export(sys.stdout.buffer, format_, status=status_, task_type=task_type,
+                         created_after=created_after, created_before=created_before, q=q)
+                sys.stdout.buffer.flush()
+                return
+            with open(output, "wb") as out:
+                written = c.export(out, format_, status=status_, task_type=task_type, created_after=created_after,
+                                   created_before=created_before, q=q)
+            typer.echo(f"{written} bytes written to {output}", err=True)
 
     @app.command()
     @one_line_errors

@@ -12,7 +12,7 @@ import typer
 
 from aitasks.cli.db import register as register_db_commands
 from aitasks.cli.jobs import register as register_job_commands
-from aitasks.errors import ConfigurationError
+from aitasks.errors import ConfigurationError, ServiceUnavailable
 
 app = typer.Typer(help="aitasks: run AI jobs in the background.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -134,8 +134,8 @@ def keys_create(
 
     try:
         expires_s = parse_duration(expires_in) if expires_in is not None else None
-        key = create_key(_redis(), tenant, name, scope=scope, expires_in_s=expires_s)
-    except ValueError as exc:
+        key = create_key(_redis(), tenant, name, scope=scope, expires_in_s=expires_s, db=_db())
+    except (ValueError, ServiceUnavailable) as exc:
         fail(str(exc))
     typer.echo(key)
 
@@ -145,18 +145,25 @@ def keys_list() -> None:
     """List keys (their ids, never the keys)."""
     from aitasks.jobs.apikeys import list_keys
 
-    rows = list_keys(_redis())
+    try:
+        rows = list_keys(_redis(), db=_db())
+    except ServiceUnavailable as exc:
+        fail(str(exc))
     if not rows:
         typer.echo("no keys")
         return
-    typer.echo(f"{'ID':<14}{'TENANT':<20}{'SCOPE':<7}{'CREATED (UTC)':<21}{'EXPIRES (UTC)':<31}NAME")
+    typer.echo(f"{'ID':<14}{'TENANT':<20}{'SCOPE':<7}{'CREATED (UTC)':<21}{'LAST USED (UTC)':<21}"
+               f"{'EXPIRES (UTC)':<31}NAME")
     now = time.time()
+
+    def when(at: float) -> str:
+        return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
     for k in rows:
-        created = datetime.fromtimestamp(k.created_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         expires = "never" if k.expires_at is None else (
-            datetime.fromtimestamp(k.expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
-            + (" (expired)" if k.expires_at <= now else ""))
-        typer.echo(f"{k.id:<14}{k.tenant:<20}{k.scope:<7}{created:<21}{expires:<31}{k.name}")
+            when(k.expires_at) + (" (expired)" if k.expires_at <= now else ""))
+        used = "never" if k.last_used_at is None else when(k.last_used_at)
+        typer.echo(f"{k.id:<14}{k.tenant:<20}{k.scope:<7}{when(k.created_at):<21}{used:<21}{expires:<31}{k.name}")
 
 
 @keys_app.command("secret")
@@ -180,8 +187,11 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key, or its id from
     """Revoke a key at once (the API stops accepting it immediately)."""
     from aitasks.jobs.apikeys import revoke_key
 
-    if revoke_key(_redis(), key) == 0:
-        fail("no such key", 1)
+    try:
+        if revoke_key(_redis(), key, db=_db()) == 0:
+            fail("no such key", 1)
+    except ServiceUnavailable as exc:
+        fail(str(exc))
     typer.echo("revoked")
 
 
@@ -207,6 +217,25 @@ def _redis():  # type: ignore[no-untyped-def]
     except redis.RedisError as exc:
         fail(f"cannot reach Redis at {url}: {exc}")
     return client
+
+
+def _db():  # type: ignore[no-untyped-def]
+    """The store of record, at this code's schema (keys are written there first); exits saying why not."""
+    import sqlalchemy as sa
+
+    from aitasks.settings import get_settings
+    from aitasks.store import engine as engines
+    from aitasks.store import migrate
+
+    url = get_settings().resolved_database_url
+    try:
+        migrate.upgrade(url)
+    except ConfigurationError as exc:
+        fail(str(exc))
+    except sa.exc.SQLAlchemyError as exc:
+        fail(f"cannot reach the store of record at {engines.shown(url)} (AITASKS_DATABASE_URL): "
+             f"{str(exc).splitlines()[0]}")
+    return engines.create(url)
 
 
 register_job_commands(app)  # after the service commands, so --help lists those first

@@ -16,7 +16,7 @@ import time
 from collections.abc import Generator, Iterator, Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -89,9 +89,31 @@ class Client:
         return Job(self, task_id)
 
     def jobs(self, status: str | None = None, task_type: str | None = None, page_size: int = 50,
-             limit: int | None = None) -> Iterator[dict[str, Any]]:
-        """The tenant's jobs, newest first, following the cursor."""
-        return self._pages("/api/v1/tasks/", "tasks", {"status": status, "task_type": task_type}, page_size, limit)
+             limit: int | None = None, *, created_after: str | None = None, created_before: str | None = None,
+             q: str | None = None) -> Iterator[dict[str, Any]]:
+        """The tenant's jobs, newest first, following the cursor. Filters: statuses (comma-separated), a type,
+        created times (ISO 8601 or epoch seconds), text in the message or error."""
+        params = {"status": status, "task_type": task_type, "created_after": created_after,
+                  "created_before": created_before, "q": q}
+        return self._pages("/api/v1/tasks/", "tasks", params, page_size, limit)
+
+    def export(self, out: BinaryIO, format: str = "jsonl", *, status: str | None = None,
+               task_type: str | None = None, created_after: str | None = None,
+               created_before: str | None = None, q: str | None = None) -> int:
+        """Stream the tenant's job history (``jsonl`` or ``csv``, with the list's filters) into ``out``, as
+        it arrives; returns the bytes written."""
+        params = {k: v for k, v in {"format": format, "status": status, "task_type": task_type,
+                                    "created_after": created_after, "created_before": created_before,
+                                    "q": q}.items() if v is not None}
+        written = 0
+        with self.http.stream("GET", "/api/v1/tasks/export", params=params) as r:
+            if r.status_code >= 400:
+                r.read()
+                raise_for(r)
+            for chunk in r.iter_bytes():
+                out.write(chunk)
+                written += len(chunk)
+        return written
 
     def _pages(self, path: str, key: str, params: dict[str, Any], page_size: int,
                limit: int | None) -> Iterator[dict[str, Any]]:

@@ -36,6 +36,8 @@ def api_key(key_digest: str) -> str:
 
 
 API_KEYS_INDEX = f"{PREFIX}:apikeys"
+# Set once Redis holds every key of the store of record; gone with a Redis that lost its data (refill then).
+API_KEYS_LOADED = f"{PREFIX}:apikeys:loaded"
 
 
 def worker(name: str) -> str:

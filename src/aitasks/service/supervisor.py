@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from aitasks.errors import ConfigurationError
-from aitasks.jobs.apikeys import first_key
+from aitasks.errors import ConfigurationError, ServiceUnavailable
+from aitasks.jobs.apikeys import first_key, refill
 from aitasks.service import flower
 from aitasks.service.redis_server import RedisServer, write_private
 from aitasks.settings import Settings
@@ -126,7 +126,7 @@ class Supervisor:
         env["AITASKS_DATA_DIR"] = str(s.data_dir.resolve())
         try:
             url = self._start_redis(env)
-            key = first_key(redis.Redis.from_url(url), self.tenant, name="make run")
+            key = self._first_key(redis.Redis.from_url(url))
             py = sys.executable
             for queue in ("cpu", "gpu"):
                 self.children.append(Child(f"worker-{queue}", [py, "-m", "aitasks.cli.main", "worker",
@@ -151,6 +151,26 @@ class Supervisor:
             return self._watch(env)
         finally:
             self._shutdown()
+
+    def _first_key(self, r: redis.Redis) -> str | None:
+        """The keys of the store of record cached in Redis again (after Redis lost its data), then a key for
+        the tenant if it has none. With the database down: Redis's keys only, and no new key (said why)."""
+        import sqlalchemy as sa
+
+        from aitasks.store import engine as store_engine
+
+        db = store_engine.create(self.settings.resolved_database_url)
+        try:
+            refilled = refill(r, db)
+            if refilled:
+                self.say(f"{refilled} API key(s) restored into Redis from the store of record")
+            return first_key(r, self.tenant, name="make run", db=db)
+        except (sa.exc.SQLAlchemyError, ServiceUnavailable) as exc:
+            self.say(f"warning: the store of record cannot be reached ({str(exc).splitlines()[0]}); no API key "
+                     f"made now: run `{cli_path()} keys create --tenant {self.tenant}` when it is back")
+            return None
+        finally:
+            db.dispose()
 
     def _start_redis(self, env: dict[str, str]) -> str:
         s = self.settings

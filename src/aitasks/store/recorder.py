@@ -12,6 +12,7 @@ only stops this loop: jobs never wait on it, the entries wait in Redis.
 from __future__ import annotations
 
 import logging
+import contextlib
 import os
 import socket
 import threading
@@ -134,6 +135,12 @@ class Recorder:
                         self.stopping.wait(delay)
                         delay = min(delay * 2, 10.0)
             except redis.RedisError as exc:
+                if isinstance(exc, redis.ResponseError) and "NOGROUP" in str(exc):
+                    # Redis lost its data (a FLUSHALL, a replica that missed writes): the group is made again.
+                    log.warning("job history: the stream's consumer group was gone from Redis; making it again")
+                    with contextlib.suppress(redis.RedisError):
+                        self.ensure_group()
+                        continue
                 log.warning("job history: Redis: %s; trying again in %.0f s", exc, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 10.0)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from aitasks.api import schemas
 from aitasks.api.artifact_download import artifact_response
@@ -17,12 +19,13 @@ from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
 from aitasks.api.submit_request import submit_doc, submit_request
+from aitasks.api.task_filters import parse_filters
 from aitasks.api.views import base_url, finished_body, links, result_body
-from aitasks.errors import Conflict, FieldError, NotFound, ValidationFailed
+from aitasks.errors import Conflict, FieldError, NotFound, ServiceUnavailable, ValidationFailed
 from aitasks.jobs.artifacts import check_name
 from aitasks.jobs.models import Job, Status
+from aitasks.store import export
 from aitasks.store.history import list_page, recorded_job
-from aitasks.store.records import Filters
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=ApiRoute)
 
@@ -63,33 +66,26 @@ async def submit(request: Request, services: ServicesDep, tenant: Tenant) -> JSO
     return JSONResponse(body, 202 if accepted.created else 200, headers=headers)
 
 
+StatusFilter = Annotated[list[str] | None, Query(
+    description="Filter: one or more statuses (repeat or comma-separate).")]
+TypeFilter = Annotated[str | None, Query(description="Filter: one job type.")]
+AfterFilter = Annotated[str | None, Query(
+    description="Filter: created at or after this time (ISO 8601, e.g. `2026-12-01T00:00:00Z`, or epoch seconds).")]
+BeforeFilter = Annotated[str | None, Query(description="Filter: created before this time (ISO 8601 or epoch seconds).")]
+TextFilter = Annotated[str | None, Query(max_length=200, description="Filter: text in the message or the error "
+                                                                      "(any case).")]
+
+
 @router.get("/", response_model=schemas.TaskList, responses=schemas.errors(400, 401), summary="List your tasks")
 async def list_tasks(
-    services: ServicesDep, tenant: Tenant,
-    status: Annotated[list[str] | None, Query(description="Filter: one or more statuses (repeat or comma-separate).")] = None,
-    task_type: Annotated[str | None, Query(description="Filter: one job type.")] = None,
+    services: ServicesDep, tenant: Tenant, status: StatusFilter = None, task_type: TypeFilter = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
-    created_after: Annotated[str | None, Query(
-        description="Filter: created at or after this time (ISO 8601, e.g. `2026-12-01T00:00:00Z`, or epoch "
-                    "seconds).")] = None,
-    created_before: Annotated[str | None, Query(
-        description="Filter: created before this time (ISO 8601 or epoch seconds).")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Filter: text in the message or the error "
-                                                               "(any case).")] = None,
+    created_after: AfterFilter = None, created_before: BeforeFilter = None, q: TextFilter = None,
 ) -> JSONResponse:
     """The caller's tasks, newest first, with cursor pagination: live ones from Redis and ended ones from
     the store of record (job history beyond the retention time, docs/history.md)."""
-    wanted: set[Status] | None = None
-    if status:
-        names = [s.strip().upper() for part in status for s in part.split(",") if s.strip()]
-        try:
-            wanted = {Status(n) for n in names}
-        except ValueError:
-            valid = ", ".join(s.value for s in Status)
-            raise ValidationFailed(f"status must be one of {valid}", [FieldError("status", f"must be one of {valid}")]) from None
-    filters = Filters(wanted, task_type, _time(created_after, "created_after"),
-                      _time(created_before, "created_before"), q or None)
+    filters = parse_filters(status, task_type, created_after, created_before, q)
     try:
         page = await list_page(services.redis, services.settings.resolved_database_url, tenant, limit, cursor,
                                filters)
@@ -98,21 +94,40 @@ async def list_tasks(
     return JSONResponse({"tasks": [j.status_view() for j in page.jobs], "next_cursor": page.next_cursor})
 
 
-def _time(value: str | None, name: str) -> float | None:
-    """A time filter as epoch seconds: ISO 8601 (no zone: UTC) or a number; else 400 naming ``name``."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
+@router.get("/export", summary="Export your job history (JSON Lines or CSV)", responses={
+    200: {"description": "The tenant's ended jobs, newest first, streamed: one JSON object a line (`jsonl`: "
+                         "the status document, `input` and `result`) or CSV with a header row.",
+          "content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                      "text/csv": {"schema": {"type": "string"}}}},
+    **schemas.errors(400, 401, 503)})
+async def export_tasks(
+    services: ServicesDep, tenant: Tenant,
+    format: Annotated[Literal["jsonl", "csv"], Query(description="`jsonl` (default) or `csv`.")] = "jsonl",
+    status: StatusFilter = None, task_type: TypeFilter = None, created_after: AfterFilter = None,
+    created_before: BeforeFilter = None, q: TextFilter = None,
+) -> StreamingResponse:
+    """Every ended job of the caller recorded in the store of record (docs/history.md), with the list's
+    filters, streamed page by page (constant memory, however long the history). Jobs still running, or
+    ended less than a moment ago and not yet recorded, are not in it."""
+    filters = parse_filters(status, task_type, created_after, created_before, q)
+    url = services.settings.resolved_database_url
     try:
-        return float(text) if text.replace(".", "", 1).isdigit() else _iso(text)
-    except (ValueError, OverflowError):
-        raise ValidationFailed(f"{name} is not a time", [FieldError(
-            name, "must be an ISO 8601 time (e.g. 2026-12-01T00:00:00Z) or epoch seconds")]) from None
+        await asyncio.to_thread(export.reachable, url)
+    except sa.exc.SQLAlchemyError:
+        raise ServiceUnavailable("Job history is unavailable right now; try again shortly") from None
 
+    async def body() -> AsyncIterator[bytes]:
+        if format == "csv":
+            yield export.csv_header()
+        encode = export.csv_lines if format == "csv" else export.jsonl
+        pages = export.pages(url, tenant, filters)
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            yield encode(page)
 
-def _iso(text: str) -> float:
-    parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    name = f"aitasks-{tenant}-history.{format}"
+    return StreamingResponse(body(), media_type=export.MEDIA_TYPES[format],
+                             headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                      "X-Content-Type-Options": "nosniff"})
 
 
 async def find_job(services: Services, tenant: str, task_id: str) -> tuple[Job, bool]:
