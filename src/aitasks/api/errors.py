@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from aitasks.errors import ApiError, FieldError, pydantic_fields, summary
 
@@ -33,15 +33,25 @@ def error_body(message: str, code: str, fields: list[FieldError] | None = None,
     return body
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves at the request's path. Starlette's 405 names only the first route
-    whose path matched, but one path may be served by several (GET and POST of ``/v1/predictions``, the
-    lifted fast routes beside FastAPI's): ``Allow`` must list them all."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
-            methods.update(route.methods)
-    return sorted(methods)
+    """Every method some route serves at the request's path, asked of the app's router method by method
+    (FastAPI keeps included routers as routes of their own, so a walk over the top-level routes misses
+    theirs; and one path may be served by several routes: the lifted fast POST beside FastAPI's GET). A path
+    that is a resource of its own (``/api/v1/documents/batch``) lists its own methods, not those of the
+    templated one it also fits (``/api/v1/documents/{document_id}``)."""
+    literal: set[str] = set()
+    templated: set[str] = set()
+    for method in METHODS:
+        scope = {**request.scope, "method": method}
+        for route in request.app.router.routes:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                (templated if child.get("path_params") else literal).add(method)
+                break
+    return sorted(literal or templated)
 
 
 def install_error_handlers(app: FastAPI) -> None:

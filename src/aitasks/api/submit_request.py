@@ -98,7 +98,7 @@ async def json_object(request: Request, hint: str) -> dict[str, Any]:
 def idempotency_key(value: str | None) -> str | None:
     if value is None:
         return None
-    if not value or len(value) > MAX_IDEMPOTENCY_KEY:
+    if not value.strip() or len(value) > MAX_IDEMPOTENCY_KEY:
         raise ValidationFailed(f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters",
                                [FieldError("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")])
     return value
@@ -132,7 +132,8 @@ ASYNC_PROCESSING: dict[str, Any] = {
                    "(default 30 s): `200` with the result, or `202` when it takes longer.",
 }
 HEADERS: list[dict[str, Any]] = [
-    {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 255},
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "\\S"},
      "description": "The same key from the same tenant within the retention time returns the first task "
                     "(200) instead of creating another."},
     {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
@@ -140,9 +141,12 @@ HEADERS: list[dict[str, Any]] = [
 ]
 WEBHOOK_PROPERTIES: dict[str, Any] = {
     "webhook": {"type": "string", "format": "uri", "description": "POST the job's status document here (signed)."},
-    "webhook_events_filter": {"type": "array", "items": {"enum": ["start", "progress", "completed"]},
-                              "description": "Which changes to send; default [\"completed\"]."},
+    "webhook_events_filter": {"type": "array", "minItems": 1,
+                              "items": {"type": "string", "enum": ["start", "progress", "completed"]},
+                              "description": "Which changes to send; default [\"completed\"]. Only with `webhook`."},
 }
+# A filter names the events of a webhook: without one it is refused (400), as the schema says.
+WEBHOOK_DEPENDENCY: dict[str, Any] = {"dependentRequired": {"webhook_events_filter": ["webhook"]}}
 
 
 # The catalog's examples name their files and ids by placeholders ("<base64>"); the OpenAPI's examples are
@@ -167,6 +171,25 @@ def runnable_example(value: Any, key: str = "") -> Any:
 JSON_PARTS = {"parameters": {"contentType": "application/json"}}
 
 
+def _type_bodies(input_schema: dict[str, Any], task_type: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JSON and multipart bodies of a path that submits one type: its input's top-level fields (the
+    nested ones, e.g. ``parameters``, as objects: their schema is the type's ``input_schema``), the webhook
+    fields, and no other field."""
+    top: dict[str, Any] = {}
+    for name, prop in input_schema.get("properties", {}).items():
+        nested = "$ref" in orjson.dumps(prop).decode()
+        top[name] = {"type": "object", "description": f"See `{task_type}`'s input_schema."} if nested else prop
+    required = list(input_schema.get("required", []))
+    described = f"The `{task_type}` job's input, as `input_schema` of `GET /api/v1/task-types` describes it."
+    json_schema = {"type": "object", "description": described, "required": required, "additionalProperties": False,
+                   "properties": {**top, **WEBHOOK_PROPERTIES}, **WEBHOOK_DEPENDENCY}
+    form_props = {name: ({"type": "string", "format": "binary"} if name in FILE_FIELDS else prop)
+                  for name, prop in top.items()}
+    form = {"type": "object", "description": "Files as parts, `parameters` as a JSON string.", "required": required,
+            "additionalProperties": False, "properties": {**form_props, "webhook": WEBHOOK_PROPERTIES["webhook"]}}
+    return json_schema, form
+
+
 def submit_doc(task_type: str | None = None) -> dict[str, Any]:
     """``openapi_extra`` of a submit route: its body (JSON with base64 files, or multipart with files as
     parts) and headers. ``task_type`` set: a path that submits only that type, documented by its input.
@@ -185,6 +208,7 @@ def submit_doc(task_type: str | None = None) -> dict[str, Any]:
                 "parameters": {"type": "object", "description": "Per type; see its input_schema."},
                 **WEBHOOK_PROPERTIES,
             },
+            **WEBHOOK_DEPENDENCY,
         }
         examples = {ex["task_type"]: {"value": runnable_example(ex)} for jt in types for ex in jt.examples[:1]}
         form: dict[str, Any] = {
@@ -196,11 +220,9 @@ def submit_doc(task_type: str | None = None) -> dict[str, Any]:
                            "webhook": WEBHOOK_PROPERTIES["webhook"]}}
     else:
         jt = load_all().get(task_type)
-        json_schema = {"type": "object", "description": f"The `{task_type}` job's input, as `input_schema` of "
-                                                        f"`GET /api/v1/task-types` describes it (without `task_type`)."}
+        json_schema, form = _type_bodies(jt.input_schema() if jt else {}, task_type)
         examples = {"example": {"value": {k: runnable_example(v, k) for k, v in ex.items() if k != "task_type"}}
                     for ex in (jt.examples[:1] if jt else ())}
-        form = {"type": "object", "description": "Files as parts, `parameters` as a JSON string."}
     return {
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": json_schema, "examples": examples},

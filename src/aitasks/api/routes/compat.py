@@ -49,8 +49,10 @@ class SeedStatus(BaseModel):
 
 SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": SeedAccepted, "description": "Accepted (async), or not finished within the sync bound."},
-    200: {"model": schemas.FinishedResponse, "description": "`?async_processing=false` and the job ended in "
-          "time: its status with `result` (as `Prefer: wait` answers on `POST /api/v1/tasks/submit/`)."},
+    200: {"model": schemas.FinishedResponse | SeedAccepted,  # type: ignore[dict-item]
+          "description": "`?async_processing=false` and the job ended in time: its status with `result` (as "
+          "`Prefer: wait` answers on `POST /api/v1/tasks/submit/`); or the same `Idempotency-Key` sent again: "
+          "the first task, in the accepted shape."},
     **schemas.errors(400, 401, 403, 413, 503),
 }
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
+from pydantic import WithJsonSchema
 from fastapi.responses import Response, StreamingResponse
 
 from aitasks.api import schemas
@@ -19,7 +20,7 @@ from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
 from aitasks.api.submit_request import submit_doc, submit_request
-from aitasks.api.task_filters import parse_filters
+from aitasks.api.task_filters import STATUS_LIST_SCHEMA, TIME_SCHEMA, parse_filters
 from aitasks.api.views import base_url, finished_body, links, result_body
 from aitasks.errors import Conflict, FieldError, NotFound, ServiceUnavailable, ValidationFailed
 from aitasks.jobs.artifacts import check_name
@@ -66,12 +67,14 @@ async def submit(request: Request, services: ServicesDep, tenant: Tenant) -> JSO
     return JSONResponse(body, 202 if accepted.created else 200, headers=headers)
 
 
-StatusFilter = Annotated[list[str] | None, Query(
-    description="Filter: one or more statuses (repeat or comma-separate).")]
+StatusFilter = Annotated[list[Annotated[str, WithJsonSchema(STATUS_LIST_SCHEMA)]] | None, Query(
+    description="Filter: one or more statuses (repeat or comma-separate; any case).")]
 TypeFilter = Annotated[str | None, Query(description="Filter: one job type.")]
-AfterFilter = Annotated[str | None, Query(
-    description="Filter: created at or after this time (ISO 8601, e.g. `2026-12-01T00:00:00Z`, or epoch seconds).")]
-BeforeFilter = Annotated[str | None, Query(description="Filter: created before this time (ISO 8601 or epoch seconds).")]
+AfterFilter = Annotated[Annotated[str, WithJsonSchema(TIME_SCHEMA)] | None, Query(
+    description="Filter: created at or after this time (ISO 8601, e.g. `2026-12-01T00:00:00Z`; no zone is UTC; "
+                "or epoch seconds).")]
+BeforeFilter = Annotated[Annotated[str, WithJsonSchema(TIME_SCHEMA)] | None, Query(
+    description="Filter: created before this time (ISO 8601 or epoch seconds).")]
 TextFilter = Annotated[str | None, Query(max_length=200, description="Filter: text in the message or the error "
                                                                       "(any case).")]
 
