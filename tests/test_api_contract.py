@@ -435,7 +435,8 @@ def test_healthz_and_readyz(stack):
     r = httpx.get(f"{stack.url}/readyz", timeout=30)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["status"] == "ready" and body["redis"] == "ok"
+    assert body["status"] == "ready" and body["redis"] == "ok" and body["database"] == "ok"
+    assert "degraded" not in body
     assert body["workers"]["cpu"] >= 1 and body["workers"]["gpu"] >= 1
 
 

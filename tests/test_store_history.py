@@ -147,7 +147,12 @@ def test_sql_stopped_under_load_delays_history_but_never_a_job(pg_stack: tuple[S
         r = redis.Redis.from_url(stack.redis_server.url)
         assert r.xlen(keys.HISTORY_STREAM) > 0  # the history waits in Redis
         assert client.get("/api/v1/tasks/", params={"limit": 50}).status_code == 200  # live jobs still list
+        ready = poll(lambda: (b := httpx.get(f"{stack.url}/readyz", timeout=10).json())["database"] == "unreachable"
+                     and b, "readyz to name the database", timeout_s=30)
+        assert ready["status"] == "ready" and "history is delayed" in ready["degraded"], ready  # jobs still run
         server.start()
         wait_recorded(stack, first + during, timeout_s=120)
         poll(lambda: r.xlen(keys.HISTORY_STREAM) == 0, "the stream emptied", timeout_s=60)
         assert len(_all(client, 7)) == 35
+        poll(lambda: httpx.get(f"{stack.url}/readyz", timeout=10).json()["database"] == "ok", "readyz: database ok",
+             timeout_s=30)

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         None, description="The store of record (job history, docs/history.md): postgresql://... for several hosts; "
                           "default SQLite (WAL) at <data_dir>/aitasks.db.")
     recorder_batch: int = Field(500, ge=1, le=10_000, description="Ended jobs the recorder writes to SQL a batch.")
+    history_retention_days: int = Field(
+        30, ge=0, description="Days the store of record keeps an ended job (0: for ever); a tenant's own value "
+                              "(aitasks tenants retention) overrides it.")
+    history_sweep_s: float = Field(600.0, gt=0, description="Seconds between the history retention sweeps.")
     recorder_claim_idle_s: float = Field(
         30.0, gt=0, description="Seconds before a recorder takes over the unrecorded batch of one that died.")
     secret_key: SecretStr | None = Field(

@@ -18,6 +18,8 @@ app = typer.Typer(help="aitasks: run AI jobs in the background.", no_args_is_hel
                   pretty_exceptions_enable=False, add_completion=False)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+tenants_app = typer.Typer(help="Per-tenant settings kept in the store of record.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -193,6 +195,31 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="The key, or its id from
     except ServiceUnavailable as exc:
         fail(str(exc))
     typer.echo("revoked")
+
+
+@tenants_app.command("retention")
+def tenants_retention(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    days: Annotated[int | None, typer.Option(
+        min=0, help="Days its ended jobs stay in the history (0: for ever).")] = None,
+    default: Annotated[bool, typer.Option(
+        "--default", help="Use the deployment's AITASKS_HISTORY_RETENTION_DAYS again.")] = False,
+) -> None:
+    """Set how long the store of record keeps a tenant's ended jobs (the retention sweep removes older)."""
+    from aitasks.jobs.apikeys import TENANT_RE
+    from aitasks.store.retention import set_tenant_retention
+
+    if (days is None) == (not default):
+        fail("give --days N or --default")
+    if not TENANT_RE.match(tenant):
+        fail("tenant must be 1-64 characters: letters, digits, '_', '.', '-'")
+    engine = _db()
+    try:
+        set_tenant_retention(engine, tenant, None if default else days)
+    finally:
+        engine.dispose()
+    typer.echo(f"tenant {tenant}: history kept " + ("as the deployment's default (AITASKS_HISTORY_RETENTION_DAYS)"
+                                                    if default else "for ever" if days == 0 else f"{days} days"))
 
 
 def _schema_at_start(url: str, retry_in_background: bool) -> None:
