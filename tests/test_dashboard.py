@@ -231,6 +231,42 @@ def test_the_jobs_page_filters_and_pages(page, stack, key):
     expect(page.locator("#job-error")).to_contain_text("after 1 attempt")
 
 
+def test_the_jobs_page_filters_by_text_and_day_and_exports_what_it_shows(page, stack, key, tmp_path):
+    with api(stack, key) as c:
+        ok = submit(c, parameters={"steps": 1})
+        failed = submit(c, parameters={"fail": True})
+        for task_id in (ok, failed):
+            wait_status(c, task_id)
+        error = c.get(f"/api/v1/tasks/{failed}/status/").json()["error"]
+        # The export reads the store of record: wait until the recorder wrote both.
+        deadline = time.monotonic() + 60
+        while len(c.get("/api/v1/tasks/export").text.splitlines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    sign_in(page, key)
+    page.goto("/#/jobs")
+    rows = page.locator("#jobs-table tbody tr[data-task-id]")
+    expect(rows.first).to_be_visible()
+    page.fill("#filter-q", error[:15].upper())
+    page.press("#filter-q", "Enter")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-task-id", failed)
+    assert "q=" in page.url
+    with page.expect_download() as download:
+        page.click("#jobs-export-csv")
+    saved = tmp_path / "export.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text().splitlines()
+    assert lines[0].startswith("task_id,task_type,status") and len(lines) == 2 and lines[1].startswith(failed)
+    page.fill("#filter-q", "")
+    page.fill("#filter-after", "2999-01-01")
+    page.press("#filter-after", "Enter")
+    page.locator("#filter-after").dispatch_event("change")
+    expect(page.locator("#jobs-table tbody")).to_contain_text("No jobs.")
+    page.fill("#filter-after", "2000-01-01")
+    page.locator("#filter-after").dispatch_event("change")
+    expect(rows).to_have_count(2)
+
+
 def test_the_documents_page_uploads_searches_and_deletes(page, stack, key, tmp_path):
     """Upload a text file from the page, watch it become `completed`, find it by a paraphrase (the real
     embedding model in the API process), then delete it: the row goes and search finds nothing of it."""

@@ -1,4 +1,4 @@
-import { api, catalog } from "../api.js";
+import { ApiError, api, auth, catalog } from "../api.js";
 import { STATUSES, TERMINAL, clear, fmtTime, h, statusBadge } from "../dom.js";
 
 const PAGE = 20;
@@ -9,6 +9,9 @@ export async function jobsPage(view, { query }) {
   const taskType = query.get("type") || "";
   const cursors = (query.get("trail") || "").split(",").filter(Boolean); // cursors of the pages before
   const cursor = query.get("cursor") || "";
+  const text = query.get("q") || "";
+  const after = query.get("after") || ""; // yyyy-mm-dd, a UTC day (the date inputs' own format)
+  const before = query.get("before") || "";
 
   const statusSel = h("select", { id: "filter-status", "aria-label": "Status" },
     h("option", { value: "" }, "any status"), STATUSES.map((s) => h("option", { value: s }, s)));
@@ -16,18 +19,57 @@ export async function jobsPage(view, { query }) {
   const typeSel = h("select", { id: "filter-type", "aria-label": "Job type" },
     h("option", { value: "" }, "any type"), types.map((t) => h("option", { value: t.name }, t.name)));
   typeSel.value = taskType;
+  const search = h("input", { type: "search", id: "filter-q", placeholder: "message or error", "aria-label": "Text",
+    value: text, maxlength: "200" });
+  const afterIn = h("input", { type: "date", id: "filter-after", "aria-label": "Created from (UTC day)", value: after });
+  const beforeIn = h("input", { type: "date", id: "filter-before", "aria-label": "Created before (UTC day)",
+    value: before });
   const go = (extra = {}) => {
     const q = new URLSearchParams();
     const s = extra.status ?? statusSel.value;
     const t = extra.type ?? typeSel.value;
     if (s) q.set("status", s);
     if (t) q.set("type", t);
+    if (search.value.trim()) q.set("q", search.value.trim());
+    if (afterIn.value) q.set("after", afterIn.value);
+    if (beforeIn.value) q.set("before", beforeIn.value);
     if (extra.cursor) q.set("cursor", extra.cursor);
     if (extra.trail && extra.trail.length) q.set("trail", extra.trail.join(","));
     location.hash = `#/jobs${q.toString() ? `?${q}` : ""}`;
   };
-  statusSel.addEventListener("change", () => go());
-  typeSel.addEventListener("change", () => go());
+  for (const input of [statusSel, typeSel, search, afterIn, beforeIn]) input.addEventListener("change", () => go());
+
+  // The list's filters as the API takes them (the export uses the same).
+  const filters = () => {
+    const q = new URLSearchParams();
+    if (status) q.set("status", status);
+    if (taskType) q.set("task_type", taskType);
+    if (text) q.set("q", text);
+    if (after) q.set("created_after", `${after}T00:00:00Z`);
+    if (before) q.set("created_before", `${before}T00:00:00Z`);
+    return q;
+  };
+  const exportAs = (format) => async () => {
+    const q = filters();
+    q.set("format", format);
+    const r = await fetch(`/api/v1/tasks/export?${q}`, { headers: { Authorization: `Bearer ${auth.key}` },
+      cache: "no-store" });
+    if (!r.ok) {
+      note.textContent = new ApiError(r.status, await r.json().catch(() => null)).message;
+      return;
+    }
+    const link = h("a", { href: URL.createObjectURL(await r.blob()), download: `aitasks-history.${format}` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+  };
+  const exportCsv = h("button", { type: "button", id: "jobs-export-csv", title: "Ended jobs with these filters" },
+    "Export CSV");
+  const exportJsonl = h("button", { type: "button", id: "jobs-export-jsonl", title: "Ended jobs with these filters" },
+    "Export JSONL");
+  exportCsv.addEventListener("click", exportAs("csv"));
+  exportJsonl.addEventListener("click", exportAs("jsonl"));
 
   const body = h("tbody");
   const note = h("p", { class: "muted small", id: "jobs-note" });
@@ -43,6 +85,8 @@ export async function jobsPage(view, { query }) {
   view.append(h("section", { class: "card" },
     h("div", { class: "row wrap" }, h("h1", {}, "Jobs"), h("span", { class: "spacer" }), statusSel, typeSel,
       h("a", { href: "#/submit", class: "button" }, "New job")),
+    h("div", { class: "row wrap filters" }, search, h("label", { class: "small" }, "from ", afterIn),
+      h("label", { class: "small" }, "before ", beforeIn), h("span", { class: "spacer" }), exportCsv, exportJsonl),
     h("div", { class: "table-wrap" }, h("table", { class: "jobs", id: "jobs-table" },
       h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Progress", "Created", "Finished"].map((c) => h("th", {}, c)))),
       body)),
@@ -52,9 +96,8 @@ export async function jobsPage(view, { query }) {
   let timer = null;
   let stopped = false;
   async function load() {
-    const q = new URLSearchParams({ limit: String(PAGE) });
-    if (status) q.set("status", status);
-    if (taskType) q.set("task_type", taskType);
+    const q = filters();
+    q.set("limit", String(PAGE));
     if (cursor) q.set("cursor", cursor);
     let page;
     try {
