@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from aitasks.service.redis_server import RedisServer
 from aitasks.store import engine as engines
 from aitasks.store import migrate
 from aitasks.store.recorder import Recorder
-from aitasks.store.schema import documents, jobs, usage
+from aitasks.store.schema import documents, jobs, usage, webhook_deliveries
 from pg_server import PgServer
 from store_db import BACKENDS, database_url, pg_lazy  # noqa: F401  (fixture)
 from stack import poll
@@ -104,6 +105,32 @@ def test_the_recorder_writes_each_job_once_and_then_frees_the_stream(r: redis.Re
         assert set(c.execute(sa.select(jobs.c.id)).scalars()) >= set(ids)
         assert c.execute(sa.select(sa.func.sum(usage.c.jobs))).scalar() == 121
     engine.dispose()
+
+
+def test_webhook_delivery_attempts_are_recorded_once_and_read_back_as_the_log(r: redis.Redis, url: str) -> None:
+    from aitasks.store.records import get_deliveries
+
+    attempts = [{"event": "completed", "attempt": 1, "at": "2026-12-06T10:00:00.000Z", "status_code": 503,
+                 "delivered": False, "retry_in_s": 1},
+                {"event": "completed", "attempt": 2, "at": "2026-12-06T10:00:01.000Z", "error": "ConnectTimeout: x",
+                 "delivered": False},
+                {"event": "completed", "attempt": 3, "at": "2026-12-06T10:00:03.000Z", "status_code": 204,
+                 "delivered": True}]
+    for entry in attempts:  # as worker/webhooks.py hands them over
+        r.xadd(keys.HISTORY_STREAM, {"__webhook": orjson.dumps({**entry, "job_id": "j1", "tenant": "acme"})})
+    r.xadd(keys.HISTORY_STREAM, {"__webhook": "not json"})  # a broken entry is dropped, not retried for ever
+    recorder = Recorder(r, url, consumer="c1", batch=10, block_ms=100)
+    recorder.prepare()
+    taken = recorder.take()
+    recorder.write(taken)
+    recorder.write(taken)  # the same batch again (a recorder that died before its ack): nothing twice
+    assert count(url, webhook_deliveries) == 3 and r.xlen(keys.HISTORY_STREAM) == 0
+    assert recorder.engine is not None
+    with recorder.engine.connect() as c:
+        log = get_deliveries(c, "acme", "j1")
+        assert get_deliveries(c, "other", "j1") == []  # the tenant's own only
+    recorder.close()
+    assert log == [{k: v for k, v in e.items() if k != "retry_in_s"} for e in attempts]
 
 
 def test_an_entry_taken_by_a_recorder_that_died_is_claimed_and_written_once(r: redis.Redis, url: str) -> None:

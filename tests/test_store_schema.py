@@ -58,6 +58,22 @@ def test_migrations_build_the_schema_the_code_uses_from_an_empty_database(url: s
         engine.dispose()
 
 
+def test_a_database_at_the_previous_revision_is_upgraded_keeping_its_rows(url: str) -> None:
+    assert migrate.upgrade(url, "0001") == "0001"
+    engine = engines.create(url)
+    try:
+        with engine.begin() as c:
+            c.execute(sa.text("INSERT INTO webhook_deliveries (job_id, tenant, event, attempt, at, delivered) "
+                              "VALUES ('j1', 'acme', 'completed', 1, '2026-12-06T10:00:00Z', true)"))
+        assert migrate.upgrade(url) == migrate.head() != "0001"
+        with engine.connect() as c:
+            assert compare_metadata(MigrationContext.configure(c), metadata) == []
+            row = c.execute(sa.text("SELECT job_id, stream_id FROM webhook_deliveries")).one()
+            assert tuple(row) == ("j1", None)
+    finally:
+        engine.dispose()
+
+
 def test_a_database_newer_than_the_code_is_refused_and_left_alone(url: str) -> None:
     migrate.upgrade(url)
     engine = engines.create(url)

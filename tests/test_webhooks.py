@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from aitasks.jobs.webhooks import verify
-from stack import poll, submit, wait_status
+from aitasks.jobs import keys
+from stack import key_of, poll, submit, wait_status
 
 TASKS = "/api/v1/tasks"
 
@@ -58,6 +59,22 @@ def receiver() -> Iterator[Receiver]:
     yield r
     r.server.shutdown()
     r.server.server_close()
+
+
+def recorded_attempts(stack, task_id: str) -> int:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    from aitasks.store import engine as engines
+    from aitasks.store.schema import webhook_deliveries
+
+    url = stack.env().get("AITASKS_DATABASE_URL") or f"sqlite:///{stack.root / 'data' / 'aitasks.db'}"
+    engine = engines.create(url)
+    try:
+        with engine.connect() as c:
+            return int(c.scalar(sa.select(sa.func.count()).select_from(webhook_deliveries)
+                                .where(webhook_deliveries.c.job_id == task_id)) or 0)
+    finally:
+        engine.dispose()
 
 
 def tenant_secret(stack, tenant: str) -> str:  # type: ignore[no-untyped-def]
@@ -109,6 +126,13 @@ def test_failing_receiver_is_retried_with_backoff_until_it_accepts(stack):
         assert len(deliveries) == 1 and len(flaky.received) == 3
         ids = {h["webhook-id"] for h, _ in flaky.received}
         assert len(ids) == 1  # one message, retried: receivers can deduplicate by id
+        # The log is in the store of record too: once Redis forgot the job, its status still shows it.
+        poll(lambda: recorded_attempts(stack, task_id) == 3, "the attempts recorded in SQL", timeout_s=60)
+        stack.redis.delete(keys.job(task_id), keys.webhook_log(task_id))
+        with stack.client(key_of(c)) as again:
+            forgotten = again.get(f"{TASKS}/{task_id}/status/").json()
+        assert forgotten["status"] == "SUCCESS" and "cancel_requested" not in forgotten
+        assert forgotten["webhook"]["deliveries"] == [{k: v for k, v in d.items() if k != "retry_in_s"} for d in log]
     finally:
         flaky.server.shutdown()
         flaky.server.server_close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aredis
 import sqlalchemy as sa
@@ -16,7 +17,7 @@ from aitasks.jobs import keys
 from aitasks.jobs.models import Job
 from aitasks.jobs.pager import decode_cursor, encode_cursor, read_page
 from aitasks.store import engine as engines
-from aitasks.store.records import Filters, get_job, list_jobs
+from aitasks.store.records import Filters, get_deliveries, get_job, list_jobs
 
 log = logging.getLogger("aitasks.store")
 
@@ -37,6 +38,19 @@ async def recorded_job(database_url: str, tenant: str, job_id: str) -> Job | Non
     except sa.exc.SQLAlchemyError as exc:
         log.warning("job history cannot be read: %s", str(exc).splitlines()[0])
         raise ServiceUnavailable("Job history is unavailable right now; try again shortly") from None
+
+
+async def recorded_deliveries(database_url: str, tenant: str, job_id: str) -> list[dict[str, Any]]:
+    """The job's webhook delivery log from SQL (once Redis forgot it); empty when SQL cannot be read."""
+    def read() -> list[dict[str, Any]]:
+        with engines.shared(database_url).connect() as connection:
+            return get_deliveries(connection, tenant, job_id)
+
+    try:
+        return await asyncio.to_thread(read)
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("webhook delivery log cannot be read: %s", str(exc).splitlines()[0])
+        return []
 
 
 @dataclass

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from aitasks.jobs import keys
 from aitasks.store import engine as engines
 from aitasks.store import migrate
-from aitasks.store.records import Ended, write_batch
+from aitasks.store.records import Ended, delivery_row, write_batch, write_deliveries
 
 log = logging.getLogger("aitasks.store.recorder")
 
@@ -105,9 +105,12 @@ class Recorder:
     def write(self, entries: list[Entry]) -> int:
         """Commit the batch to SQL, then acknowledge and delete its entries. Returns the jobs inserted."""
         assert self.engine is not None
-        batch = [ended(fields) for _, fields in entries if fields]
+        batch = [ended(fields) for _, fields in entries if fields and "__webhook" not in fields]
+        deliveries = [row for entry_id, fields in entries if fields and "__webhook" in fields
+                      if (row := delivery_row(entry_id, fields["__webhook"])) is not None]
         with self.engine.begin() as connection:
             inserted = write_batch(connection, batch) if batch else 0
+            write_deliveries(connection, deliveries)
         ids = [entry_id for entry_id, _ in entries]
         pipe = self.r.pipeline(transaction=True)
         pipe.xack(keys.HISTORY_STREAM, keys.HISTORY_GROUP, *ids)

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.pager import decode_cursor, encode_cursor
-from aitasks.store.schema import documents, jobs, usage
+from aitasks.store.schema import documents, jobs, usage, webhook_deliveries
 
 # Record fields kept in their own columns; every other field goes to ``extra``.
 _COLUMNS = {"id", "tenant", "type", "status", "queue", "created_at", "started_at", "finished_at", "attempts",
@@ -117,6 +117,42 @@ def write_batch(connection: sa.Connection, batch: list[Ended]) -> int:
                 index_elements=["tenant", "id"],
                 set_={k: getattr(ins.excluded, k) for k in ("status", "job_id", "record", "updated_at")}))
     return len(inserted)
+
+
+def delivery_row(stream_id: str, raw: str) -> dict[str, Any] | None:
+    """A webhook delivery attempt's row from its history stream entry (worker/webhooks.py); None if broken."""
+    try:
+        entry = orjson.loads(raw)
+        return {"stream_id": stream_id, "job_id": str(entry["job_id"]), "tenant": str(entry["tenant"]),
+                "event": str(entry["event"]), "attempt": int(entry["attempt"]), "at": str(entry["at"]),
+                "status_code": entry.get("status_code"), "delivered": bool(entry.get("delivered")),
+                "error": entry.get("error")}
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def write_deliveries(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert-or-ignore by stream entry: a batch written again writes nothing twice."""
+    if rows:
+        connection.execute(_insert(connection, webhook_deliveries).on_conflict_do_nothing(
+            index_elements=["stream_id"]), rows)
+
+
+def get_deliveries(connection: sa.Connection, tenant: str, job_id: str) -> list[dict[str, Any]]:
+    """The job's delivery log as its status document shows it (oldest first; the tenant's job only)."""
+    rows = connection.execute(sa.select(webhook_deliveries).where(
+        webhook_deliveries.c.job_id == job_id, webhook_deliveries.c.tenant == tenant)
+        .order_by(webhook_deliveries.c.id)).mappings()
+    out = []
+    for m in rows:
+        entry: dict[str, Any] = {"event": m["event"], "attempt": m["attempt"], "at": m["at"]}
+        if m["status_code"] is not None:
+            entry["status_code"] = m["status_code"]
+        entry["delivered"] = bool(m["delivered"])
+        if m["error"] is not None:
+            entry["error"] = m["error"]
+        out.append(entry)
+    return out
 
 
 def get_job(connection: sa.Connection, tenant: str, job_id: str) -> Job | None:

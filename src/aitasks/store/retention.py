@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from aitasks.jobs import keys
 from aitasks.store import engine as engines
-from aitasks.store.schema import jobs, tenants
+from aitasks.store.schema import jobs, tenants, webhook_deliveries
 
 log = logging.getLogger("aitasks.store")
 DAY_S = 86400
@@ -58,6 +58,7 @@ def sweep(engine: sa.Engine, default_days: int, delete_artifacts: Callable[[str]
             ids = expired_ids(connection, default_days, now, batch)
             if ids:
                 connection.execute(sa.delete(jobs).where(jobs.c.id.in_(ids)))
+                connection.execute(sa.delete(webhook_deliveries).where(webhook_deliveries.c.job_id.in_(ids)))
         for job_id in ids:
             if delete_artifacts is not None:
                 try:

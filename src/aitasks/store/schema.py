@@ -85,6 +85,8 @@ usage = sa.Table(
     sa.Column("revoked", sa.Integer, nullable=False, server_default="0"),
 )
 
+# One row per delivery attempt of a job's webhook (worker/webhooks.py), handed over through the history
+# stream like ended jobs; the status document shows them once Redis forgot the job.
 webhook_deliveries = sa.Table(
     "webhook_deliveries", metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -96,4 +98,6 @@ webhook_deliveries = sa.Table(
     sa.Column("status_code", sa.Integer, nullable=True),
     sa.Column("delivered", sa.Boolean, nullable=False),
     sa.Column("error", sa.Text, nullable=True),
+    # The history stream entry it came from (0002): insert-or-ignore by it, as jobs by their id.
+    sa.Column("stream_id", sa.String(40), nullable=True, unique=True, index=True),
 )

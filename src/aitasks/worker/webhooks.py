@@ -268,10 +268,13 @@ class WebhookSender(threading.Thread):
             delay = BACKOFF_S[min(item["attempt"] - 1, len(BACKOFF_S) - 1)]
             entry["retry_in_s"] = delay
             res.redis.zadd(keys.WEBHOOKS_RETRY, {orjson.dumps({**item, "attempt": item["attempt"] + 1}): time.time() + delay})
-        pipe = res.redis.pipeline(transaction=False)
+        pipe = res.redis.pipeline(transaction=True)
         pipe.rpush(keys.webhook_log(job.id), orjson.dumps(entry))
         pipe.ltrim(keys.webhook_log(job.id), -200, -1)
         pipe.expire(keys.webhook_log(job.id), job.retention_s + 600)
+        # The store of record's copy (the delivery log outlives the job's Redis record): the recorder writes it.
+        pipe.xadd(keys.HISTORY_STREAM, {"__webhook": orjson.dumps({**entry, "job_id": job.id, "tenant": job.tenant})},
+                  maxlen=keys.HISTORY_STREAM_MAX, approximate=True)
         pipe.execute()
 
 

@@ -26,7 +26,7 @@ from aitasks.errors import Conflict, FieldError, NotFound, ServiceUnavailable, V
 from aitasks.jobs.artifacts import check_name
 from aitasks.jobs.models import Job, Status
 from aitasks.store import export
-from aitasks.store.history import list_page, recorded_job
+from aitasks.store.history import list_page, recorded_deliveries, recorded_job
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=ApiRoute)
 
@@ -163,8 +163,10 @@ async def task_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
     job, outboxed = await find_job(services, tenant, task_id)  # outboxed: PENDING, not yet in Redis
     view = job.status_view()
     if job.webhook:
-        view["webhook"] = {"url": job.webhook, "events": list(job.webhook_events),
-                           "deliveries": [] if outboxed else await services.store.webhook_deliveries(job.id)}
+        deliveries = [] if outboxed else await services.store.webhook_deliveries(job.id)
+        if not deliveries and job.status.is_terminal():  # Redis forgot the log with the job: the history has it
+            deliveries = await recorded_deliveries(services.settings.resolved_database_url, tenant, job.id)
+        view["webhook"] = {"url": job.webhook, "events": list(job.webhook_events), "deliveries": deliveries}
     return JSONResponse(view)
 
 
