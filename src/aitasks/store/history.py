@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aredis
 import sqlalchemy as sa
@@ -24,17 +25,24 @@ log = logging.getLogger("aitasks.store")
 Position = tuple[int, str]  # (created ms, id): the order of every listing, newest first
 
 
+T = TypeVar("T")
+
+
+async def _read(database_url: str, read: Callable[[sa.Connection], T]) -> T:
+    """One read of the store of record in a thread (the API's event loop never waits on SQL)."""
+    def run() -> T:
+        with engines.shared(database_url).connect() as connection:
+            return read(connection)
+
+    return await asyncio.to_thread(run)
+
+
 async def recorded_job(database_url: str, tenant: str, job_id: str) -> Job | None:
     """The tenant's ended job from SQL; None when unknown or foreign. 503 when SQL cannot be read."""
     if len(job_id) > 100:
         return None
-
-    def read() -> Job | None:
-        with engines.shared(database_url).connect() as connection:
-            return get_job(connection, tenant, job_id)
-
     try:
-        return await asyncio.to_thread(read)
+        return await _read(database_url, lambda c: get_job(c, tenant, job_id))
     except sa.exc.SQLAlchemyError as exc:
         log.warning("job history cannot be read: %s", str(exc).splitlines()[0])
         raise ServiceUnavailable("Job history is unavailable right now; try again shortly") from None
@@ -42,12 +50,8 @@ async def recorded_job(database_url: str, tenant: str, job_id: str) -> Job | Non
 
 async def recorded_deliveries(database_url: str, tenant: str, job_id: str) -> list[dict[str, Any]]:
     """The job's webhook delivery log from SQL (once Redis forgot it); empty when SQL cannot be read."""
-    def read() -> list[dict[str, Any]]:
-        with engines.shared(database_url).connect() as connection:
-            return get_deliveries(connection, tenant, job_id)
-
     try:
-        return await asyncio.to_thread(read)
+        return await _read(database_url, lambda c: get_deliveries(c, tenant, job_id))
     except sa.exc.SQLAlchemyError as exc:
         log.warning("webhook delivery log cannot be read: %s", str(exc).splitlines()[0])
         return []
