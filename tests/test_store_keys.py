@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import sqlalchemy as sa
@@ -152,7 +153,7 @@ def sql_url(stack: Stack) -> str:
 
 
 @pytest.mark.slow
-def test_after_a_flushall_keys_history_and_new_jobs_still_work(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_after_a_flushall_keys_history_documents_and_new_jobs_still_work(make_stack) -> None:  # type: ignore[no-untyped-def]
     stack: Stack = make_stack({"AITASKS_AUTH_CACHE_S": "1"})
     engine = engines.create(sql_url(stack))
     try:
@@ -165,8 +166,24 @@ def test_after_a_flushall_keys_history_and_new_jobs_still_work(make_stack) -> No
             done = submit(c, parameters={"duration_s": 0.1, "steps": 1})
             assert wait_status(c, done)["status"] == "SUCCESS"
             poll(lambda: _recorded(engine, done), "the job recorded in SQL", 60)
+            kept = _ingested(c, "terns.txt", TERNS)
+            gone = _ingested(c, "krill.txt", b"Krill are small crustaceans that swarm in the Southern Ocean.\n")
+            poll(lambda: _document_rows(engine) >= 2, "the documents recorded in SQL", 60)
+            assert c.delete(f"/api/v1/documents/{gone}").status_code == 200
+            assert _document_rows(engine) == 1  # a deleted document leaves SQL too
 
             stack.redis.flushall()
+
+            # Documents list, answer their status and search (vectors live outside Redis); the deleted one
+            # does not come back.
+            listed = c.get("/api/v1/documents/")
+            assert listed.status_code == 200, listed.text
+            assert [d["document_id"] for d in listed.json()["documents"]] == [kept]
+            assert c.get(f"/api/v1/documents/{kept}/status").json()["status"] == "completed"
+            assert c.get(f"/api/v1/documents/{gone}/status").status_code == 404
+            hits = c.post("/api/v1/search", json={"query": "which bird migrates furthest", "top_k": 1}).json()
+            assert hits["results"] and hits["results"][0]["document_id"] == kept, hits
+            assert stranger.get(f"/api/v1/documents/{kept}/status").status_code == 404
 
             # The API had the key cached for a moment; past its auth cache, Redis is asked and refilled.
             time.sleep(1.5)
@@ -189,6 +206,26 @@ def test_after_a_flushall_keys_history_and_new_jobs_still_work(make_stack) -> No
         assert stored["last_used_at"] == pytest.approx(time.time(), abs=120)
     finally:
         engine.dispose()
+
+
+TERNS = (b"Arctic terns fly from the Arctic to the Antarctic and back every year, a round trip of about seventy "
+         b"thousand kilometres, the longest migration of any animal.\n")
+
+
+def _ingested(c: httpx.Client, name: str, data: bytes) -> str:
+    r = c.post("/api/v1/documents/", files={"file": (name, data, "text/plain")})
+    assert r.status_code == 202, r.text
+    document_id = str(r.json()["document_id"])
+    poll(lambda: c.get(f"/api/v1/documents/{document_id}/status").json()["status"] == "completed",
+         f"{name} ingested", 240)
+    return document_id
+
+
+def _document_rows(engine: sa.Engine) -> int:
+    from aitasks.store.schema import documents
+
+    with engine.connect() as c:
+        return int(c.scalar(sa.select(sa.func.count()).select_from(documents)) or 0)
 
 
 def _recorded(engine: sa.Engine, job_id: str) -> bool:

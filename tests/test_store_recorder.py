@@ -74,7 +74,7 @@ def count(url: str, table: sa.Table = jobs) -> int:
 def test_only_the_change_that_ends_a_job_writes_an_entry_with_its_whole_record(r: redis.Redis) -> None:
     store = JobStore(r)
     doc_key = keys.document("acme", "d1")
-    r.hset(doc_key, mapping={"id": "d1", "status": "PROCESSING", "filename": "a.pdf"})
+    r.hset(doc_key, mapping={"document_id": "d1", "status": "PROCESSING", "filename": "a.pdf"})
     r.hset(keys.job("j1"), mapping={**Job(id="j1", type="echo", tenant="acme", queue="cpu").to_hash(),
                                     "document": doc_key})
     store.update("j1", {"status": "PROCESSING", "progress": 10})

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +27,10 @@ from aitasks.jobs.store import AsyncJobStore
 from aitasks.processors.registry import Registry, load_all
 from aitasks.settings import Settings
 from aitasks.store import engine as engines
-from aitasks.store import key_records
+from aitasks.store import document_rows, key_records
 
 log = logging.getLogger("aitasks.api")
+SyncRedis = redis.Redis  # the refills' client (a thread's); ``redis`` names the async one inside Services
 LAST_USED_EVERY_S = 60.0
 
 
@@ -46,7 +47,7 @@ class Services:
     _auth_cache: dict[str, tuple[Grant, float]] = field(default_factory=dict)
     # When each key was last used, written to SQL about once a minute (never on a request's path).
     _last_used: dict[str, float] = field(default_factory=dict)
-    _refill_after: float = 0.0  # monotonic: no second look for lost keys before then
+    _refill_after: dict[str, float] = field(default_factory=dict)  # per mark: no second look before then
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The event queues of the open streams, by the digest of the key that opened them (revocation ends them).
     _key_streams: dict[str, set[asyncio.Queue[dict[str, Any]]]] = field(default_factory=dict)
@@ -128,27 +129,35 @@ class Services:
 
     async def _keys_refilled(self) -> bool:
         """After Redis lost its data (its ``loaded`` mark is gone), the keys of the store of record cached in
-        it again; True when that was done now (look again). At most one look every 2 s per process."""
+        it again; True when that was done now (look again)."""
+        return await self._refilled(keys.API_KEYS_LOADED, refill, "API keys")
+
+    async def documents_refilled(self) -> bool:
+        """The same for document records (documents list and answer their status after a Redis loss)."""
+        return await self._refilled(keys.DOCUMENTS_LOADED, document_rows.refill, "document records")
+
+    async def _refilled(self, mark: str, fill: Callable[[SyncRedis, sa.Engine], int | None], what: str) -> bool:
+        """Run ``fill`` when Redis lacks ``mark``; at most one look every 2 s per mark and process."""
         now = time.monotonic()
-        if now < self._refill_after or await self.redis.exists(keys.API_KEYS_LOADED):
+        if now < self._refill_after.get(mark, 0.0) or await self.redis.exists(mark):
             return False
-        self._refill_after = now + 2.0
+        self._refill_after[mark] = now + 2.0
         url = self.settings.resolved_redis_url()
 
-        def fill() -> int | None:
+        def run() -> int | None:
             client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=5.0)
             try:
-                return refill(client, engines.shared(self.settings.resolved_database_url))
+                return fill(client, engines.shared(self.settings.resolved_database_url))
             finally:
                 client.close()
 
         try:
-            restored = await asyncio.to_thread(fill)
+            restored = await asyncio.to_thread(run)
         except sa.exc.SQLAlchemyError as exc:
-            log.warning("API keys cannot be restored from the store of record: %s", str(exc).splitlines()[0])
+            log.warning("%s cannot be restored from the store of record: %s", what, str(exc).splitlines()[0])
             return False
         if restored:
-            log.warning("Redis had lost its API keys: %d restored from the store of record", restored)
+            log.warning("Redis had lost its %s: %d restored from the store of record", what, restored)
         return restored is not None
 
     def start_background(self) -> None:
@@ -161,6 +170,7 @@ class Services:
         cached in a Redis that lost them, before the first request needs them."""
         try:
             await self._keys_refilled()
+            await self.documents_refilled()
         except Exception as exc:  # Redis away at start: the first unknown key looks again
             log.info("API keys not checked against the store of record at start: %s", exc)
 

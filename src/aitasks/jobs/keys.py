@@ -134,6 +134,10 @@ def document(tenant: str, document_id: str) -> str:
     return f"{PREFIX}:document:{tenant}:{document_id}"
 
 
+# Set once Redis holds every document the store of record has; gone with a Redis that lost its data.
+DOCUMENTS_LOADED = f"{PREFIX}:documents:loaded"
+
+
 def tenant_documents(tenant: str) -> str:
     """Sorted set of a tenant's document ids, scored by their last upload time in ms."""
     return f"{PREFIX}:tenant:{tenant}:documents"

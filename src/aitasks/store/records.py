@@ -109,8 +109,10 @@ def write_batch(connection: sa.Connection, batch: list[Ended]) -> int:
             index_elements=["tenant", "day", "type", "queue"],
             set_={name: getattr(usage.c, name) + getattr(ins.excluded, name) for name in c}))
     for e in batch:
-        if e.document and e.document.get("id") and e.record.get("tenant"):
-            values = {"tenant": e.record["tenant"], "id": e.document["id"], "status": e.document.get("status"),
+        # A document's record names itself ``document_id`` (documents/records.py).
+        document_id = (e.document or {}).get("document_id") or (e.document or {}).get("id")
+        if e.document and document_id and e.record.get("tenant"):
+            values = {"tenant": e.record["tenant"], "id": document_id, "status": e.document.get("status"),
                       "job_id": e.record.get("id"), "record": orjson.dumps(e.document).decode(), "updated_at": now}
             ins = _insert(connection, documents).values(**values)
             connection.execute(ins.on_conflict_do_update(

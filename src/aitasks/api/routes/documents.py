@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 import anyio.to_thread
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
 from aitasks.api import schemas
@@ -43,6 +44,8 @@ from aitasks.errors import FieldError, NotFound, ServiceUnavailable, ValidationF
 from aitasks.jobs.models import Job
 from aitasks.processors.documents.ingestion import NAME as JOB_TYPE
 from aitasks.processors.registry import JobType
+from aitasks.store import document_rows
+from aitasks.store import engine as engines
 
 if TYPE_CHECKING:
     from aitasks.settings import Settings
@@ -51,8 +54,11 @@ router = APIRouter(tags=["documents"], route_class=ApiRoute)
 V1 = "/api/v1/documents"
 
 
-async def _record(records: DocumentRecords, tenant: str, document_id: str) -> Record:
-    if (record := await records.read(tenant, document_id)) is None:
+async def _record(records: DocumentRecords, tenant: str, document_id: str, services: Services) -> Record:
+    record = await records.read(tenant, document_id)
+    if record is None and await services.documents_refilled():  # Redis had lost its data: filled from SQL
+        record = await records.read(tenant, document_id)
+    if record is None:
         raise NotFound(f"No document with id {document_id!r} (unknown, deleted, or not yours)")
     return record
 
@@ -157,7 +163,7 @@ async def batch_status(batch_id: str, services: ServicesDep, tenant: Tenant) -> 
 
 async def status(document_id: str, services: Services, tenant: str) -> JSONResponse:
     """A document's status: here and at seed 004's `GET /api/documents/{document_id}/status/`."""
-    record = await _record(DocumentRecords(services.redis), tenant, document_id)
+    record = await _record(DocumentRecords(services.redis), tenant, document_id, services)
     job = await services.store.get(record["task_id"]) if record.get("task_id") else None
     return JSONResponse(view(record, job))
 
@@ -181,6 +187,7 @@ async def list_documents(
 ) -> JSONResponse:
     """The caller's documents, most recently uploaded first, with cursor pagination."""
     records = DocumentRecords(services.redis)
+    await services.documents_refilled()  # one EXISTS, unless Redis lost its data: then filled from SQL first
     try:
         page = await records.page(tenant, limit, cursor)
     except ValueError:  # UnicodeDecodeError and binascii.Error among them
@@ -194,7 +201,7 @@ async def delete_document(document_id: str, services: ServicesDep, tenant: Tenan
     """Removes every chunk and vector of the document from the store, then its record. A running
     ingestion of it is cancelled (it would not store its chunks: the record no longer names it)."""
     records = DocumentRecords(services.redis)
-    record = await _record(records, tenant, document_id)
+    record = await _record(records, tenant, document_id, services)
     # First the record lets go of its job (the job checks it before storing; the UPDATE script skips it)...
     await records.mark_deleting(tenant, document_id)
     if record.get("task_id"):
@@ -209,6 +216,11 @@ async def delete_document(document_id: str, services: ServicesDep, tenant: Tenan
     except Exception as exc:
         raise ServiceUnavailable(f"The vector store did not delete the document's chunks ({type(exc).__name__}); "
                                  "try again.") from exc
+    try:  # out of the store of record too, or a Redis refilled from it would bring the document back
+        await anyio.to_thread.run_sync(
+            lambda: document_rows.delete(engines.shared(settings.resolved_database_url), tenant, document_id))
+    except sa.exc.SQLAlchemyError as exc:
+        raise ServiceUnavailable("The store of record did not delete the document's record; try again.") from exc
     await records.delete(tenant, document_id)
     return JSONResponse({"document_id": document_id, "deleted": True, "chunks_deleted": removed})
 
