@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from aitasks.service.redis_server import RedisServer
 from stack import Stack, running_stack
@@ -32,6 +33,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     s = RedisServer(tmp_path_factory.mktemp("redis"), appendonly=False).start()
     yield s
     s.kill()
+
+
+@pytest.fixture
+def r(server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of ``server`` (strings, not bytes), its database emptied for each test."""
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,9 @@ import aitasks
 from aitasks.jobs import atomic_end, keys, lua, scripts
 from aitasks.jobs.metrics import DURATION_BUCKETS, TIMELINE_KEEP_S, bucket_label
 from aitasks.jobs.store import JobStore
-from aitasks.service.redis_server import RedisServer
+from redis_events import drain, subscribed
 
 PACKAGE = Path(aitasks.__file__).parent
-
-
-@pytest.fixture
-def r(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -43,21 +34,6 @@ def record(r: redis.Redis, job_id: str, **fields: Any) -> None:
     r.hset(keys.job(job_id), mapping={**base, **{k: str(v) for k, v in fields.items()}})
 
 
-def events(r: redis.Redis, job_id: str) -> Any:
-    ps = r.pubsub()
-    ps.subscribe(keys.events(job_id))
-    assert ps.get_message(timeout=5)["type"] == "subscribe"  # listening before the changes are made
-    return ps
-
-
-def drain(ps: Any) -> list[dict[str, Any]]:
-    out = []
-    while (m := ps.get_message(timeout=0.5)) is not None:
-        out.append(json.loads(m["data"]))
-    ps.close()
-    return out
-
-
 def deliveries(r: redis.Redis) -> list[dict[str, Any]]:
     return [json.loads(d) for d in reversed(r.lrange(keys.WEBHOOKS_PENDING, 0, -1))]
 
@@ -69,7 +45,7 @@ def test_state_counts_changes_publishes_them_and_refuses_after_the_end(r: redis.
     assert store.update("ghost", {"status": "PROCESSING"}) == 0
     assert not r.exists(keys.job("ghost"))
     record(r, "a", attempts=1)
-    ps = events(r, "a")
+    ps = subscribed(r, "a")
     assert store.update("a", {"status": "PROCESSING", "progress": 10, "message": "going"}) == 1
     assert store.update("a", {"status": "FAILURE", "error_type": "Boom", "error_message": "it broke"}, ttl_s=50) == 2
     assert 0 < r.ttl(keys.job("a")) <= 50
@@ -86,7 +62,7 @@ def test_state_counts_changes_publishes_them_and_refuses_after_the_end(r: redis.
 
 def test_state_marks_a_requested_cancel_in_the_event(r: redis.Redis, store: JobStore) -> None:
     record(r, "c")
-    ps = events(r, "c")
+    ps = subscribed(r, "c")
     store.update("c", {"cancel_requested_at": 1.5})
     assert drain(ps)[0]["cancel_requested"] is True
 
@@ -147,7 +123,7 @@ def test_chord_counts_each_childs_end_and_the_last_one_queues_the_callback(r: re
     record(r, "p", status="PROCESSING", queue="cpu", webhook="http://h", webhook_events=",progress,")
     assert fan_out(r, "p", 2) == 1
     assert r.lrange("gpu", 0, -1) == ["run 1", "run 0"] and r.exists(keys.job("p.1"))
-    ps = events(r, "p")
+    ps = subscribed(r, "p")
     store.update("p.0", {"status": "PROCESSING"})
     assert r.hget(keys.job("p"), "children_done") == "0"  # not an end
     store.update("p.0", {"status": "FAILURE"})

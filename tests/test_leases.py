@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +20,17 @@ import redis
 from aitasks.jobs import keys
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.store import JobStore
-from aitasks.service.redis_server import RedisServer
 from aitasks.worker import lease
+from redis_events import drain, subscribed
 from stack import Process, Stack, poll, submit, wait_status
 
 LEASE_S = 5
-
-
-@pytest.fixture
-def r(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def record(r: redis.Redis, job_id: str, **fields: Any) -> None:
     base = {"id": job_id, "status": "PENDING", "type": "echo", "tenant": "acme", "queue": "cpu", "progress": "0",
             "message": "", "attempts": "0", "soft_time_limit_s": "10", "time_limit_s": "20"}
     r.hset(keys.job(job_id), mapping={**base, **{k: str(v) for k, v in fields.items()}})
-
-
-def published(r: redis.Redis, job_id: str) -> Any:
-    ps = r.pubsub()
-    ps.subscribe(keys.events(job_id))
-    assert ps.get_message(timeout=5)["type"] == "subscribe"
-    return ps
-
-
-def drain(ps: Any) -> list[dict[str, Any]]:
-    out = []
-    while (m := ps.get_message(timeout=0.3)) is not None:
-        out.append(json.loads(m["data"]))
-    ps.close()
-    return out
 
 
 def delivered(r: redis.Redis, job_id: str, tag: str, ago_s: float, queue: str = "cpu") -> dict[str, Any]:
@@ -84,7 +60,7 @@ def test_a_stale_runs_writes_are_refused_and_only_the_current_generation_may_cla
     assert lease.requeue(r, store, "f", "taken back", message=message, queue="cpu", tag="tag-f")
     assert r.hget(keys.job("f"), "generation") == "1" and not r.hexists(keys.UNACKED, "tag-f")
     assert generation_of(r.lindex("cpu", -1)) == 1  # pushed at the consuming end, with its generation
-    ps = published(r, "f")
+    ps = subscribed(r, "f")
     seq = r.hget(keys.job("f"), "seq")
     for fence in ("run:first", "claim:0:again"):  # the late original, and an older copy of the message
         assert store.update("f", {"status": "SUCCESS", "result": "{}"}, ttl_s=60, fence=fence) == -2

@@ -6,7 +6,6 @@ ignored the cancel raced with that (seen once in 342 runs of the comparison's ca
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,21 +17,11 @@ import redis
 from aitasks.jobs import keys
 from aitasks.jobs.artifacts import ArtifactStore
 from aitasks.jobs.store import JobStore
-from aitasks.service.redis_server import RedisServer
 from aitasks.settings import Settings
 from aitasks.worker import monitor
 from aitasks.worker.resources import WorkerResources
 
 GRACE_S = 2.0
-
-
-@pytest.fixture
-def r(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(tmp_path / "redis", appendonly=False).start()
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    yield client
-    client.close()
-    server.kill()
 
 
 @pytest.fixture

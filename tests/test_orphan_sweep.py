@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +16,9 @@ import redis
 from aitasks.jobs import keys
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.store import JobStore
-from aitasks.service.redis_server import RedisServer
 from aitasks.worker import lease
 from aitasks.worker.sweep import Recovery
 from stack import Stack, poll, submit, wait_status
-
-
-@pytest.fixture
-def r(tmp_path: Path) -> Iterator[redis.Redis]:
-    server = RedisServer(tmp_path / "redis", appendonly=False).start()
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    yield client
-    client.close()
-    server.kill()
 
 
 def unfinished(r: redis.Redis, job_id: str, age_s: float, **fields: Any) -> None:

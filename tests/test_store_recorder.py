@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -29,14 +29,6 @@ from aitasks.store.schema import documents, jobs, usage, webhook_deliveries
 from pg_server import PgServer
 from store_db import BACKENDS, database_url, pg_lazy  # noqa: F401  (fixture)
 from stack import poll
-
-
-@pytest.fixture
-def r(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 @pytest.fixture(params=BACKENDS)
