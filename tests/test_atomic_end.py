@@ -228,15 +228,18 @@ def test_only_declared_fragments_run(r: redis.Redis) -> None:
     assert r.hget(keys.usage("acme", "1970-01-01"), "echo|cpu|jobs") == "1"
 
 
-def test_create_refuses_a_repeated_key_while_the_first_job_exists(r: redis.Redis) -> None:
+def test_create_answers_a_repeated_key_with_its_first_job_until_a_caller_claims_it(r: redis.Redis) -> None:
     create = r.register_script(scripts.CREATE)
 
-    def submit(job_id: str) -> list[Any]:
+    def submit(job_id: str, claim: str = "0") -> list[Any]:
         return list(create(keys=[keys.job(job_id), keys.tenant_index("acme"), "cpu", keys.idempotency("acme", "k"),
                                  keys.METRICS_SUBMITTED],
-                           args=[60, 1000, job_id, "msg", 60, "echo", 0, json.dumps(["id", job_id])]))
+                           args=[60, 1000, job_id, "msg", 60, "echo", 0, json.dumps(["id", job_id]), claim]))
 
     assert submit("first") == [1, "first"]
     assert submit("second") == [0, "first"]
-    r.delete(keys.job("first"))
-    assert submit("third") == [1, "third"]
+    assert submit("second", claim="1") == [0, "first"]  # it is still in Redis: no claim
+    r.delete(keys.job("first"))  # gone from Redis (recorded and let go, or expired)
+    assert submit("third") == [0, "first"]  # the API looks for it in the store of record
+    assert submit("third", claim="1") == [1, "third"]  # found in no store: the key is taken over
+    assert submit("fourth") == [0, "third"]

@@ -287,6 +287,6 @@ def test_a_lost_reply_keeps_the_job_and_the_resend_finds_it(proxied: tuple[Stack
         assert done["status"] == "SUCCESS", done
         result = client.get(f"/api/v1/tasks/{task_id}/result/").json()
         assert result["result"]["image"]["sha256"] == hashlib.sha256(image).hexdigest()  # its input intact
-        assert s.redis.zcard(keys.tenant_index(tenant)) == 1
+        assert s.redis.zcard(keys.tenant_index(tenant)) <= 1  # one job (0 once recorded: it left the index)
         listed = client.get("/api/v1/tasks/").json()["tasks"]
         assert [t["task_id"] for t in listed] == [task_id]

@@ -19,9 +19,9 @@ from alembic.runtime.migration import MigrationContext
 
 from aitasks.jobs.models import Job, Status
 from aitasks.store import engine as engines
-from aitasks.store import migrate
+from aitasks.store import migrate, text_search
 from aitasks.store.records import Ended, Filters, get_job, job_row, list_jobs, write_batch
-from aitasks.store.schema import metadata, usage
+from aitasks.store.schema import jobs, metadata, usage
 from pg_server import PgServer
 from store_db import BACKENDS, database_url, pg_lazy  # noqa: F401  (fixture)
 
@@ -45,13 +45,20 @@ def ended_record(job_id: str, tenant: str = "acme", status: str = "SUCCESS", cre
     return record
 
 
+def schema_diff(c: sa.Connection) -> list[object]:
+    """How the database differs from schema.metadata, leaving out the text index (text_search.py)."""
+    skip = text_search.objects()
+    context = MigrationContext.configure(c, opts={"include_name": lambda name, *_: name not in skip})
+    return list(compare_metadata(context, metadata))
+
+
 def test_migrations_build_the_schema_the_code_uses_from_an_empty_database(url: str) -> None:
     assert migrate.upgrade(url) == migrate.head()
     assert migrate.upgrade(url) == migrate.head()  # again: nothing to do
     engine = engines.create(url)
     try:
         with engine.connect() as c:
-            assert compare_metadata(MigrationContext.configure(c), metadata) == []
+            assert schema_diff(c) == []
             if engines.is_sqlite(url):
                 assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
@@ -67,7 +74,7 @@ def test_a_database_at_the_previous_revision_is_upgraded_keeping_its_rows(url: s
                               "VALUES ('j1', 'acme', 'completed', 1, '2026-12-06T10:00:00Z', true)"))
         assert migrate.upgrade(url) == migrate.head() != "0001"
         with engine.connect() as c:
-            assert compare_metadata(MigrationContext.configure(c), metadata) == []
+            assert schema_diff(c) == []
             row = c.execute(sa.text("SELECT job_id, stream_id FROM webhook_deliveries")).one()
             assert tuple(row) == ("j1", None)
     finally:
@@ -177,5 +184,55 @@ def test_keyset_pages_and_filters(url: str) -> None:
             assert list_jobs(c, "acme", 50, None, Filters(q="100%_"))[0] == []  # LIKE wildcards are literal
             assert list_jobs(c, "acme", 50, None, Filters(task_type="other"))[0] == []
             assert [j.id for _, j in list_jobs(c, "globex", 50, None, Filters())[0]] == ["b00"]
+    finally:
+        engine.dispose()
+
+
+def test_the_text_filter_uses_its_index_for_rare_texts_and_keeps_like_semantics(url: str) -> None:
+    """Rows written before migration 0003 and after it, found by ``q`` through the index (a rare text: SQLite's
+    FTS path) and through the ordered probe (a common one), exactly as ILIKE would; deleted rows leave it."""
+    migrate.upgrade(url, "0002")
+    engine = engines.create(url)
+    base = 1_700_000_000.0
+    common = [Ended(ended_record(f"c{i:04d}", created_at=base + i, message=f"Processed item {i}"))
+              for i in range(2600)]  # more than PROBE_ROWS: a rare text is past the probe's reach
+    try:
+        with engine.begin() as c:
+            write_batch(c, common[:1000])  # before the index existed: the migration fills it
+        migrate.upgrade(url)
+        with engine.begin() as c:
+            write_batch(c, common[1000:])
+            write_batch(c, [Ended(ended_record("rare-old", created_at=base - 10, status="FAILURE",
+                                               error_message='Tile 50%_done "quoted" ZEBRA')),
+                            Ended(ended_record("other-tenant", tenant="globex", created_at=base - 5,
+                                               message="zebra crossing"))])
+        with engine.connect() as c:
+            def ids(q: str, limit: int = 50) -> list[str]:
+                return [job.id for _, job in list_jobs(c, "acme", limit, None, Filters(q=q))[0]]
+
+            assert ids("zebra") == ["rare-old"]  # past 2,600 newer rows; any case; not the other tenant's
+            assert ids('50%_done "QUOTED"') == ["rare-old"]  # wildcards and quotes are literal text
+            assert ids("50%x") == [] and ids("item 1234") == ["c1234"]
+            seen, cursor = [], None  # "item 3": 111 rows, all older than the probe's 2,000: pages via the index
+            for _ in range(5):
+                page, cursor = list_jobs(c, "acme", 50, cursor, Filters(q="item 3"))
+                seen += [job.id for _, job in page]
+                if cursor is None:
+                    break
+            assert seen == sorted((f"c{i:04d}" for i in range(2600) if str(i).startswith("3")), reverse=True)
+            newest = ids("processed", 5)  # a common text: the newest rows, in order
+            assert newest == [f"c{i:04d}" for i in range(2599, 2594, -1)]
+            assert ids("it") == [f"c{i:04d}" for i in range(2599, 2549, -1)]  # too short for trigrams: a scan
+            if engines.is_sqlite(url):
+                assert c.exec_driver_sql(f"SELECT count(*) FROM {text_search.FTS_TABLE}").scalar() == 2602
+            else:
+                names = {r[0] for r in c.exec_driver_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")}
+                assert set(text_search.TRGM_INDEXES) <= names
+        with engine.begin() as c:
+            c.execute(sa.delete(jobs).where(jobs.c.id == "rare-old"))
+        with engine.connect() as c:
+            assert list_jobs(c, "acme", 50, None, Filters(q="zebra"))[0] == []
+            if engines.is_sqlite(url):
+                assert c.exec_driver_sql(f"SELECT count(*) FROM {text_search.FTS_TABLE}").scalar() == 2601
     finally:
         engine.dispose()

@@ -61,6 +61,11 @@ def setup_logging(level: str = "INFO", process: str = "") -> None:
         _process["process"] = process
 
 
+def process_name() -> str:
+    """The name this process's log lines carry (``setup_logging``'s ``process``), or ""."""
+    return _process.get("process", "")
+
+
 # What native code prints on start-up that says nothing to an operator: TFLite's delegate notice and
 # absl's info and warning lines (mediapipe's "W0000 ... inference_feedback_manager.cc:114] ..."); its
 # error lines pass. Anchored at the line start, so a JSON log line quoting them never matches.

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="The store of record (job history, docs/history.md): postgresql://... for several hosts; "
                           "default SQLite (WAL) at <data_dir>/aitasks.db.")
+    history_enabled: bool = Field(
+        True, description="Hand every ended job to the store of record (false: no job history in SQL; for "
+                          "measuring its cost, bench/history_switch.py).")
+    recorded_keep_s: int = Field(
+        60, ge=0, description="Seconds Redis keeps a job's full record once it is in SQL (for the clients that "
+                              "read it as it ends); then it answers from SQL. Jobs with a parent, a webhook or "
+                              "a document keep theirs for AITASKS_RETENTION_S.")
     recorder_batch: int = Field(500, ge=1, le=10_000, description="Ended jobs the recorder writes to SQL a batch.")
     history_retention_days: int = Field(
         30, ge=0, description="Days the store of record keeps an ended job (0: for ever); a tenant's own value "

@@ -13,6 +13,7 @@ from aitasks.errors import Forbidden, NotFound, Unauthorized
 from aitasks.jobs import keys
 from aitasks.jobs.apikeys import Grant, allows, digest
 from aitasks.jobs.models import Job
+from aitasks.store.history import recorded_job
 
 # Stream tokens: for browsers, which cannot set headers on EventSource or WebSocket. A random token
 # stored in Redis (so every API process knows it) for STREAM_TOKEN_TTL_S, bound to one tenant and to
@@ -159,8 +160,12 @@ async def websocket_grant(ws: WebSocket) -> Grant | None:
 
 
 async def load_job(services: Services, tenant: str, job_id: str) -> Job:
-    """The tenant's job, or 404 for an unknown, expired or foreign id (never say which)."""
+    """The tenant's job: from Redis while it holds the record, else the ended one from the store of record
+    (SQL: Redis let it go once recorded, or lost it); the same Job either way. 404 for an unknown, expired
+    or foreign id (never say which); 503 when only SQL could answer and it cannot be read."""
     job = await services.store.get(job_id) if len(job_id) <= 100 else None
+    if job is None:
+        job = await recorded_job(services.settings.resolved_database_url, tenant, job_id)
     if job is None or job.tenant != tenant:
         raise NotFound(f"No task with id {job_id!r} (unknown, expired, or not yours)")
     return job

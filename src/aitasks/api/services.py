@@ -64,7 +64,8 @@ class Services:
                                               health_check_interval=15)
         pipe = PipelinedRedis(url, 1.0, settings.redis_timeout_s) if supports(url) else None
         services = cls(
-            settings=settings, redis=client, store=AsyncJobStore(client, pipe),
+            settings=settings, redis=client,
+            store=AsyncJobStore(client, pipe, history=settings.history_enabled),
             hub=EventHub(pubsub_client), artifacts=open_artifacts(settings),
             registry=load_all(),
         )

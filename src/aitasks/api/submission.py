@@ -31,6 +31,7 @@ from aitasks.jobs.messages import job_message
 from aitasks.jobs.pipelined import OutcomeUnknown
 from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
+from aitasks.store.history import recorded_job
 
 
 @dataclass(frozen=True)
@@ -194,41 +195,50 @@ async def accept(
                 if sub.files:
                     services.artifacts.delete_job(job_id)
                 raise
-    try:
-        created, stored_id = await services.store.create(
-            job, message, settings.pending_ttl_s, idem, limits["retention_s"])
-    except BaseException as exc:
-        applied = maybe_applied(exc, services.store.pipe is not None)
-        if outbox is not None and isinstance(exc, Exception) and unreachable(exc):
-            # Refused, timed out, or sent without an answer: the outbox forwards it by this id, and CREATE
-            # says "already exists" if it did run, so it is accepted once either way.
-            outbox.mark_down(exc)
-            try:
-                return await _outboxed(services, outbox, job, message, idem, limits["retention_s"], bool(sub.files))
-            except ServiceUnavailable:  # full: as without an outbox
-                if applied:
-                    raise outcome_unknown(job_id, key is not None) from exc
+    claim = False  # True on the second pass: the key's first job is in no store any more
+    while True:
+        try:
+            created, stored_id = await services.store.create(
+                job, message, settings.pending_ttl_s, idem, limits["retention_s"], claim=claim)
+        except BaseException as exc:
+            applied = maybe_applied(exc, services.store.pipe is not None)
+            if outbox is not None and isinstance(exc, Exception) and unreachable(exc):
+                # Refused, timed out, or sent without an answer: the outbox forwards it by this id, and CREATE
+                # says "already exists" if it did run, so it is accepted once either way.
+                outbox.mark_down(exc)
+                try:
+                    return await _outboxed(services, outbox, job, message, idem, limits["retention_s"], bool(sub.files))
+                except ServiceUnavailable:  # full: as without an outbox
+                    if applied:
+                        raise outcome_unknown(job_id, key is not None) from exc
+                    if sub.files:
+                        services.artifacts.delete_job(job_id)
+                    raise
+            if not applied:  # never reached Redis: nothing accepted
                 if sub.files:
                     services.artifacts.delete_job(job_id)
                 raise
-        if not applied:  # never reached Redis: nothing accepted
+            # Sent, no answer: Redis may have recorded and queued the job, so its inputs stay (if it did not,
+            # the workers' sweep removes the folder of a job without a record).
+            if isinstance(exc, Exception):
+                raise outcome_unknown(job_id, key is not None) from exc
+            raise  # cancelled: the client went away
+        if created or stored_id == job_id:  # the same id: a resent create that had already run
+            return Accepted(job, created=True)
+        # A repeated Idempotency-Key: its first job, live in Redis or ended in the store of record.
+        first = await services.store.get(stored_id)
+        if first is None:  # ended and recorded: Redis let its record go (AITASKS_RECORDED_KEEP_S)
+            first = await recorded_job(settings.resolved_database_url, tenant, stored_id)
+        if first is not None:
             if sub.files:
                 services.artifacts.delete_job(job_id)
-            raise
-        # Sent, no answer: Redis may have recorded and queued the job, so its inputs stay (if it did not,
-        # the workers' sweep removes the folder of a job without a record).
-        if isinstance(exc, Exception):
-            raise outcome_unknown(job_id, key is not None) from exc
-        raise  # cancelled: the client went away
-    if created or stored_id == job_id:  # the same id: a resent create that had already run
-        return Accepted(job, created=True)
-    if sub.files:
-        services.artifacts.delete_job(job_id)
-    first = await services.store.get(stored_id)
-    if first is None:  # expired since the script saw it: a retry claims the key afresh
-        raise ServiceUnavailable("The job of this Idempotency-Key has just expired; send the request again.",
-                                 headers={"Retry-After": "1"})
-    return Accepted(first, created=False)
+            return Accepted(first, created=False)
+        if claim:  # expired again between the two passes
+            if sub.files:
+                services.artifacts.delete_job(job_id)
+            raise ServiceUnavailable("The job of this Idempotency-Key has just expired; send the request again.",
+                                     headers={"Retry-After": "1"})
+        claim = True  # gone from both stores (expired): this submit takes the key over
 
 
 async def _outboxed(services: Services, outbox: OutboxForwarder, job: Job, message: str, idem: str | None,

@@ -47,7 +47,7 @@ async def submit_request(request: Request, services: Services, tenant: str,
                                [FieldError("task_type", f"must be {task_type} or absent")])
     options = SubmitOptions(idempotency_key=key, base_url=base_url(services, request), admin=is_admin(request))
     accepted = await submit(services, tenant, task_type or named, fields, uploads, options)
-    final = await wait_for_end(services, accepted.job.id, wait_s) if wait_s is not None else None
+    final = await wait_for_end(services, tenant, accepted.job.id, wait_s) if wait_s is not None else None
     return Submitted(accepted, final, wait_s, preferred)
 
 

@@ -15,6 +15,7 @@ from aitasks.api.services import Services
 from aitasks.errors import FieldError, ValidationFailed
 from aitasks.jobs.status_document import result_with_links
 from aitasks.jobs.models import Job, Status
+from aitasks.store.history import recorded_job
 
 
 _BASE_URLS: dict[tuple[Any, ...], str] = {}
@@ -101,15 +102,18 @@ def prefer_wait_s(prefer: str | None, max_wait_s: float) -> float | None:
     return value
 
 
-async def wait_for_end(services: Services, job_id: str, timeout_s: float) -> Job | None:
-    """Wait until the job ends or the time runs out; returns the final record, or None on timeout."""
+async def wait_for_end(services: Services, tenant: str, job_id: str, timeout_s: float) -> Job | None:
+    """Wait until the job ends or the time runs out; returns the final record, or None on timeout. A job
+    Redis let go of once recorded (AITASKS_RECORDED_KEEP_S) is read from the store of record."""
     deadline = time.monotonic() + timeout_s
     if services.outbox is not None and services.outbox.holding and await services.outbox.find(job_id):
         return None  # waiting in the outbox for Redis: answered 202 at once, as accepted
     async with services.hub.subscribe(job_id) as events:
         while True:
             job = await services.store.get(job_id)
-            if job is None or job.status.is_terminal():
+            if job is None:
+                return await recorded_job(services.settings.resolved_database_url, tenant, job_id)
+            if job.status.is_terminal():
                 return job
             left = deadline - time.monotonic()
             if left <= 0:

@@ -1,15 +1,18 @@
 -- CREATE (jobs/store.py): accept a job in one step, so it is either fully accepted or not at all.
 -- KEYS: job, tenant index, queue list, idempotency key ('' = none), submitted counter
 -- ARGV: pending ttl, created ms, job id, celery message, idempotency ttl, type, oldest ms,
---       the record's hash pairs as one JSON list of strings (one argument packs far faster than 30)
+--       the record's hash pairs as one JSON list of strings (one argument packs far faster than 30),
+--       claim ('1': take over an idempotency key whose job is in neither Redis nor the store of record)
 -- Returns {1, id} when created, {0, the first job's id} on a repeated idempotency key, {0, id} when the job
 -- already exists (a create resent after its reply was lost, or forwarded from the API's outbox: never twice).
+-- A key's first job may have left Redis once recorded (store/recorder.py): the key still names it, and
+-- only a caller that found it in no store (api/submission.py) claims the key, with claim '1'.
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, ARGV[3]}
 end
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
-  if existing and redis.call('EXISTS', '@JOB_PREFIX@' .. existing) == 1 then
+  if existing and (ARGV[9] ~= '1' or redis.call('EXISTS', '@JOB_PREFIX@' .. existing) == 1) then
     return {0, existing}
   end
   redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[5])

@@ -61,6 +61,9 @@ SWEEPER = f"{PREFIX}:sweeper"  # the one worker running the recovery pass now (a
 # Sorted set of the ids of jobs not yet finished, scored by creation (ms): added by CREATE, removed by the
 # UPDATE script's terminal fragment (jobs/live_end.lua); the sweep reads it instead of a keyspace SCAN.
 JOBS_LIVE = f"{PREFIX}:jobs:live"
+# Sorted set of the ids of ended jobs whose Redis record was let go once recorded (store/recorder.py) and
+# that have files, scored by when their retention ends (unix time): the file sweep keeps their files till then.
+JOBS_FILES_KEPT = f"{PREFIX}:jobs:files-kept"
 # kombu's Redis transport keeps each delivered, not yet acknowledged message here (its defaults, kept).
 UNACKED = "unacked"  # hash delivery tag -> JSON [message, exchange, routing key]
 UNACKED_INDEX = "unacked_index"  # sorted set delivery tag -> delivery time

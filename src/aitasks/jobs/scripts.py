@@ -16,4 +16,10 @@ from aitasks.jobs import atomic_end, lua
 
 CREATE = lua.load("aitasks.jobs", "create.lua")
 UPDATE = atomic_end.assemble()
+# The same without the hand-off to the store of record (AITASKS_HISTORY_ENABLED=false).
+UPDATE_WITHOUT_HISTORY = atomic_end.assemble(tuple(f for f in atomic_end.FRAGMENTS if f.name != "history"))
+
+
+def update_script(history: bool) -> str:
+    return UPDATE if history else UPDATE_WITHOUT_HISTORY
 FAN_OUT = lua.load("aitasks.worker", "fan_out.lua")

@@ -45,29 +45,34 @@ class AsyncJobStore:
     """The API's view of job records.
 
     ``pipe``, when given, carries the CREATE script (every submit): many requests' calls share one
-    connection and leave together (see jobs/pipelined.py). Everything else goes through ``client``."""
+    connection and leave together (see jobs/pipelined.py). Everything else goes through ``client``.
+    ``history=False`` (AITASKS_HISTORY_ENABLED=false) leaves the store of record's hand-off out of UPDATE."""
 
-    def __init__(self, client: aredis.Redis, pipe: PipelinedRedis | None = None):
+    def __init__(self, client: aredis.Redis, pipe: PipelinedRedis | None = None, history: bool = True):
         self.r = client
         self.pipe = pipe
         self._create = client.register_script(scripts.CREATE)
-        self._update = client.register_script(scripts.UPDATE)
+        self._update = client.register_script(scripts.update_script(history))
 
     async def create(
         self, job: Job, celery_message: str, pending_ttl_s: int, idempotency_key: str | None,
-        idempotency_ttl_s: int,
+        idempotency_ttl_s: int, claim: bool = False,
     ) -> tuple[bool, str]:
         """Accept a job atomically. Returns (created, job_id); job_id is the first job's on a repeat key, and
-        (False, job.id) when this job id is already recorded (a resend or an outbox forward: not created twice)."""
+        (False, job.id) when this job id is already recorded (a resend or an outbox forward: not created twice).
+        ``claim``: take the idempotency key over when its job is gone from Redis (the caller found it in
+        no store); otherwise a repeat key names its first job even after Redis let that job go."""
         idem = keys.idempotency(job.tenant, idempotency_key) if idempotency_key else ""
         created_ms = int(job.created_at * 1000)
         oldest_ms = created_ms - pending_ttl_s * 1000
         flat: list[str] = []
         for k, v in job.to_hash().items():
             flat.extend((k, v))
+        if idempotency_key:  # its digest, kept with the job's history (store/records.py)
+            flat.extend(("idempotency_key", idempotency_key))
         script_keys = [keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED]
         args: list[str | int | bytes] = [pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
-                orjson.dumps(flat)]
+                orjson.dumps(flat), "1" if claim else "0"]
         if self.pipe is not None:
             created, job_id = await self.pipe.evalsha(self._create.sha, scripts.CREATE, script_keys, args)
         else:
@@ -107,11 +112,11 @@ class AsyncJobStore:
 
 
 class JobStore:
-    """The workers' (and CLI's) view of job records."""
+    """The workers' (and CLI's) view of job records (``history`` as for AsyncJobStore)."""
 
-    def __init__(self, client: redis.Redis):
+    def __init__(self, client: redis.Redis, history: bool = True):
         self.r = client
-        self._update = client.register_script(scripts.UPDATE)
+        self._update = client.register_script(scripts.update_script(history))
         self._fan_out = client.register_script(scripts.FAN_OUT)
 
     def get(self, job_id: str) -> Job | None:

@@ -65,15 +65,24 @@ class LoggedProcess:
             pass
 
     def children(self) -> list[int]:
-        """Pids of the direct children (a prefork worker's pool processes)."""
+        """Pids of the direct children that are a prefork worker's pool processes (not its job-history
+        recorder, store/worker_hook.py, which is a child too)."""
         try:
             out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
         except FileNotFoundError:
             return []
-        return [int(p) for p in out.split()]
+        return [int(p) for p in out.split() if not _is_recorder(int(p))]
 
     def tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+
+def _is_recorder(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"aitasks.store.recorder" in f.read()
+    except OSError:  # gone meanwhile
+        return False

@@ -1,5 +1,5 @@
 """The recorder: ended jobs from the Redis Stream (written by ``history_end.lua`` in the job's atomic
-end) into SQL. One runs as a thread in each worker's main process (``worker_hook.py``); ``python -m
+end) into SQL. Each worker starts one as its child process (``worker_hook.py``); ``python -m
 aitasks.store.recorder`` runs one on its own.
 
 Every recorder reads through one consumer group, a batch at a time, writes the batch in one transaction
@@ -57,8 +57,15 @@ def ended(fields: dict[str, str]) -> Ended:
 
 class Recorder:
     def __init__(self, client: redis.Redis, database_url: str, consumer: str | None = None, batch: int = 500,
-                 block_ms: int = 1000, claim_idle_s: float = 30.0):
+                 block_ms: int = 1000, claim_idle_s: float = 30.0, keep_s: int | None = 60, linger_s: float = 0.25,
+                 parent_pid: int | None = None):
         self.r = client
+        self.parent_pid = parent_pid  # a worker's child: stop once that worker is gone (see parent_gone)
+        # After a batch smaller than ``batch``, wait this long before the next read: under a steady trickle of
+        # ended jobs a batch then holds many, and its fixed cost (a transaction, three Redis calls, the GIL
+        # taken from the worker's main process it shares) is paid once for them, not once per job or two.
+        self.linger_s = linger_s
+        self.keep_s = keep_s  # AITASKS_RECORDED_KEEP_S (see let_go); None: Redis keeps recorded jobs as before
         self.database_url = database_url
         self.consumer = consumer or f"{socket.gethostname()}.{os.getpid()}"
         self.batch = batch
@@ -115,14 +122,37 @@ class Recorder:
         pipe = self.r.pipeline(transaction=True)
         pipe.xack(keys.HISTORY_STREAM, keys.HISTORY_GROUP, *ids)
         pipe.xdel(keys.HISTORY_STREAM, *ids)
+        if self.keep_s is not None:
+            for ended_job in batch:
+                self.let_go(pipe, ended_job)
         pipe.execute()
         self.recorded += inserted
         return inserted
 
+    def let_go(self, pipe: Any, ended_job: Ended) -> None:
+        """Shrink Redis to what live clients need once the job is in SQL: its record stays ``keep_s`` more
+        (for the clients that read it as it ends; EXPIRE ... LT never lengthens it), then every read is
+        answered from SQL (api/deps.load_job); it leaves the tenant's Redis index now (the list reads SQL).
+        Kept for their retention: a parent and its children (its callback and cancel read them), a job
+        with a webhook (its deliveries read it) and a document's job (the document's status reads it)."""
+        record = ended_job.record
+        if any(record.get(name) for name in ("parent", "children", "webhook", "document")) or ended_job.document:
+            return
+        job_key = keys.job(record["id"])
+        if record.get("artifacts", "[]") != "[]" or '"artifact"' in record.get("input", ""):
+            # Its files stay for its retention, as with the record in Redis (worker/monitor.py's sweep).
+            until = float(record.get("finished_at") or time.time()) + int(record.get("retention_s") or 3600)
+            pipe.zadd(keys.JOBS_FILES_KEPT, {record["id"]: until})
+        if self.keep_s:
+            pipe.expire(job_key, self.keep_s, lt=True)
+        else:
+            pipe.delete(job_key)
+        pipe.zrem(keys.tenant_index(record["tenant"]), record["id"])
+
     def run(self) -> None:
         """Record until ``stopping`` is set; every error is logged and waited out, never raised."""
         delay = 1.0
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and not self.parent_gone():
             try:
                 if self.engine is None:
                     self.prepare()
@@ -131,6 +161,8 @@ class Recorder:
                     try:
                         self.write(entries)
                         delay = 1.0
+                        if len(entries) < self.batch:
+                            self.stopping.wait(self.linger_s)
                         break
                     except sa.exc.OperationalError as exc:  # SQL down: keep the batch, try it again
                         log.warning("job history: the database cannot be written (%s); %d ended jobs wait in "
@@ -155,38 +187,40 @@ class Recorder:
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 10.0)
 
+    def parent_gone(self) -> bool:
+        """The worker that started this recorder died (it is reparented): stop, leaving any batch in hand
+        pending for another recorder to claim."""
+        if self.parent_pid is None or os.getppid() == self.parent_pid:
+            return False
+        log.info("job history: worker %d is gone; its recorder stops", self.parent_pid)
+        return True
+
     def close(self) -> None:
         if self.engine is not None:
             self.engine.dispose()
 
 
-class RecorderThread(threading.Thread):
-    def __init__(self, recorder: Recorder):
-        super().__init__(name="aitasks-recorder", daemon=True)
-        self.recorder = recorder
-
-    def run(self) -> None:
-        try:
-            self.recorder.run()
-        finally:
-            self.recorder.close()
-
-    def stop(self) -> None:
-        self.recorder.stopping.set()
-
-
-def main() -> None:
-    """Run one recorder in the foreground (AITASKS_* settings), until SIGTERM or Ctrl-C."""
+def main(argv: list[str] | None = None) -> None:
+    """Run one recorder in the foreground (AITASKS_* settings), until SIGTERM or Ctrl-C (or, with
+    ``--parent``, until that process is gone)."""
+    import argparse
     import signal
 
     from aitasks.logs import setup_logging
     from aitasks.settings import get_settings
 
+    parser = argparse.ArgumentParser(prog="python -m aitasks.store.recorder")
+    parser.add_argument("--consumer", help="its name in the consumer group; default <host>.<pid>")
+    parser.add_argument("--parent", type=int, help="stop when this process (the worker) is gone")
+    parser.add_argument("--log-as", default="recorder", help="the process name its log lines carry")
+    args = parser.parse_args(argv)
     settings = get_settings()
-    setup_logging(settings.log_level, "recorder")
-    client = redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=3, socket_timeout=10)
-    recorder = Recorder(client, settings.resolved_database_url, batch=settings.recorder_batch,
-                        claim_idle_s=settings.recorder_claim_idle_s)
+    setup_logging(settings.log_level, args.log_as)
+    client = redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=3, socket_timeout=10,
+                                  health_check_interval=15)
+    recorder = Recorder(client, settings.resolved_database_url, consumer=args.consumer,
+                        batch=settings.recorder_batch, claim_idle_s=settings.recorder_claim_idle_s,
+                        keep_s=settings.recorded_keep_s, parent_pid=args.parent)
     signal.signal(signal.SIGTERM, lambda *_: recorder.stopping.set())
     try:
         recorder.run()

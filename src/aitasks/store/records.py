@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.pager import decode_cursor, encode_cursor
+from aitasks.store import text_search
 from aitasks.store.schema import documents, jobs, usage, webhook_deliveries
 
 # Record fields kept in their own columns; every other field goes to ``extra``.
@@ -191,6 +192,29 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _holds(table: sa.FromClause, q: str) -> sa.ColumnElement[bool]:
+    """The ``q`` filter: ``q`` in the message or the error, any case (the exact test, index or not)."""
+    pattern = _like(q)
+    return sa.or_(table.c.message.ilike(pattern, escape="\\"), table.c.error.ilike(pattern, escape="\\"))
+
+
+def _newest_first(table: sa.FromClause) -> tuple[sa.UnaryExpression[Any], ...]:
+    return table.c.created_ms.desc(), table.c.id.desc()
+
+
+def _probe_then_index(connection: sa.Connection, query: sa.Select[Any], q: str, ids: sa.Select[Any],
+                      limit: int) -> list[sa.Row[Any]]:
+    """SQLite's ``q`` page (text_search.py): the newest PROBE_ROWS rows of the range filtered in order fill
+    it when the text is common; otherwise the FTS index's ids narrow the range first."""
+    newest = query.order_by(*_newest_first(jobs)).limit(text_search.PROBE_ROWS).subquery()
+    probe = sa.select(newest).where(_holds(newest, q)).order_by(*_newest_first(newest)).limit(limit + 1)
+    rows = connection.execute(probe).all()
+    if len(rows) > limit:
+        return list(rows)
+    narrowed = query.where(jobs.c.id.in_(ids), _holds(jobs, q))
+    return list(connection.execute(narrowed.order_by(*_newest_first(jobs)).limit(limit + 1)).all())
+
+
 def list_jobs(connection: sa.Connection, tenant: str, limit: int, cursor: str | None,
               filters: Filters) -> tuple[list[tuple[int, Job]], str | None]:
     """A keyset page of the tenant's recorded jobs (created ms, job), newest first (ties by id, descending); the cursor has
@@ -204,14 +228,15 @@ def list_jobs(connection: sa.Connection, tenant: str, limit: int, cursor: str | 
         query = query.where(jobs.c.created_ms >= int(filters.created_after * 1000))
     if filters.created_before is not None:
         query = query.where(jobs.c.created_ms < int(filters.created_before * 1000))
-    if filters.q:
-        pattern = _like(filters.q)
-        query = query.where(sa.or_(jobs.c.message.ilike(pattern, escape="\\"),
-                                   jobs.c.error.ilike(pattern, escape="\\")))
     if cursor:
         score, member = decode_cursor(cursor)
         query = query.where(sa.tuple_(jobs.c.created_ms, jobs.c.id) < (int(score), member))
-    rows = connection.execute(query.order_by(jobs.c.created_ms.desc(), jobs.c.id.desc()).limit(limit + 1)).all()
+    if filters.q and connection.dialect.name == "sqlite" and (ids := text_search.sqlite_matches(filters.q)) is not None:
+        rows = _probe_then_index(connection, query, filters.q, ids, limit)
+    else:
+        if filters.q:  # PostgreSQL: the trigram indexes serve ILIKE (text_search.py); short texts scan
+            query = query.where(_holds(jobs, filters.q))
+        rows = list(connection.execute(query.order_by(*_newest_first(jobs)).limit(limit + 1)).all())
     page = [(int(r._mapping["created_ms"]), job_from_row(r)) for r in rows[:limit]]
     more = len(rows) > limit
     return page, encode_cursor(page[-1][0], page[-1][1].id) if more and page else None

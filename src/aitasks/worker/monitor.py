@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 import orjson
+import redis
 from celery import signals
 from celery.worker import state as worker_state
 
@@ -143,10 +144,7 @@ class WorkerMonitor(threading.Thread):
         res = resources()
 
         def exists(job_ids: list[str]) -> list[bool]:
-            pipe = res.redis.pipeline(transaction=False)
-            for job_id in job_ids:
-                pipe.exists(keys.job(job_id))
-            return [bool(x) for x in pipe.execute()]
+            return files_kept(res.redis, job_ids)
 
         def file_exists(file_ids: list[str]) -> list[bool]:
             pipe = res.redis.pipeline(transaction=False)
@@ -160,6 +158,18 @@ class WorkerMonitor(threading.Thread):
         removed = res.artifacts.sweep_files(file_exists)
         if removed:
             log.info("removed %d expired uploads (/v1/files)", removed)
+
+
+def files_kept(r: redis.Redis, job_ids: list[str]) -> list[bool]:
+    """Whether each job's files are still kept: its record is in Redis, or it was let go once recorded
+    and its retention has not ended (keys.JOBS_FILES_KEPT, whose ended entries go here)."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zremrangebyscore(keys.JOBS_FILES_KEPT, "-inf", time.time())
+    for job_id in job_ids:
+        pipe.exists(keys.job(job_id))
+        pipe.zscore(keys.JOBS_FILES_KEPT, job_id)
+    found = pipe.execute()[1:]
+    return [bool(found[2 * i]) or found[2 * i + 1] is not None for i in range(len(job_ids))]
 
 
 _monitor: WorkerMonitor | None = None

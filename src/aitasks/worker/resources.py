@@ -33,7 +33,8 @@ def resources() -> WorkerResources:
             settings.resolved_redis_url(), socket_connect_timeout=5, socket_timeout=30,
             health_check_interval=10, retry_on_timeout=True,
         )
-        res = WorkerResources(settings, client, JobStore(client), open_artifacts(settings))
+        store = JobStore(client, history=settings.history_enabled)
+        res = WorkerResources(settings, client, store, open_artifacts(settings))
         _by_pid.clear()
         _by_pid[pid] = res
     return res

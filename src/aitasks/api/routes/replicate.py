@@ -22,6 +22,8 @@ from aitasks.api import replicate_views as rv
 from aitasks.api import schemas
 from aitasks.errors import pydantic_fields, summary
 from aitasks.api.deps import ServicesDep, Tenant, is_admin, load_job
+from aitasks.store.history import list_page
+from aitasks.store.records import Filters
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import cancel_job
 from aitasks.api.services import Services
@@ -189,7 +191,7 @@ async def _create(request: Request, services: Services, tenant: str, jt: JobType
         raise
     headers: dict[str, str] = {}
     if wait_s is not None:
-        final = await wait_for_end(services, job.id, wait_s)
+        final = await wait_for_end(services, tenant, job.id, wait_s)
         headers["Preference-Applied"] = f"wait={wait_s:g}"
         if final is not None:
             job = final
@@ -256,9 +258,11 @@ async def list_predictions(
     cursor: Annotated[str | None, Query(description="From the `next` URL of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
 ) -> JSONResponse:
-    """Your predictions (every job of yours, whichever API submitted it), newest first."""
+    """Your predictions (every job of yours, whichever API submitted it), newest first: live ones from Redis
+    and ended ones from the store of record."""
     try:
-        page = await services.store.list(tenant, limit, cursor, None, None)
+        page = await list_page(services.redis, services.settings.resolved_database_url, tenant, limit, cursor,
+                               Filters())
     except (ValueError, UnicodeDecodeError):
         raise ValidationFailed("cursor is not valid", [FieldError("cursor", "is not a cursor this API gave")]) from None
     base = base_url(services, request)

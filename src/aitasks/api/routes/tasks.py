@@ -26,7 +26,7 @@ from aitasks.errors import Conflict, FieldError, NotFound, ServiceUnavailable, V
 from aitasks.jobs.artifacts import check_name
 from aitasks.jobs.models import Job, Status
 from aitasks.store import export
-from aitasks.store.history import list_page, recorded_deliveries, recorded_job
+from aitasks.store.history import list_page, recorded_deliveries
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], route_class=ApiRoute)
 
@@ -134,27 +134,9 @@ async def export_tasks(
 
 
 async def find_job(services: Services, tenant: str, task_id: str) -> tuple[Job, bool]:
-    """The live job (Redis, or the outbox: the flag), else the ended one from the store of record (SQL),
-    once Redis let it expire or lost it: the same JSON either way, the same 404 for unknown and foreign."""
-    try:
-        return await load_job_or_outboxed(services, tenant, task_id)
-    except NotFound:
-        return await _recorded(services, tenant, task_id), False
-
-
-async def _recorded(services: Services, tenant: str, task_id: str) -> Job:
-    job = await recorded_job(services.settings.resolved_database_url, tenant, task_id)
-    if job is None:
-        raise NotFound(f"No task with id {task_id!r} (unknown, expired, or not yours)")
-    return job
-
-
-async def live_or_recorded(services: Services, tenant: str, task_id: str) -> Job:
-    """The job from Redis, else from the store of record (a cancel of an ended job answers 400 either way)."""
-    try:
-        return await load_job(services, tenant, task_id)
-    except NotFound:
-        return await _recorded(services, tenant, task_id)
+    """The job waiting in the outbox (the flag), or the live one from Redis, or the ended one from the
+    store of record (SQL; ``load_job``): the same JSON either way, the same 404 for unknown and foreign."""
+    return await load_job_or_outboxed(services, tenant, task_id)
 
 
 @router.get("/{task_id}/status/", response_model=schemas.StatusResponse, responses=schemas.errors(401, 404, 503),
@@ -223,7 +205,7 @@ async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
     """A queued task never starts; a running one stops at its next progress report, or is killed after
     a grace period. Either way it ends `REVOKED`. A parent job (e.g. `comparison`) cancels its child
     jobs too, and ends once they have."""
-    outcome = await cancel_job(services, await live_or_recorded(services, tenant, task_id))
+    outcome = await cancel_job(services, await load_job(services, tenant, task_id))
     if outcome is Status.REVOKED:
         return JSONResponse({"task_id": task_id, "message": "Task cancelled successfully",
                              "status": Status.REVOKED.value})
@@ -231,7 +213,7 @@ async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
         return JSONResponse({"task_id": task_id, "status": Status.PROCESSING.value,
                              "message": "Cancellation requested; the task stops at its next progress "
                                         f"report or is terminated within {services.settings.cancel_grace_s:g}s"})
-    job = await live_or_recorded(services, tenant, task_id)
+    job = await load_job(services, tenant, task_id)
     msg = f"Task already completed ({job.status.value}), cannot cancel"
     raise Conflict(msg, extra={"message": msg, "task_id": task_id, "status": job.status.value})
 
@@ -245,6 +227,9 @@ async def download_artifact(task_id: str, name: str, services: ServicesDep, tena
         check_name(name)
     except ValueError:
         raise NotFound(f"No file {name!r} for task {task_id}") from None
+    if job.finished_at is not None and job.finished_at + job.retention_s < time.time():
+        # Past its retention (AITASKS_RETENTION_S): the store of record keeps the job, not its files.
+        raise NotFound(f"No file {name!r} for task {task_id} (removed after the task's retention time)")
     known = {a.name: a.media_type for a in job.artifacts}
     if job.input:
         for value in job.input.values():

@@ -1,0 +1,162 @@
+"""Redis lets a job go once the store of record holds it (store/recorder.py ``let_go``,
+AITASKS_RECORDED_KEEP_S), and the history switch (AITASKS_HISTORY_ENABLED): against a real redis-server,
+real SQLite / PostgreSQL, and, for the API's answers, a real stack (API, worker, recorder)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from aitasks.jobs import keys
+from aitasks.jobs.models import Job
+from aitasks.jobs.store import JobStore
+from aitasks.store import engine as engines
+from aitasks.store.recorder import Recorder
+from aitasks.store.schema import jobs
+from aitasks.worker.monitor import files_kept
+from pg_server import PgServer
+from pictures import astronaut, b64, png
+from stack import Stack, poll, sse_events, submit, wait_status
+from store_db import BACKENDS, database_url, pg_lazy  # noqa: F401  (fixture)
+from test_store_recorder import end_jobs
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path, pg_lazy: Callable[[], PgServer]) -> str:  # noqa: F811
+    return database_url(request.param, tmp_path, pg_lazy)
+
+
+def _ended(r: redis.Redis, job_id: str, **fields: str) -> None:
+    """A job ended through the real UPDATE script, with extra record fields (a webhook, a parent...)."""
+    r.hset(keys.job(job_id), mapping={**Job(id=job_id, type="echo", tenant="acme", queue="cpu").to_hash(), **fields})
+    r.zadd(keys.tenant_index("acme"), {job_id: int(time.time() * 1000)})
+    JobStore(r).update(job_id, {"status": "SUCCESS", "finished_at": time.time()}, ttl_s=3600)
+
+
+def engines_row(url: str, job_id: str) -> sa.RowMapping:
+    engine = engines.create(url)
+    try:
+        with engine.connect() as c:
+            return c.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().one()
+    finally:
+        engine.dispose()
+
+
+def _record_all(r: redis.Redis, url: str, keep_s: int | None) -> Recorder:
+    recorder = Recorder(r, url, consumer="c1", batch=100, block_ms=100, keep_s=keep_s)
+    recorder.prepare()
+    while entries := recorder.take():
+        recorder.write(entries)
+    return recorder
+
+
+def test_a_recorded_job_leaves_redis_and_its_index_but_jobs_others_read_stay(r: redis.Redis, url: str) -> None:
+    plain = end_jobs(r, 3)
+    for job_id in plain:
+        r.zadd(keys.tenant_index("acme"), {job_id: int(time.time() * 1000)})
+    _ended(r, "hooked", webhook="http://127.0.0.1:9/hook", webhook_events=",completed,")
+    _ended(r, "child", parent="p1")
+    _ended(r, "parent", children='["child"]')
+    _ended(r, "doc-job", document=keys.document("acme", "d1"))
+    _ended(r, "with-files", artifacts='[{"name": "a.png", "media_type": "image/png", "bytes": 3}]')
+    recorder = _record_all(r, url, keep_s=0)
+    try:
+        assert recorder.recorded == 8
+        # Its files outlive its Redis record: the file sweep keeps them for the job's retention.
+        assert not r.exists(keys.job("with-files"))
+        finished = float(engines_row(url, "with-files")["finished_at"])
+        assert r.zscore(keys.JOBS_FILES_KEPT, "with-files") == pytest.approx(finished + 3600)
+        assert files_kept(r, ["with-files", plain[0]]) == [True, False]  # the plain job had no files
+        r.zadd(keys.JOBS_FILES_KEPT, {"with-files": time.time() - 1})  # its retention ended
+        assert files_kept(r, ["with-files"]) == [False] and r.zcard(keys.JOBS_FILES_KEPT) == 0
+        for job_id in plain:  # in SQL, gone from Redis: the record and its place in the tenant's index
+            assert not r.exists(keys.job(job_id))
+            assert r.zscore(keys.tenant_index("acme"), job_id) is None
+        for job_id in ("hooked", "child", "parent", "doc-job"):  # read by deliveries, callbacks, documents
+            assert 3000 < r.ttl(keys.job(job_id)) <= 3600, job_id
+            assert r.zscore(keys.tenant_index("acme"), job_id) is not None
+        engine = engines.create(url)
+        with engine.connect() as c:
+            assert c.scalar(sa.select(sa.func.count()).select_from(jobs)) == 8
+        engine.dispose()
+    finally:
+        recorder.close()
+
+
+def test_the_keep_time_only_ever_shortens_a_record_s_life(r: redis.Redis, url: str) -> None:
+    kept = end_jobs(r, 2)
+    r.expire(keys.job(kept[1]), 5)  # its own retention ends sooner than the keep time: left as it is
+    recorder = _record_all(r, url, keep_s=30)
+    try:
+        assert 20 < r.ttl(keys.job(kept[0])) <= 30
+        assert 0 < r.ttl(keys.job(kept[1])) <= 5
+    finally:
+        recorder.close()
+
+
+def test_without_a_keep_time_redis_keeps_the_record_for_its_retention(r: redis.Redis, url: str) -> None:
+    (job_id,) = end_jobs(r, 1)
+    recorder = _record_all(r, url, keep_s=None)
+    try:
+        assert recorder.recorded == 1 and 3000 < r.ttl(keys.job(job_id)) <= 3600
+    finally:
+        recorder.close()
+
+
+def test_with_history_off_a_job_ends_without_an_entry(r: redis.Redis) -> None:
+    store = JobStore(r, history=False)
+    r.hset(keys.job("quiet"), mapping=Job(id="quiet", type="echo", tenant="acme", queue="cpu").to_hash())
+    assert store.update("quiet", {"status": "SUCCESS", "finished_at": time.time()}, ttl_s=60) > 0
+    assert r.hget(keys.job("quiet"), "status") == "SUCCESS"
+    assert r.xlen(keys.HISTORY_STREAM) == 0
+    assert r.hget(keys.METRICS_JOBS, "echo|SUCCESS") == "1"  # the other fragments still ran
+
+
+@pytest.mark.slow
+def test_every_read_of_a_job_redis_let_go_answers_from_sql(make_stack) -> None:  # type: ignore[no-untyped-def]
+    stack: Stack = make_stack({"AITASKS_RECORDED_KEEP_S": "0"})
+    with stack.client() as c, stack.client() as stranger:
+        body = {"task_type": "diagnostic", "parameters": {"steps": 2}, "image": b64(png(astronaut()[:64, :64]))}
+        waited = c.post("/api/v1/tasks/submit/", json=body, headers={"Prefer": "wait=60", "Idempotency-Key": "k1"})
+        assert waited.status_code == 200, waited.text
+        task_id = waited.json()["task_id"]
+        assert waited.json()["status"] == "SUCCESS"
+        poll(lambda: not stack.redis.exists(keys.job(task_id)), "Redis to let the recorded job go", 60)
+
+        status = wait_status(c, task_id)
+        assert status["status"] == "SUCCESS" and status["progress"] == 100
+        result = c.get(f"/api/v1/tasks/{task_id}/result/")
+        assert result.status_code == 200 and result.json()["result"]["image_artifact"] == "thumbnail.png"
+        thumb = c.get(f"/api/v1/tasks/{task_id}/artifacts/thumbnail.png")
+        assert thumb.status_code == 200 and thumb.content.startswith(b"\x89PNG")
+        events = list(sse_events(c, task_id))
+        assert [e["status"] for e in events] == ["SUCCESS"]
+        assert task_id in [t["task_id"] for t in c.get("/api/v1/tasks/").json()["tasks"]]
+        cancel = c.post(f"/api/v1/tasks/{task_id}/cancel/")
+        assert cancel.status_code == 400 and cancel.json()["status"] == "SUCCESS", cancel.text
+        again = c.post("/api/v1/tasks/submit/", json=body, headers={"Idempotency-Key": "k1"})
+        assert again.status_code == 200 and again.json()["task_id"] == task_id, again.text
+
+        # Another tenant meets the same 404 as for an unknown id on every path.
+        for path in (f"/api/v1/tasks/{task_id}/status/", f"/api/v1/tasks/{task_id}/result/",
+                     f"/api/v1/tasks/{task_id}/artifacts/thumbnail.png", f"/api/v1/tasks/{task_id}/events"):
+            assert stranger.get(path).status_code == 404, path
+        assert stranger.post(f"/api/v1/tasks/{task_id}/cancel/").status_code == 404
+        # A new job of the same client still runs (nothing else depends on the job's Redis copy).
+        assert wait_status(c, submit(c, parameters={"steps": 1}))["status"] == "SUCCESS"
+
+        # Once the job is in neither store (its history swept), the key's next submit is a new job.
+        url = stack.env().get("AITASKS_DATABASE_URL") or f"sqlite:///{stack.root / 'data' / 'aitasks.db'}"
+        engine = engines.create(url)
+        with engine.begin() as connection:
+            assert connection.execute(sa.delete(jobs).where(jobs.c.id == task_id)).rowcount == 1
+        engine.dispose()
+        fresh = c.post("/api/v1/tasks/submit/", json=body, headers={"Idempotency-Key": "k1"})
+        assert fresh.status_code == 202 and fresh.json()["task_id"] != task_id, fresh.text
+        again = c.post("/api/v1/tasks/submit/", json=body, headers={"Idempotency-Key": "k1"})
+        assert again.status_code == 200 and again.json()["task_id"] == fresh.json()["task_id"], again.text
