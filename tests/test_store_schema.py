@@ -213,7 +213,7 @@ def test_the_text_filter_uses_its_index_for_rare_texts_and_keeps_like_semantics(
             assert ids("zebra") == ["rare-old"]  # past 2,600 newer rows; any case; not the other tenant's
             assert ids('50%_done "QUOTED"') == ["rare-old"]  # wildcards and quotes are literal text
             assert ids("50%x") == [] and ids("item 1234") == ["c1234"]
-            seen, cursor = [], None  # "item 3": 111 rows, all older than the probe's 2,000: pages via the index
+            seen, cursor = [], None  # "item 3": 111 rows, all older than the probe's 500 rows: pages via the index
             for _ in range(5):
                 page, cursor = list_jobs(c, "acme", 50, cursor, Filters(q="item 3"))
                 seen += [job.id for _, job in page]

@@ -204,8 +204,8 @@ def _newest_first(table: sa.FromClause) -> tuple[sa.UnaryExpression[Any], ...]:
 
 def _probe_then_index(connection: sa.Connection, query: sa.Select[Any], q: str, ids: sa.Select[Any],
                       limit: int) -> list[sa.Row[Any]]:
-    """SQLite's ``q`` page (text_search.py): the newest PROBE_ROWS rows of the range filtered in order fill
-    it when the text is common; otherwise the FTS index's ids narrow the range first."""
+    """The ``q`` page (text_search.py): the newest PROBE_ROWS rows of the range filtered in order fill it
+    when the text is common; otherwise the index's ids (FTS5, or a pg_trgm bitmap scan) narrow it first."""
     newest = query.order_by(*_newest_first(jobs)).limit(text_search.PROBE_ROWS).subquery()
     probe = sa.select(newest).where(_holds(newest, q)).order_by(*_newest_first(newest)).limit(limit + 1)
     rows = connection.execute(probe).all()
@@ -231,10 +231,11 @@ def list_jobs(connection: sa.Connection, tenant: str, limit: int, cursor: str | 
     if cursor:
         score, member = decode_cursor(cursor)
         query = query.where(sa.tuple_(jobs.c.created_ms, jobs.c.id) < (int(score), member))
-    if filters.q and connection.dialect.name == "sqlite" and (ids := text_search.sqlite_matches(filters.q)) is not None:
+    ids = text_search.matches(connection, filters.q, _holds(jobs, filters.q)) if filters.q else None
+    if filters.q and ids is not None:
         rows = _probe_then_index(connection, query, filters.q, ids, limit)
     else:
-        if filters.q:  # PostgreSQL: the trigram indexes serve ILIKE (text_search.py); short texts scan
+        if filters.q:  # too short for a trigram index, or PostgreSQL without pg_trgm: a scan
             query = query.where(_holds(jobs, filters.q))
         rows = list(connection.execute(query.order_by(*_newest_first(jobs)).limit(limit + 1)).all())
     page = [(int(r._mapping["created_ms"]), job_from_row(r)) for r in rows[:limit]]
