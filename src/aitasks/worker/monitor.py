@@ -53,6 +53,7 @@ class WorkerMonitor(threading.Thread):
         self._last_sweep = 0.0
         self.reachable_since: float | None = None  # since when every beat reached Redis (monotonic)
         self.recovery: Recovery | None = None
+        self._killing: set[str] = set()  # ids of the requests whose terminate is queued or done
 
     def run(self) -> None:
         res = resources()
@@ -119,8 +120,12 @@ class WorkerMonitor(threading.Thread):
     def enforce_cancel(self) -> None:
         res = resources()
         now = time.time()
-        for request in self.active():
+        active = self.active()
+        self._killing &= {request.id for request in active}
+        for request in active:
             job_id = request.args[0]
+            if request.id in self._killing:  # its kill is queued on the consumer's loop (in_consumer_loop)
+                continue
             flag = res.store.field(job_id, "cancel_requested_at")
             if not flag or not request.time_start:  # (not yet running in a pool process: nothing to kill)
                 continue
@@ -138,7 +143,18 @@ class WorkerMonitor(threading.Thread):
                     "status": Status.REVOKED.value, "finished_at": now,
                     "message": "Cancelled; the job did not stop in time and was terminated",
                 }, ttl_s=job.retention_s)
-            request.terminate(self.consumer.pool, signal="SIGKILL")
+            self._killing.add(request.id)
+            self.in_consumer_loop(request.terminate, self.consumer.pool, signal="SIGKILL")
+
+    def in_consumer_loop(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        """Run ``call`` on the consumer's event loop thread. A request's terminate acknowledges its message and
+        updates the pool's and the prefetch window's bookkeeping, none of which is thread-safe: called from
+        this thread it raced the loop now and then, and the worker never fetched another message."""
+        hub = getattr(self.consumer, "hub", None)
+        if hub is None:  # a pool without an event loop (solo, threads): nothing runs beside this thread
+            call(*args, **kwargs)
+            return
+        hub.call_soon(lambda: call(*args, **kwargs))
 
     def sweep(self) -> None:
         res = resources()
