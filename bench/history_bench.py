@@ -146,11 +146,13 @@ def fill(url: str, rows: int) -> float:
             values.append(job_row(record(i, tenant, now - (rows - i) * (100 * 86400 / rows), rng), now))
         with engine.begin() as c:
             c.execute(sa.insert(jobs), values)
-    with engine.begin() as c:
-        if engines.is_sqlite(url):
+    # The state autovacuum leaves a bulk load in; measured before it, the pages time autovacuum's own work.
+    if engines.is_sqlite(url):
+        with engine.begin() as c:
             c.exec_driver_sql("ANALYZE")
-        else:
-            c.exec_driver_sql("ANALYZE jobs")
+    else:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.exec_driver_sql("VACUUM ANALYZE jobs")
     engine.dispose()
     return time.perf_counter() - started
 

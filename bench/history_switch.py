@@ -3,8 +3,8 @@ and its recorder on (the default) and off (``AITASKS_HISTORY_ENABLED=false``), i
 alternating which goes first; and what a finished job leaves in Redis once it is recorded.
 
 Each round and mode gets a fresh stack: a private redis-server, the API (one uvicorn process, as
-``aitasks api``), one cpu worker (``--concurrency 2``; with history on, its recorder thread writes the
-embedded SQLite). A warm-up of 200 jobs, then ``--jobs`` no-op ``diagnostic`` jobs submitted over HTTP
+``aitasks api``), one cpu worker (``--concurrency 2``; with history on, its recorder, a niced child
+process, writes the embedded SQLite). A warm-up of 200 jobs, then ``--jobs`` no-op ``diagnostic`` jobs submitted over HTTP
 on ``--connections`` keep-alive connections (bench/e2e_bench.py's sustained measure):
 
 - submits/s: N ÷ the time until the last submit was answered ``202``;

@@ -4,6 +4,7 @@ real SQLite / PostgreSQL, and, for the API's answers, a real stack (API, worker,
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from aitasks.jobs import keys
 from aitasks.jobs.models import Job
 from aitasks.jobs.store import JobStore
 from aitasks.store import engine as engines
+from aitasks.store import worker_hook
 from aitasks.store.recorder import Recorder
 from aitasks.store.schema import jobs
 from aitasks.worker.monitor import files_kept
@@ -149,6 +151,13 @@ def test_every_read_of_a_job_redis_let_go_answers_from_sql(make_stack) -> None: 
         assert stranger.post(f"/api/v1/tasks/{task_id}/cancel/").status_code == 404
         # A new job of the same client still runs (nothing else depends on the job's Redis copy).
         assert wait_status(c, submit(c, parameters={"steps": 1}))["status"] == "SUCCESS"
+        # The recorder that wrote it is the cpu worker's niced child (it yields the CPUs to the jobs).
+        worker = stack.workers["worker-cpu"]
+        recorders = [pid for pid in subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True,
+                                                   text=True).stdout.split() if int(pid) not in worker.children()]
+        assert len(recorders) == 1, recorders
+        nice = int(Path(f"/proc/{recorders[0]}/stat").read_text().rsplit(")", 1)[1].split()[16])
+        assert nice == worker_hook.RECORDER_NICE, nice
 
         # Once the job is in neither store (its history swept), the key's next submit is a new job.
         url = stack.env().get("AITASKS_DATABASE_URL") or f"sqlite:///{stack.root / 'data' / 'aitasks.db'}"

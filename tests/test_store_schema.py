@@ -205,12 +205,17 @@ def test_the_text_filter_uses_its_index_for_rare_texts_and_keeps_like_semantics(
             write_batch(c, [Ended(ended_record("rare-old", created_at=base - 10, status="FAILURE",
                                                error_message='Tile 50%_done "quoted" ZEBRA')),
                             Ended(ended_record("other-tenant", tenant="globex", created_at=base - 5,
-                                               message="zebra crossing"))])
+                                               message="zebra crossing")),
+                            Ended(ended_record("short-tenant", tenant="x", created_at=base - 4,
+                                               message="zebra x"))])
         with engine.connect() as c:
             def ids(q: str, limit: int = 50) -> list[str]:
                 return [job.id for _, job in list_jobs(c, "acme", limit, None, Filters(q=q))[0]]
 
             assert ids("zebra") == ["rare-old"]  # past 2,600 newer rows; any case; not the other tenant's
+            for tenant, found in (("globex", "other-tenant"), ("x", "short-tenant"), ("glob", None)):
+                page = list_jobs(c, tenant, 50, None, Filters(q="zebra"))[0]  # the index's tenant is exact
+                assert [job.id for _, job in page] == ([found] if found else []), tenant
             assert ids('50%_done "QUOTED"') == ["rare-old"]  # wildcards and quotes are literal text
             assert ids("50%x") == [] and ids("item 1234") == ["c1234"]
             seen, cursor = [], None  # "item 3": 111 rows, all older than the probe's 500 rows: pages via the index
@@ -224,15 +229,17 @@ def test_the_text_filter_uses_its_index_for_rare_texts_and_keeps_like_semantics(
             assert newest == [f"c{i:04d}" for i in range(2599, 2594, -1)]
             assert ids("it") == [f"c{i:04d}" for i in range(2599, 2549, -1)]  # too short for trigrams: a scan
             if engines.is_sqlite(url):
-                assert c.exec_driver_sql(f"SELECT count(*) FROM {text_search.FTS_TABLE}").scalar() == 2602
-            else:
-                names = {r[0] for r in c.exec_driver_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'jobs'")}
-                assert set(text_search.TRGM_INDEXES) <= names
+                assert c.exec_driver_sql(f"SELECT count(*) FROM {text_search.FTS_TABLE}").scalar() == 2603
+            else:  # one index, the tenant first (btree_gin), then both texts (pg_trgm)
+                definition = c.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                                               (text_search.TRGM_INDEX,)).scalar()
+                assert "gin (tenant, message gin_trgm_ops, error gin_trgm_ops) WITH (fastupdate=off)" in definition, \
+                    definition
         with engine.begin() as c:
             c.execute(sa.delete(jobs).where(jobs.c.id == "rare-old"))
         with engine.connect() as c:
             assert list_jobs(c, "acme", 50, None, Filters(q="zebra"))[0] == []
             if engines.is_sqlite(url):
-                assert c.exec_driver_sql(f"SELECT count(*) FROM {text_search.FTS_TABLE}").scalar() == 2601
+                assert c.exec_driver_sql(f"SELECT count(*) FROM {text_search.FTS_TABLE}").scalar() == 2602
     finally:
         engine.dispose()

@@ -62,8 +62,8 @@ class Recorder:
         self.r = client
         self.parent_pid = parent_pid  # a worker's child: stop once that worker is gone (see parent_gone)
         # After a batch smaller than ``batch``, wait this long before the next read: under a steady trickle of
-        # ended jobs a batch then holds many, and its fixed cost (a transaction, three Redis calls, the GIL
-        # taken from the worker's main process it shares) is paid once for them, not once per job or two.
+        # ended jobs a batch then holds many, and its fixed cost (a transaction, three Redis calls, a CPU
+        # taken from the workers on a small host) is paid once for them, not once per job or two.
         self.linger_s = linger_s
         self.keep_s = keep_s  # AITASKS_RECORDED_KEEP_S (see let_go); None: Redis keeps recorded jobs as before
         self.database_url = database_url
@@ -213,9 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--consumer", help="its name in the consumer group; default <host>.<pid>")
     parser.add_argument("--parent", type=int, help="stop when this process (the worker) is gone")
     parser.add_argument("--log-as", default="recorder", help="the process name its log lines carry")
+    parser.add_argument("--nice", type=int, default=0, help="lower its CPU priority by this much")
     args = parser.parse_args(argv)
     settings = get_settings()
     setup_logging(settings.log_level, args.log_as)
+    if args.nice:
+        os.nice(args.nice)
     client = redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=3, socket_timeout=10,
                                   health_check_interval=15)
     recorder = Recorder(client, settings.resolved_database_url, consumer=args.consumer,

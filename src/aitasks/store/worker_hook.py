@@ -26,6 +26,7 @@ from aitasks.settings import get_settings
 from aitasks.store.retention import RetentionThread
 
 log = logging.getLogger("aitasks.store")
+RECORDER_NICE = 10
 _process: subprocess.Popen[bytes] | None = None
 _retention: RetentionThread | None = None
 
@@ -38,8 +39,11 @@ def _start(sender: Any = None, **_: Any) -> None:
         return
     name = getattr(sender, "hostname", None) or f"worker.{os.getpid()}"
     # Its log lines carry the worker's process name (it writes to the worker's stderr); the logger says recorder.
+    # Niced: on a host whose CPUs the jobs keep busy, recording waits for them (it is durable in the stream and
+    # catches up when they pause), not the jobs for it.
     _process = subprocess.Popen([sys.executable, "-m", "aitasks.store.recorder", "--consumer", name,
-                                 "--parent", str(os.getpid()), "--log-as", process_name() or "recorder"])
+                                 "--parent", str(os.getpid()), "--log-as", process_name() or "recorder",
+                                 "--nice", str(RECORDER_NICE)])
     client = redis.Redis.from_url(settings.resolved_redis_url(), socket_connect_timeout=3, socket_timeout=10,
                                   health_check_interval=15)
     _retention = RetentionThread(client, settings.resolved_database_url, settings.history_retention_days,
