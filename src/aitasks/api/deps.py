@@ -159,13 +159,20 @@ async def websocket_grant(ws: WebSocket) -> Grant | None:
         return None
 
 
+async def live_or_recorded(services: Services, tenant: str, job_id: str) -> Job | None:
+    """The job from Redis while it holds the record, else the tenant's ended one from the store of record;
+    None when neither has it. The Redis copy is any tenant's: the caller checks."""
+    job = await services.store.get(job_id) if len(job_id) <= 100 else None
+    if job is None:
+        job = await recorded_job(services.settings.resolved_database_url, tenant, job_id)
+    return job
+
+
 async def load_job(services: Services, tenant: str, job_id: str) -> Job:
     """The tenant's job: from Redis while it holds the record, else the ended one from the store of record
     (SQL: Redis let it go once recorded, or lost it); the same Job either way. 404 for an unknown, expired
     or foreign id (never say which); 503 when only SQL could answer and it cannot be read."""
-    job = await services.store.get(job_id) if len(job_id) <= 100 else None
-    if job is None:
-        job = await recorded_job(services.settings.resolved_database_url, tenant, job_id)
+    job = await live_or_recorded(services, tenant, job_id)
     if job is None or job.tenant != tenant:
         raise NotFound(f"No task with id {job_id!r} (unknown, expired, or not yours)")
     return job

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import UploadFile
 
+from aitasks.api.deps import live_or_recorded
 from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.api.services import Services
 from aitasks.api.webhook_input import read_webhook
@@ -31,7 +32,6 @@ from aitasks.jobs.messages import job_message
 from aitasks.jobs.pipelined import OutcomeUnknown
 from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
-from aitasks.store.history import recorded_job
 
 
 @dataclass(frozen=True)
@@ -226,9 +226,7 @@ async def accept(
         if created or stored_id == job_id:  # the same id: a resent create that had already run
             return Accepted(job, created=True)
         # A repeated Idempotency-Key: its first job, live in Redis or ended in the store of record.
-        first = await services.store.get(stored_id)
-        if first is None:  # ended and recorded: Redis let its record go (AITASKS_RECORDED_KEEP_S)
-            first = await recorded_job(settings.resolved_database_url, tenant, stored_id)
+        first = await live_or_recorded(services, tenant, stored_id)  # SQL once Redis let it go
         if first is not None:
             if sub.files:
                 services.artifacts.delete_job(job_id)
