@@ -124,7 +124,9 @@ def test_redis_killed_while_workers_take_jobs_every_job_still_ends_success_once(
     """Batches of short jobs on both queues; Redis SIGKILLed while the workers take them (so a worker is
     reading or writing a record in that instant) and restarted on its port with its append-only file:
     every job ends SUCCESS within 60 s of the restart, and each is counted finished once."""
-    stack: Stack = make_stack()
+    # The statuses are read from the Redis records, which must outlive the whole run: recorded jobs otherwise
+    # leave Redis AITASKS_RECORDED_KEEP_S (60 s) after they end, and this run takes longer than that.
+    stack: Stack = make_stack({"AITASKS_RECORDED_KEEP_S": "3600"})
     rng = random.Random(7)
     all_ids: list[str] = []
     with stack.client() as c:
