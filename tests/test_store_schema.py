@@ -189,8 +189,9 @@ def test_keyset_pages_and_filters(url: str) -> None:
 
 
 def test_the_text_filter_uses_its_index_for_rare_texts_and_keeps_like_semantics(url: str) -> None:
-    """Rows written before migration 0003 and after it, found by ``q`` through the index (a rare text: SQLite's
-    FTS path) and through the ordered probe (a common one), exactly as ILIKE would; deleted rows leave it."""
+    """Rows written before migration 0003, between it and 0004 (SQLite's FTS table made again with the
+    created ms) and after, found by ``q`` through the index (a rare text: SQLite's FTS path) and through the
+    ordered probe (a common one), exactly as ILIKE would; deleted rows leave it."""
     migrate.upgrade(url, "0002")
     engine = engines.create(url)
     base = 1_700_000_000.0
@@ -199,9 +200,12 @@ def test_the_text_filter_uses_its_index_for_rare_texts_and_keeps_like_semantics(
     try:
         with engine.begin() as c:
             write_batch(c, common[:1000])  # before the index existed: the migration fills it
+        migrate.upgrade(url, "0003")
+        with engine.begin() as c:
+            write_batch(c, common[1000:1800])  # in 0003's index: 0004 refills it from the jobs
         migrate.upgrade(url)
         with engine.begin() as c:
-            write_batch(c, common[1000:])
+            write_batch(c, common[1800:])
             write_batch(c, [Ended(ended_record("rare-old", created_at=base - 10, status="FAILURE",
                                                error_message='Tile 50%_done "quoted" ZEBRA')),
                             Ended(ended_record("other-tenant", tenant="globex", created_at=base - 5,
@@ -241,5 +245,31 @@ def test_the_text_filter_uses_its_index_for_rare_texts_and_keeps_like_semantics(
             assert list_jobs(c, "acme", 50, None, Filters(q="zebra"))[0] == []
             if engines.is_sqlite(url):
                 assert c.exec_driver_sql(f"SELECT count(*) FROM {text_search.FTS_TABLE}").scalar() == 2602
+    finally:
+        engine.dispose()
+
+
+def test_a_q_page_through_the_index_passes_over_matches_its_other_filters_turn_down(url: str) -> None:
+    """A text the newest rows of the range do not hold, held by thousands of newer rows of another type: the
+    index's matches are read newest first in growing chunks (SQLite) until the page of the asked type is
+    full, in order, and the cursor's next page goes on from there."""
+    migrate.upgrade(url)
+    engine = engines.create(url)
+    base = 1_700_000_000.0
+    rows = [Ended(ended_record(f"o{i:04d}", created_at=base + 10_000 + i, type="other", message=f"Processed item {i}"))
+            for i in range(3000)]
+    rows += [Ended(ended_record(f"n{i:04d}", created_at=base + 5_000 + i, message=f"Newer {i}")) for i in range(600)]
+    rows += [Ended(ended_record(f"e{i:04d}", created_at=base + i, message=f"Processed item {i}")) for i in range(2000)]
+    try:
+        with engine.begin() as c:
+            write_batch(c, rows)
+        with engine.connect() as c:
+            wanted = Filters(task_type="echo", q="ITEM")
+            first, cursor = list_jobs(c, "acme", 50, None, wanted)
+            assert [j.id for _, j in first] == [f"e{i:04d}" for i in range(1999, 1949, -1)]
+            second, _ = list_jobs(c, "acme", 50, cursor, wanted)
+            assert [j.id for _, j in second] == [f"e{i:04d}" for i in range(1949, 1899, -1)]
+            none, cursor = list_jobs(c, "acme", 50, None, Filters(task_type="echo", q="item 4242"))
+            assert (none, cursor) == ([], None)
     finally:
         engine.dispose()

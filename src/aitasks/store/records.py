@@ -202,25 +202,46 @@ def _newest_first(table: sa.FromClause) -> tuple[sa.UnaryExpression[Any], ...]:
     return table.c.created_ms.desc(), table.c.id.desc()
 
 
-def _probe_then_index(connection: sa.Connection, query: sa.Select[Any], q: str, ids: sa.Select[Any] | None,
-                      limit: int) -> list[sa.Row[Any]]:
+def _probe_then_index(connection: sa.Connection, query: sa.Select[Any], tenant: str, q: str,
+                      before: tuple[int, str] | None, limit: int) -> list[sa.Row[Any]]:
     """The ``q`` page (text_search.py): the newest PROBE_ROWS rows of the range filtered in order fill it
-    when the text is common; otherwise the index narrows it first: FTS5's ids (``ids``), or on PostgreSQL
-    (``ids`` None) a pg_trgm bitmap scan."""
+    when the text is common; otherwise the index narrows it first: on PostgreSQL a pg_trgm bitmap scan, on
+    SQLite FTS5's matches (``_fts_page``)."""
     newest = query.order_by(*_newest_first(jobs)).limit(text_search.PROBE_ROWS).subquery()
     probe = sa.select(newest).where(_holds(newest, q)).order_by(*_newest_first(newest)).limit(limit + 1)
     rows = connection.execute(probe).all()
     if len(rows) > limit:
         return list(rows)
-    if (connection.scalar(sa.select(sa.func.count()).select_from(newest)) or 0) < text_search.PROBE_ROWS:
-        return list(rows)  # the probe saw the whole range: its matches are the page
-    if ids is None:  # PostgreSQL: the whole narrowed range, its tenant and text served by the GIN index (a
-        # bitmap scan), MATERIALIZED so the planner does not walk the tenant's ordered index testing each row
-        # instead (it cannot tell how rare a text is: 0.5 s for a rare one over 1,000,000 rows), then ordered
-        found = query.where(_holds(jobs, q)).cte("q_matches").prefix_with("MATERIALIZED")
-        return list(connection.execute(sa.select(found).order_by(*_newest_first(found)).limit(limit + 1)).all())
-    narrowed = query.where(jobs.c.id.in_(ids), _holds(jobs, q))  # SQLite: FTS5's ids first, as it plans it
-    return list(connection.execute(narrowed.order_by(*_newest_first(jobs)).limit(limit + 1)).all())
+    keys = query.with_only_columns(jobs.c.id).order_by(*_newest_first(jobs)).limit(text_search.PROBE_ROWS)
+    if (connection.scalar(sa.select(sa.func.count()).select_from(keys.subquery())) or 0) < text_search.PROBE_ROWS:
+        return list(rows)  # the probe saw the whole range (an index-only count): its matches are the page
+    if connection.dialect.name != "postgresql":
+        return _fts_page(connection, query, tenant, q, before, limit)
+    # PostgreSQL: the whole narrowed range, its tenant and text served by the GIN index (a bitmap scan),
+    # MATERIALIZED so the planner does not walk the tenant's ordered index testing each row instead (it
+    # cannot tell how rare a text is: 0.5 s for a rare one over 1,000,000 rows), then ordered.
+    found = query.where(_holds(jobs, q)).cte("q_matches").prefix_with("MATERIALIZED")
+    return list(connection.execute(sa.select(found).order_by(*_newest_first(found)).limit(limit + 1)).all())
+
+
+FTS_CHUNK_MAX = 8192  # ids bound per lookup, well under SQLite's 32,766 variables
+
+
+def _fts_page(connection: sa.Connection, query: sa.Select[Any], tenant: str, q: str,
+              before: tuple[int, str] | None, limit: int) -> list[sa.Row[Any]]:
+    """SQLite: FTS5's matches newest first, a chunk at a time (growing while the page's other filters turn
+    them down), each chunk's jobs read with those filters; a chunk's matches are all newer than the next
+    one's, so the rows come in the page's order, and only the jobs the page may show are looked up."""
+    rows: list[sa.Row[Any]] = []
+    chunk = 4 * (limit + 1)
+    while True:
+        found = text_search.sqlite_matches(connection, tenant, q, before, chunk)
+        if found:
+            narrowed = query.where(jobs.c.id.in_([job_id for _, job_id in found]), _holds(jobs, q))
+            rows += connection.execute(narrowed.order_by(*_newest_first(jobs)).limit(limit + 1 - len(rows))).all()
+        if len(rows) > limit or len(found) < chunk:
+            return rows
+        before, chunk = found[-1], min(4 * chunk, FTS_CHUNK_MAX)
 
 
 def list_jobs(connection: sa.Connection, tenant: str, limit: int, cursor: str | None,
@@ -236,12 +257,13 @@ def list_jobs(connection: sa.Connection, tenant: str, limit: int, cursor: str | 
         query = query.where(jobs.c.created_ms >= int(filters.created_after * 1000))
     if filters.created_before is not None:
         query = query.where(jobs.c.created_ms < int(filters.created_before * 1000))
+    before: tuple[int, str] | None = None
     if cursor:
         score, member = decode_cursor(cursor)
-        query = query.where(sa.tuple_(jobs.c.created_ms, jobs.c.id) < (int(score), member))
+        before = (int(score), member)
+        query = query.where(sa.tuple_(jobs.c.created_ms, jobs.c.id) < before)
     if filters.q and text_search.indexed(connection, filters.q):
-        ids = None if connection.dialect.name == "postgresql" else text_search.sqlite_matches(tenant, filters.q)
-        rows = _probe_then_index(connection, query, filters.q, ids, limit)
+        rows = _probe_then_index(connection, query, tenant, filters.q, before, limit)
     else:
         if filters.q:  # too short for a trigram index, or PostgreSQL without pg_trgm: a scan
             query = query.where(_holds(jobs, filters.q))

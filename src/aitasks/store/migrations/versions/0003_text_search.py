@@ -18,7 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    text_search.create(op.get_bind())
+    text_search.create(op.get_bind(), sort_key=False)  # 0004 adds the FTS table's created ms
 
 
 def downgrade() -> None:
