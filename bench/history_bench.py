@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix=f"aitasks-histbench-{name}-") as folder:
             out[name] = run_backend(name, args, Path(folder))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # var/ is not in a fresh clone
         args.json.write_text(json.dumps(out, indent=2))
     missed = []
     for n in args.backends.split(","):

@@ -124,6 +124,7 @@ def main() -> None:
           f"{on['redis_bytes_per_job_settled_median']:.0f} B (history off: "
           f"{off['redis_bytes_per_job_settled_median']:.0f} B)")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # var/ is not in a fresh clone
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "summary": summary,
                                          "rounds": results}, indent=2))
 

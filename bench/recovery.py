@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"ran after it ({100 * row['ran'] / max(1, row['accepted']):.0f}%), the last "
                   f"{row['seconds_after_resume']} s after the resume")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # var/ is not in a fresh clone
         args.json.write_text(json.dumps(result, indent=2))
     ok = ((not rk or rk["passed"] == rk["runs"]) and (not hk or hk["within_45_s"] == hk["runs"])
           and (not rs or rs["passed"] == rs["runs"]))

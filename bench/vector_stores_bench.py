@@ -144,11 +144,13 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=5)
     parser.add_argument("--pg-url", default=None, help="an existing server (a fresh table is made in it)")
     parser.add_argument("--json", type=Path, default=None)
-    result = run(parser.parse_args())
+    args = parser.parse_args()
+    result = run(args)
     text = json.dumps(result, indent=2)
     print(text)
-    if parser.parse_args().json:
-        parser.parse_args().json.write_text(text + "\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)  # var/ is not in a fresh clone
+        args.json.write_text(text + "\n")
 
 
 if __name__ == "__main__":
