@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aitasks.service.redis_server import free_port
 
@@ -71,10 +71,16 @@ def runnable_bin_dir(uid: int | None, gid: int | None, source: Path | None = Non
 
 
 class PgServer:
-    def __init__(self, root: Path, port: int, fsync: bool = False) -> None:
+    def __init__(self, root: Path, port: int, fsync: bool = False, host: str = "127.0.0.1",
+                 wrap: Callable[..., list[str]] | None = None, trust: str | None = None) -> None:
+        """``host``: the address it listens on; ``wrap``: runs it inside another host (netns_hosts.Host.argv);
+        ``trust``: a network (CIDR) whose clients it lets in, beside the loopback."""
         self.root = root
         self.port = port
         self.fsync = fsync
+        self.host = host
+        self.wrap = wrap
+        self.trust = trust
         self.data = root / "data"
         self.log = root / "postgres.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -93,20 +99,28 @@ class PgServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def init(self) -> None:
         subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                         "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
                        check=True, capture_output=True, cwd=self.root, timeout=60, **self._user)
+        if self.trust:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.trust} trust\n")
 
     def start(self, timeout_s: float = 30) -> None:
+        # fsync off for tests: their data dies with the server, and fsync dominates small commits.
+        argv = [str(self.bin / "postgres"), "-D", str(self.data), "-h", self.host, "-p", str(self.port),
+                "-k", str(self.root), "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=200"]
+        user = self._user
+        if self.wrap is not None:  # entering a network namespace needs root: drop to the user after it (setpriv
+            # execs, so the pid stays the server's and a signal reaches it)
+            drop = ["setpriv", f"--reuid={self._uid}", f"--regid={self._gid}", "--clear-groups"] if user else []
+            argv, user = self.wrap(*drop, *argv), {}
         with open(self.log, "ab") as log:
-            # fsync off for tests: their data dies with the server, and fsync dominates small commits.
-            self.process = subprocess.Popen(
-                [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
-                 "-k", str(self.root), "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=200"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True, **self._user)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                                            start_new_session=True, **user)
         import psycopg
 
         deadline = time.monotonic() + timeout_s
