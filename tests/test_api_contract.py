@@ -100,6 +100,14 @@ def test_submit_answers_202_pending_at_once_and_the_job_succeeds(client):
     assert wait_status(client, task_id)["status"] == "SUCCESS"
 
 
+def test_a_cpu_bound_diagnostic_job_spends_the_cpu_time_it_was_asked_for(client):
+    """``busy_s``: computing, not sleeping (the several-hosts benchmark's load): its thread's CPU time."""
+    task_id = submit(client, parameters={"busy_s": 0.3})
+    assert wait_status(client, task_id)["status"] == "SUCCESS"
+    result = client.get(f"{TASKS}/{task_id}/result/").json()["result"]
+    assert 0.3 <= result["cpu_s"] < 5 and result["parameters"]["busy_s"] == 0.3, result
+
+
 def test_running_job_result_202_then_cancel_200_then_410_and_400(client):
     task_id = long_job(client)
     running = wait_status(client, task_id, {"PROCESSING"} | TERMINAL)

@@ -47,6 +47,7 @@ class DiagnosticParameters(BaseModel):
 
     duration_s: float = Field(0, ge=0, le=3600, description="How long the job works, in seconds.")
     steps: int = Field(1, ge=1, le=10_000, description="Progress reports spread over the duration.")
+    busy_s: float = Field(0, ge=0, le=600, description="CPU seconds spent computing first (a CPU-bound job).")
     fail_times: int = Field(0, ge=0, le=20, description="Transient failures (retried) before success.")
     fail: bool = Field(False, description="Fail permanently with a clear error (no retry).")
     crash_times: int = Field(0, ge=0, le=20, description="Kill its own worker process this many times first.")
@@ -61,6 +62,18 @@ class DiagnosticInput(BaseModel):
     parameters: DiagnosticParameters = Field(default_factory=DiagnosticParameters)
     image: ImageFile | None = Field(None, description="Optional image: its details are reported and a "
                                                       "thumbnail (at most 128 px) is made of it.")
+
+
+def _burn(seconds: float, ctx: JobContext) -> float:
+    """Compute for ``seconds`` of this thread's CPU time (a CPU-bound job: what the several-hosts benchmark
+    runs), checking for a cancel every 50 ms; returns the CPU seconds spent."""
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        slice_end = time.monotonic() + 0.05
+        while time.monotonic() < slice_end and time.thread_time() - start < seconds:
+            sum(i * i for i in range(2000))
+        ctx.check_cancel()
+    return time.thread_time() - start
 
 
 def _work(params: DiagnosticParameters, ctx: JobContext) -> None:
@@ -142,9 +155,10 @@ def _run(data: DiagnosticInput, ctx: JobContext) -> dict[str, Any]:
         raise JobError("diagnostic failure requested (parameters.fail=true)")
     if ctx.attempt <= params.fail_times:
         raise TransientJobError(f"diagnostic transient failure {ctx.attempt} of {params.fail_times}")
+    cpu_s = _burn(params.busy_s, ctx) if params.busy_s else 0.0
     _work(params, ctx)
     result: dict[str, Any] = {"parameters": params.model_dump(), "attempts": ctx.attempt,
-                              "deliveries": ctx.delivery, "worker_pid": os.getpid()}
+                              "deliveries": ctx.delivery, "worker_pid": os.getpid(), "cpu_s": round(cpu_s, 3)}
     if data.image is not None:
         raw = ctx.read_input(data.image)
         thumb, info = _thumbnail(raw)
