@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import UploadFile
 
+from aitasks import tracing
 from aitasks.api.deps import live_or_recorded
 from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.api.services import Services
@@ -157,7 +158,17 @@ async def accept(
     services: Services, tenant: str, sub: Submission, job_id: str, options: SubmitOptions,
     webhook: tuple[str | None, tuple[str, ...]] = (None, ()),
 ) -> Accepted:
-    """Store input files, then record and enqueue the job in one atomic Redis call."""
+    """Store input files, then record and enqueue the job in one atomic Redis call; traced as the job's
+    ``aitasks.submit`` span, the root of its trace (tracing/)."""
+    attributes = {"aitasks.job_id": job_id, "aitasks.task_type": sub.job_type.name, "aitasks.tenant": tenant}
+    with tracing.tracer.start_as_current_span("aitasks.submit", attributes=attributes):
+        return await _accept(services, tenant, sub, job_id, options, webhook)
+
+
+async def _accept(
+    services: Services, tenant: str, sub: Submission, job_id: str, options: SubmitOptions,
+    webhook: tuple[str | None, tuple[str, ...]],
+) -> Accepted:
     settings = services.settings
     jt = sub.job_type
     if jt.check_access is not None:
@@ -174,7 +185,7 @@ async def accept(
         time_limit_s=limits["time_limit_s"], max_retries=limits["max_retries"],
         webhook=webhook[0], webhook_events=webhook[1], document=options.document,
         webhook_format=options.webhook_format if hooked else None,
-        webhook_base=options.base_url if hooked else None,
+        webhook_base=options.base_url if hooked else None, traceparent=tracing.current_traceparent(),
     )
     if sub.files:
         await asyncio.to_thread(_save_inputs, services, job_id, sub.files)

@@ -96,6 +96,8 @@ class Job:
     children: list[str] = field(default_factory=list)
     # A document_ingestion job's document record key: the UPDATE script marks the record when the job ends.
     document: str | None = None
+    # The W3C trace context of its submit (aitasks/tracing): every run of the job joins that trace.
+    traceparent: str | None = None
 
     # --- Redis hash encoding ---------------------------------------------------------------------
 
@@ -133,6 +135,8 @@ class Job:
             out["document"] = self.document
         if self.stage:
             out["stage"] = self.stage
+        if self.traceparent:
+            out["traceparent"] = self.traceparent
         return out
 
     @classmethod
@@ -180,6 +184,7 @@ class Job:
             parent=h.get("parent") or None,
             children=orjson.loads(h["children"]) if h.get("children") else [],
             document=h.get("document") or None,
+            traceparent=h.get("traceparent") or None,
         )
 
     # --- views -----------------------------------------------------------------------------------

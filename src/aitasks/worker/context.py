@@ -21,6 +21,7 @@ from aitasks.jobs.files import FileRef
 from aitasks.jobs.models import Artifact, Job
 from aitasks.jobs.store import JobStore
 from aitasks.jobs.usage import UsageRow, read_usage
+from aitasks.tracing.job_spans import StageSpans
 from aitasks.worker.children import ChildSpec, Deferred, fan_out
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class JobContext:
         self._last_cancel_check = 0.0
         self._progress = job.progress
         self._pending: tuple[int, str, str | None] | None = None
+        self._stages = StageSpans()
 
     # --- progress --------------------------------------------------------------------------------
 
@@ -61,6 +63,7 @@ class JobContext:
         ``stage``: the step the job is in, for machines (a document's ``embed``); None for none."""
         value = max(self._progress, min(99, int(percent)))
         self._progress = value
+        self._stages.enter(stage)
         now = time.monotonic()
         if now - self._last_write < PROGRESS_INTERVAL_S:
             self._pending = (value, message, stage)
@@ -150,6 +153,7 @@ class JobContext:
 
     def close(self) -> None:
         """Remove the job's scratch folder (the runner calls it once the run ends, however it ends)."""
+        self._stages.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def read_input(self, ref: FileRef) -> bytes:

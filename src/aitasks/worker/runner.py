@@ -9,15 +9,17 @@ import uuid
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
-from celery import Task
+from celery import Task, signals
 from pydantic import ValidationError
 
+from aitasks import tracing
 from aitasks.errors import JobCancelled, JobError, TransientJobError
 from aitasks.jobs.messages import RUN_JOB_TASK
 from aitasks.jobs.models import Job, Status
 from aitasks.logs import job_log_context
 from aitasks.processors.registry import JobType, load_all
 from aitasks.settings import get_settings
+from aitasks.tracing.job_spans import mark_end, run_span
 from aitasks.worker.celery_app import create_celery
 from aitasks.worker.children import Deferred
 from aitasks.worker.context import JobContext, JobFenced
@@ -44,6 +46,7 @@ def finish(job: Job, status: Status, message: str, fence: str = "", **fields: An
         values["progress"] = 100
     # The update script counts the outcome for /metrics in the same atomic step.
     written = retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s, fence=fence))
+    mark_end(status.value if written > 0 else f"{status.value} (not recorded)")
     if written == -2:
         log.warning("job %s: this run lost the job (taken back after its lease expired); its %s is not "
                     "recorded", job.id, status.value)
@@ -114,7 +117,8 @@ def execute(task: Task, job_id: str, generation: int = 0) -> None:
             if state <= 0:  # cancelled, expired or queued again between the checks above and now
                 return
             job.started_at = started
-            _run(task, jt, job, attempt, deliveries, f"run:{token}")
+            with run_span(job, attempt, deliveries):
+                _run(task, jt, job, attempt, deliveries, f"run:{token}")
         finally:
             retry_redis(lambda: store.end_delivery(job_id))
 
@@ -163,3 +167,9 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: 
                result=result, artifacts=[a.to_dict() for a in ctx.artifacts])
     finally:
         ctx.close()  # the scratch copies of S3 inputs (JobContext.input_path)
+
+
+@signals.worker_process_init.connect
+def _trace_this_process(**_: Any) -> None:
+    """Each pool process exports its own spans (after the fork: no exporter thread crosses it)."""
+    tracing.setup("worker")
