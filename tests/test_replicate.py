@@ -296,8 +296,7 @@ def test_webhooks_send_the_prediction_as_replicate_does(rc, stack):
         assert (done["output"], done["version"], done["input"]) == (shown.output, shown.version, shown.input)
         assert "task_id" not in done and "event" not in done
     finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
+        receiver.close()
 
 
 def test_the_seeds_webhooks_keep_the_status_document(client, stack):
@@ -309,8 +308,7 @@ def test_the_seeds_webhooks_keep_the_status_document(client, stack):
         doc = poll(lambda: receiver.docs(), "the delivery", timeout_s=30)[0]
         assert (doc["task_id"], doc["status"], doc["event"]) == (r.json()["task_id"], "SUCCESS", "completed")
     finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
+        receiver.close()
 
 
 # --- files ---------------------------------------------------------------------------------------

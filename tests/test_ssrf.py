@@ -5,9 +5,7 @@ again at send against the address the worker actually connects to."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import ip_address
 from typing import Any
 
@@ -19,6 +17,7 @@ from aitasks.jobs import keys
 from aitasks.jobs.net_guard import parse_networks, refusal
 from aitasks.settings import Settings
 from aitasks.worker import webhook_http
+from local_http import LocalServer, QuietHandler
 from stack import poll, submit, wait_status
 
 TASKS = "/api/v1/tasks"
@@ -130,14 +129,14 @@ def test_metadata_is_refused_over_http_even_where_loopback_is_allowed(client):
 # --- at send: the address connected is the address checked ---------------------------------------------
 
 
-class Hits:
+class Hits(LocalServer):
     """An HTTP receiver on 127.0.0.1 that counts what reaches it."""
 
     def __init__(self) -> None:
         self.hits: list[dict[str, str]] = []
         hits = self.hits
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"  # keeps the connection open between requests
 
             def do_POST(self) -> None:  # noqa: N802
@@ -146,20 +145,14 @@ class Hits:
                 self.send_response(204)
                 self.end_headers()
 
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
 
 @pytest.fixture
 def hits() -> Iterator[Hits]:
     h = Hits()
     yield h
-    h.server.shutdown()
-    h.server.server_close()
+    h.close()
 
 
 def test_the_sender_resolves_once_and_connects_to_the_checked_address(hits):

@@ -7,30 +7,27 @@ stage a job names, parented as a reader of the trace expects."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from aitasks.service.redis_server import free_port
+from local_http import LocalServer, QuietHandler
 from stack import poll, wait_status
 
 pytestmark = pytest.mark.slow
 CLIENT_TRACE, CLIENT_SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 
 
-class Collector:
+class Collector(LocalServer):
     """An OTLP/HTTP receiver: every POSTed ExportTraceServiceRequest, flattened to its spans."""
 
     def __init__(self) -> None:
-        self.port = free_port()
         self.spans: list[dict[str, Any]] = []
         self.content_types: set[str] = set()
         collector = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 collector.content_types.add(self.headers["Content-Type"])
@@ -46,11 +43,7 @@ class Collector:
                 self.end_headers()
                 self.wfile.write(b"{}")
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     def of_job(self, job_id: str) -> list[dict[str, Any]]:
         return [s for s in self.spans if s["attributes"].get("aitasks.job_id") == job_id]
@@ -63,8 +56,7 @@ class Collector:
 def collector() -> Iterator[Collector]:
     c = Collector()
     yield c
-    c.server.shutdown()
-    c.server.server_close()
+    c.close()
 
 
 def test_a_job_is_one_trace_from_its_submit_through_the_queue_to_each_run(make_stack: Any, collector: Collector) -> None:

@@ -19,12 +19,13 @@ import pytest
 
 from aitasks.jobs.webhooks import verify
 from aitasks.jobs import keys
+from local_http import LocalServer, QuietHandler
 from stack import key_of, poll, submit, wait_status
 
 TASKS = "/api/v1/tasks"
 
 
-class Receiver:
+class Receiver(LocalServer):
     """An HTTP server that records what it is sent; it answers ``fail_first`` requests with 503."""
 
     def __init__(self, fail_first: int = 0):
@@ -33,7 +34,7 @@ class Receiver:
         self.fail_first = fail_first
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.arrived.append(time.time())
@@ -42,12 +43,8 @@ class Receiver:
                 self.send_response(503 if failing else 204)
                 self.end_headers()
 
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/hook"
 
     def docs(self) -> list[dict[str, Any]]:
         return [json.loads(body) for _, body in self.received]
@@ -57,8 +54,7 @@ class Receiver:
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
-    r.server.shutdown()
-    r.server.server_close()
+    r.close()
 
 
 def recorded_attempts(stack, task_id: str) -> int:  # type: ignore[no-untyped-def]
@@ -134,8 +130,7 @@ def test_failing_receiver_is_retried_with_backoff_until_it_accepts(stack):
         assert forgotten["status"] == "SUCCESS" and "cancel_requested" not in forgotten
         assert forgotten["webhook"]["deliveries"] == [{k: v for k, v in d.items() if k != "retry_in_s"} for d in log]
     finally:
-        flaky.server.shutdown()
-        flaky.server.server_close()
+        flaky.close()
 
 
 @pytest.mark.slow  # seconds of waiting
