@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from aitasks import __version__, tracing
+from aitasks import __version__, error_reports, tracing
 from aitasks.api.responses import FastJSONResponse
 from aitasks.api.errors import install_error_handlers
 from aitasks.api.limits import BodyLimitMiddleware
@@ -30,7 +30,8 @@ Every error answers `{"error": <sentence>, "code": <code>, "fields": [{"field", 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.check_production()
-    tracing.setup("api")  # each uvicorn process builds its app here: each exports its own spans
+    tracing.setup("api")  # each uvicorn process builds its app here: each exports its own spans and reports
+    error_reports.setup("api", settings.environment)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

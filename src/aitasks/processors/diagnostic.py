@@ -50,6 +50,8 @@ class DiagnosticParameters(BaseModel):
     busy_s: float = Field(0, ge=0, le=600, description="CPU seconds spent computing first (a CPU-bound job).")
     fail_times: int = Field(0, ge=0, le=20, description="Transient failures (retried) before success.")
     fail: bool = Field(False, description="Fail permanently with a clear error (no retry).")
+    raise_bug: bool = Field(False, description="Raise an unexpected exception, as a bug in a job would (FAILURE; "
+                                               "logged with its traceback and reported to Sentry when set).")
     crash_times: int = Field(0, ge=0, le=20, description="Kill its own worker process this many times first.")
     ignore_soft_limit: bool = Field(False, description="Keep working past the soft time limit (tests the hard one).")
     ignore_cancel: bool = Field(False, description="Do not stop at progress reports (tests the forced cancel).")
@@ -153,6 +155,8 @@ def _run(data: DiagnosticInput, ctx: JobContext) -> dict[str, Any]:
         os.kill(os.getpid(), signal.SIGKILL)  # as an out-of-memory kill would
     if params.fail:
         raise JobError("diagnostic failure requested (parameters.fail=true)")
+    if params.raise_bug:
+        raise ZeroDivisionError("diagnostic bug requested (parameters.raise_bug=true)")
     if ctx.attempt <= params.fail_times:
         raise TransientJobError(f"diagnostic transient failure {ctx.attempt} of {params.fail_times}")
     cpu_s = _burn(params.busy_s, ctx) if params.busy_s else 0.0

@@ -12,7 +12,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task, signals
 from pydantic import ValidationError
 
-from aitasks import tracing
+from aitasks import error_reports, tracing
 from aitasks.errors import JobCancelled, JobError, TransientJobError
 from aitasks.jobs.messages import RUN_JOB_TASK
 from aitasks.jobs.models import Job, Status
@@ -101,7 +101,7 @@ def execute(task: Task, job_id: str, generation: int = 0) -> None:
 
     attempt = task.request.retries + 1
     started = job.started_at or time.time()
-    with job_log_context(task_type=job.type, tenant=job.tenant):
+    with job_log_context(task_type=job.type, tenant=job.tenant), error_reports.job_scope(job.id, job.type, job.tenant):
         # From here on the delivery is counted: whatever happens, even a Redis error that requeues the
         # message, it is counted as finished, so a requeued run is not taken for a lost worker.
         # The run's fence token: the start claims the job (if this message's generation is current) and
@@ -170,6 +170,7 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: 
 
 
 @signals.worker_process_init.connect
-def _trace_this_process(**_: Any) -> None:
-    """Each pool process exports its own spans (after the fork: no exporter thread crosses it)."""
+def _observe_this_process(**_: Any) -> None:
+    """Each pool process exports its own spans and error reports (after the fork: no sender thread crosses it)."""
     tracing.setup("worker")
+    error_reports.setup("worker", get_settings().environment)
