@@ -1,8 +1,8 @@
 """Traces (aitasks/tracing): with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, the API and the worker processes of a
 real stack export their spans over OTLP/HTTP (JSON) to a collector, here a real HTTP server in the test
 process that keeps what it receives (no OpenTelemetry Collector binary is on the registries). One trace per
-job: the submit (API), the wait in the queue, each run (a retry is a second run in the same trace) and each
-stage a job names, parented as a reader of the trace expects."""
+job: the submit (API), the wait in the queue, each run (a retry is a second run in the same trace), each
+stage a job names and each webhook delivery, parented as a reader of the trace expects."""
 
 from __future__ import annotations
 
@@ -25,11 +25,18 @@ class Collector(LocalServer):
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.content_types: set[str] = set()
+        self.webhooks: list[dict[str, str]] = []  # the headers of each webhook POSTed to /hook
         collector = self
 
         class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/hook":  # the job's webhook receiver, on the same server
+                    collector.webhooks.append({k.lower(): v for k, v in self.headers.items()})
+                    self.send_response(204)
+                    self.end_headers()
+                    return
+                body = json.loads(raw)
                 collector.content_types.add(self.headers["Content-Type"])
                 for resource in body["resourceSpans"]:
                     service = next(a["value"]["stringValue"] for a in resource["resource"]["attributes"]
@@ -64,16 +71,18 @@ def test_a_job_is_one_trace_from_its_submit_through_the_queue_to_each_run(make_s
                         "OTEL_BSP_SCHEDULE_DELAY": "100"})
     with stack.client() as c:
         # The client's own trace (W3C traceparent): the job's spans join it. A transient failure, then a retry.
-        r = c.post("/api/v1/tasks/submit/", json={"task_type": "diagnostic", "parameters": {"fail_times": 1}},
+        hook = f"http://127.0.0.1:{collector.port}/hook"
+        r = c.post("/api/v1/tasks/submit/", json={"task_type": "diagnostic", "parameters": {"fail_times": 1},
+                                                  "webhook": hook},
                    headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
         assert r.status_code == 202, r.text
         task_id = r.json()["task_id"]
         assert wait_status(c, task_id)["status"] == "SUCCESS"
-        spans = poll(lambda: (s if len(s := collector.of_job(task_id)) >= 4 else None), "the job's spans", 30)
+        spans = poll(lambda: (s if len(s := collector.of_job(task_id)) >= 5 else None), "the job's spans", 30)
     by_name: dict[str, list[dict[str, Any]]] = {}
     for span in spans:
         by_name.setdefault(span["name"], []).append(span)
-    assert sorted(by_name) == ["aitasks.queue_wait", "aitasks.run", "aitasks.submit"], by_name.keys()
+    assert sorted(by_name) == ["aitasks.queue_wait", "aitasks.run", "aitasks.submit", "aitasks.webhook"], by_name.keys()
     (root,) = by_name["aitasks.submit"]
     assert root["service"] == "aitasks-api" and root["traceId"] == CLIENT_TRACE
     (request,) = [s for s in collector.trace(CLIENT_TRACE) if s["spanId"] == root["parentSpanId"]]
@@ -89,6 +98,14 @@ def test_a_job_is_one_trace_from_its_submit_through_the_queue_to_each_run(make_s
     assert [r["attributes"]["aitasks.attempt"] for r in runs] == ["1", "2"]  # int64 as a string (OTLP JSON)
     assert runs[-1]["attributes"]["aitasks.status"] == "SUCCESS"
     assert root["attributes"]["aitasks.task_type"] == "diagnostic"
+    # The completed webhook: a client span under the submit, and its traceparent sent to the receiver.
+    (delivery,) = by_name["aitasks.webhook"]
+    assert delivery["service"] == "aitasks-worker" and delivery["parentSpanId"] == root["spanId"], delivery
+    assert delivery["kind"] == 3 and delivery["attributes"]["aitasks.webhook.event"] == "completed"
+    assert delivery["attributes"]["http.response.status_code"] == "204"
+    assert delivery["attributes"]["server.address"] == f"http://127.0.0.1:{collector.port}"
+    (sent,) = collector.webhooks
+    assert sent["traceparent"] == f"00-{CLIENT_TRACE}-{delivery['spanId']}-01"
 
 
 def test_a_documents_stages_are_spans_of_its_run(make_stack: Any, collector: Collector) -> None:

@@ -1,5 +1,5 @@
 """OpenTelemetry traces of a job: the submit (API), the wait in the queue, the run and each stage of it
-(worker), one trace per job, its context carried in the job's record (``traceparent``) so every delivery
+(worker), each webhook delivery attempt (worker), one trace per job, its context carried in the job's record (``traceparent``) so every delivery
 of the job, a retry or a recovery's, joins the same trace.
 
 Off unless ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set: then each
@@ -60,6 +60,11 @@ def current_traceparent() -> str | None:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return carrier.get("traceparent")
+
+
+def inject(headers: dict[str, str]) -> None:
+    """Add the current span's ``traceparent`` to outgoing headers (nothing when tracing is off)."""
+    _propagator.inject(headers)
 
 
 def parent_context(traceparent: str | None) -> Context | None:

@@ -1,6 +1,6 @@
 """The worker's spans of a job, under its submit span (the ``traceparent`` in its record): the wait in the
-queue (first run only: from acceptance to the start), the run, and each stage the job names in its
-progress reports (``JobContext.progress(stage=...)``)."""
+queue (first run only: from acceptance to the start), the run, each stage the job names in its
+progress reports (``JobContext.progress(stage=...)``), and each webhook delivery attempt."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from aitasks.jobs.models import Job
 from aitasks.tracing import parent_context, tracer
@@ -24,6 +25,24 @@ def run_span(job: Job, attempt: int, delivery: int) -> Iterator[None]:
     with tracer.start_as_current_span("aitasks.run", context=parent, attributes={
             **attributes, "aitasks.attempt": attempt, "aitasks.delivery": delivery}):
         yield
+
+
+@contextmanager
+def webhook_span(job: Job, event: str, attempt: int, receiver: str) -> Iterator[trace.Span]:
+    """One delivery attempt, a client span in the job's trace; ``receiver`` is scheme://host:port only
+    (a webhook URL's path or query may hold a receiver's secret)."""
+    with tracer.start_as_current_span("aitasks.webhook", context=parent_context(job.traceparent),
+                                      kind=SpanKind.CLIENT, attributes={
+            "aitasks.job_id": job.id, "aitasks.task_type": job.type, "aitasks.tenant": job.tenant,
+            "aitasks.webhook.event": event, "aitasks.webhook.attempt": attempt, "server.address": receiver}) as span:
+        yield span
+
+
+def mark_delivery(span: trace.Span, status_code: int | None, delivered: bool, error: str | None) -> None:
+    if status_code is not None:
+        span.set_attribute("http.response.status_code", status_code)
+    if not delivered:
+        span.set_status(StatusCode.ERROR, error or f"answered {status_code}")
 
 
 def mark_end(status: str) -> None:

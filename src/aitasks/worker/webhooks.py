@@ -38,6 +38,7 @@ import orjson
 import redis
 from celery import signals
 
+from aitasks import tracing
 from aitasks.jobs import keys
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.net_guard import IPAddress
@@ -45,6 +46,7 @@ from aitasks.jobs.predictions import prediction
 from aitasks.jobs.status_document import status_document
 from aitasks.jobs.webhooks import sign, tenant_secret
 from aitasks.processors.registry import load_all
+from aitasks.tracing.job_spans import mark_delivery, webhook_span
 from aitasks.worker import webhook_http
 from aitasks.worker.resources import resources
 
@@ -252,18 +254,21 @@ class WebhookSender(threading.Thread):
         entry: dict[str, Any] = {"event": item["event"], "attempt": item["attempt"],
                                  "at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
         retry = False
-        try:
-            status = webhook_http.post(self.http, job.webhook, body, headers, TIMEOUT_S)
-            entry["status_code"] = status
-            entry["delivered"] = 200 <= status < 300
-            retry = status >= 500 or status == 429
-        except (webhook_http.Refused, webhook_http.TooLarge) as exc:  # the receiver's doing: not retried
-            entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
-            entry["delivered"] = False
-        except httpx.HTTPError as exc:
-            entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
-            entry["delivered"] = False
-            retry = True
+        with webhook_span(job, item["event"], item["attempt"], Receivers.key(job.webhook)) as span:
+            tracing.inject(headers)  # the receiver may join the job's trace
+            try:
+                status = webhook_http.post(self.http, job.webhook, body, headers, TIMEOUT_S)
+                entry["status_code"] = status
+                entry["delivered"] = 200 <= status < 300
+                retry = status >= 500 or status == 429
+            except (webhook_http.Refused, webhook_http.TooLarge) as exc:  # the receiver's doing: not retried
+                entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                entry["delivered"] = False
+            except httpx.HTTPError as exc:
+                entry["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                entry["delivered"] = False
+                retry = True
+            mark_delivery(span, entry.get("status_code"), entry["delivered"], entry.get("error"))
         if retry and item["attempt"] < MAX_ATTEMPTS:
             delay = BACKOFF_S[min(item["attempt"] - 1, len(BACKOFF_S) - 1)]
             entry["retry_in_s"] = delay
@@ -296,6 +301,7 @@ _sender: WebhookSender | None = None
 @signals.worker_ready.connect
 def _start(sender: Any = None, **_: Any) -> None:
     global _sender
+    tracing.setup("worker")  # this main process's deliveries are spans too (the pool's set up their own)
     _sender = WebhookSender(sender.hostname)
     _sender.start()
 
