@@ -71,3 +71,23 @@ def test_a_bug_in_a_job_is_reported_with_its_job_type_and_tenant(make_stack: Any
     values = event["exception"]["values"]
     assert values[-1]["type"] == "ZeroDivisionError" and "raise_bug" in values[-1]["value"], values
     assert not [e for e in envelopes.events if e.get("tags", {}).get("job_id") == designed]
+
+
+def test_an_unexpected_error_in_the_api_is_a_500_and_a_report(make_stack: Any, envelopes: Envelopes) -> None:
+    """A job record Redis holds in the wrong type (a corrupt key, as a stray client could leave it): reading
+    it raises WRONGTYPE, which no handler expects: the client gets the seeds' 500 body, Sentry the error."""
+    from aitasks.jobs import keys
+
+    stack = make_stack({"SENTRY_DSN": envelopes.dsn})
+    with stack.client(tenant="acme-api-bug") as c:
+        task_id = submit(c)
+        assert wait_status(c, task_id)["status"] == "SUCCESS"
+        stack.redis.delete(keys.job(task_id))
+        stack.redis.rpush(keys.job(task_id), "not a job record")
+        r = c.get(f"/api/v1/tasks/{task_id}/status/")
+        assert r.status_code == 500 and r.json()["code"] == "internal_error", r.text
+        assert "WRONGTYPE" not in r.text  # the details go to the report, not to the client
+        event = poll(lambda: next((e for e in envelopes.events if e.get("tags", {}).get("component") == "api"), None),
+                     "the API's report", 30)
+        assert wait_status(c, submit(c))["status"] == "SUCCESS"  # and the service goes on
+    assert "WRONGTYPE" in json.dumps(event), event
