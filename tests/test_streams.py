@@ -220,3 +220,41 @@ def test_another_tenants_task_is_404_and_4404(stack, client):
             unknown = str(uuid.uuid4())
             expected, _ = ws_refused(stack, path.replace(task_id, unknown), key_of(other))
             assert message == json.loads(json.dumps(expected).replace(unknown, task_id))
+
+
+
+def test_a_subscriber_that_reads_too_slowly_gets_overflow_not_an_unbounded_mailbox(stack):
+    """The hub (one Redis subscription per API process) gives each subscriber a mailbox of 64 events: a
+    job publishing 200 changes to a subscriber that reads none leaves it one OVERFLOW, which ends an SSE
+    stream with `event: error` (code slow_consumer; routes/stream.py), and the hub goes on delivering."""
+    import asyncio
+
+    import redis.asyncio as aredis
+
+    from aitasks.jobs import keys
+    from aitasks.jobs.events import MAILBOX, OVERFLOW, EventHub
+
+    async def run() -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+        hub = EventHub(aredis.Redis.from_url(stack.redis_server.url))
+        hub.start()
+        await asyncio.wait_for(hub.connected.wait(), 10)
+        publisher = aredis.Redis.from_url(stack.redis_server.url)
+        async with hub.subscribe("slow") as slow, hub.subscribe("fine") as fine:
+            while not slow.empty():
+                slow.get_nowait()  # the hub's RESYNC on connecting
+            for seq in range(1, 201):
+                await publisher.publish(keys.events("slow"), json.dumps({"seq": seq, "status": "PROCESSING"}))
+            await publisher.publish(keys.events("fine"), json.dumps({"seq": 1, "status": "SUCCESS"}))
+            after = await asyncio.wait_for(fine.get(), 10)  # delivered after the 200: the hub kept going
+            while fine.empty() is False:
+                fine.get_nowait()
+            held = [slow.get_nowait() for _ in range(slow.qsize())]
+            peak = MAILBOX
+        await publisher.aclose()
+        await hub.stop()
+        return peak, held, after
+
+    peak, held, after = asyncio.run(run())
+    assert len(held) <= peak and held, held
+    assert any(e is OVERFLOW or e == OVERFLOW for e in held), held[:3]
+    assert after["status"] == "SUCCESS"

@@ -21,7 +21,7 @@ from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.jobs import keys
 from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest, refill
 from aitasks.jobs.artifacts import ArtifactBackend, open_artifacts
-from aitasks.jobs.events import EventHub
+from aitasks.jobs.events import EventHub, offer
 from aitasks.jobs.pipelined import PipelinedRedis, supports
 from aitasks.jobs.store import AsyncJobStore
 from aitasks.processors.registry import Registry, load_all
@@ -56,10 +56,13 @@ class Services:
     def create(cls, settings: Settings) -> Services:
         url = settings.resolved_redis_url()
         # Fail fast when Redis is away (503 within the timeout), one immediate retry for a stale pooled socket.
-        client = aredis.Redis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=settings.redis_timeout_s,
-            retry=Retry(NoBackoff(), 1), health_check_interval=0, max_connections=200,
+        # A burst of more requests than connections (hundreds of streams opening at once) waits for a free
+        # one, up to the same timeout, instead of failing at once as the plain pool does ("Too many connections").
+        pool = aredis.BlockingConnectionPool.from_url(
+            url, max_connections=200, timeout=settings.redis_timeout_s, socket_connect_timeout=1.0,
+            socket_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 1), health_check_interval=0,
         )
+        client = aredis.Redis.from_pool(pool)  # closed with the client
         pubsub_client = aredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_keepalive=True,
                                               health_check_interval=15)
         pipe = PipelinedRedis(url, 1.0, settings.redis_timeout_s) if supports(url) else None
@@ -85,7 +88,7 @@ class Services:
         if revoked is not None:
             self._auth_cache.clear()
             for queue in self._key_streams.get(str(revoked), ()):
-                queue.put_nowait(REVOKED)
+                offer(queue, REVOKED, overflow=REVOKED)  # revocation wins over a full mailbox
 
     @contextlib.contextmanager
     def key_streams(self, key_digest: str, queue: asyncio.Queue[dict[str, Any]]) -> Iterator[None]:

@@ -4,6 +4,11 @@ Workers publish each change of a job on ``aitasks:events:<id>`` (see scripts.UPD
 pattern-subscribes once and hands events to the SSE/WebSocket handlers and waiting submits that
 asked for that job. After a lost connection it hands every subscriber ``RESYNC``, so they re-read
 the record instead of trusting that no event was missed.
+
+Each subscriber's mailbox holds at most ``MAILBOX`` events: a stream whose client reads slower than its
+job changes would otherwise buffer without bound. A full mailbox is emptied and given ``OVERFLOW``
+instead: a stream then ends with a clear message (the client reconnects and starts from the current
+state), a waiting submit just re-reads the record.
 """
 
 from __future__ import annotations
@@ -23,7 +28,23 @@ from aitasks.jobs import keys
 log = logging.getLogger(__name__)
 
 RESYNC: dict[str, Any] = {"resync": True}
+OVERFLOW: dict[str, Any] = {"resync": True, "overflow": True}
+MAILBOX = 64  # events a subscriber may have waiting
 _PREFIX_LEN = len(keys.events(""))
+
+
+def offer(mailbox: asyncio.Queue[dict[str, Any]], event: dict[str, Any], overflow: dict[str, Any] = OVERFLOW) -> None:
+    """Put ``event`` in a subscriber's mailbox; a full one is emptied and gets ``overflow`` instead."""
+    try:
+        mailbox.put_nowait(event)
+    except asyncio.QueueFull:
+        while not mailbox.empty():
+            mailbox.get_nowait()
+        mailbox.put_nowait(overflow)
+
+
+def new_mailbox() -> asyncio.Queue[dict[str, Any]]:
+    return asyncio.Queue(MAILBOX)
 
 
 class EventHub:
@@ -45,7 +66,7 @@ class EventHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue = new_mailbox()
         self._subscribers[job_id].add(queue)
         try:
             yield queue
@@ -92,9 +113,9 @@ class EventHub:
             return  # parse only what somebody waits for
         event = orjson.loads(message["data"])
         for queue in subs:
-            queue.put_nowait(event)
+            offer(queue, event)
 
     def _broadcast(self, event: dict[str, Any]) -> None:
         for subs in self._subscribers.values():
             for queue in subs:
-                queue.put_nowait(event)
+                offer(queue, event)

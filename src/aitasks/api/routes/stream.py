@@ -2,7 +2,9 @@
 
 Each stream subscribes first, then sends the current state (a late subscriber sees where the job
 is), then every newer change in order (by the record's sequence number), and ends after a terminal
-state.
+state. A client that reads slower than its job changes fills its mailbox (jobs/events.py): its stream
+ends with an error naming that (SSE ``event: error``, WebSocket close 1013), and it reconnects to the
+current state. An open SSE stream is served by api/lean_streams.py; this route answers its refusals.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
 from aitasks.api.deps import ServicesDep, StreamTenant, load_job, stream_key_digest, websocket_grant
 from aitasks.api.services import REVOKED, Services
+from aitasks.jobs.events import OVERFLOW
 from aitasks.api.views import base_url
 from aitasks.errors import NotFound
 from aitasks.jobs.models import STATUS_MESSAGES, Job, Status
@@ -27,6 +30,7 @@ from aitasks.jobs.status_document import status_document
 
 router = APIRouter(tags=["live updates"], route_class=ApiRoute)
 KEEPALIVE_S = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def event_view(event: dict[str, Any]) -> dict[str, Any]:
@@ -41,10 +45,31 @@ class KeyRevoked(Exception):
     """The key that opened the stream was revoked while it was open."""
 
 
+class SlowConsumer(Exception):
+    """The client read slower than its job changed: its mailbox filled (jobs/events.py)."""
+
+    MESSAGE = ("This stream fell too far behind its job's changes (the client reads too slowly) and was "
+               "closed; reconnect to continue from the current state.")
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.MESSAGE, "code": "slow_consumer"}
+
+    def sse(self) -> bytes:
+        return b"event: error\ndata: %s\n\n" % orjson.dumps(self.body())
+
+
+def sse_message(update: dict[str, Any] | None) -> bytes:
+    """One SSE message of ``job_updates``: a state, or a keepalive comment for ``None``."""
+    if update is None:
+        return b": keepalive\n\n"
+    return b"id: %d\ndata: %s\n\n" % (update.get("seq", 0), orjson.dumps(update))
+
+
 async def job_updates(services: Services, request: Request | WebSocket, job: Job,
                       key_digest: str | None) -> AsyncIterator[dict[str, Any] | None]:
     """The job's states in order: the current one, then each change; ``None`` marks a keepalive tick.
-    Raises KeyRevoked when the key ``key_digest`` names is revoked meanwhile."""
+    Raises KeyRevoked when the key ``key_digest`` names is revoked meanwhile, SlowConsumer when the
+    stream's mailbox overflowed."""
     async with services.hub.subscribe(job.id) as events:
         with contextlib.ExitStack() as watching:
             if key_digest is not None:
@@ -58,12 +83,15 @@ async def job_updates(services: Services, request: Request | WebSocket, job: Job
                 return
             while True:
                 try:
-                    event = await asyncio.wait_for(events.get(), timeout=KEEPALIVE_S)
+                    async with asyncio.timeout(KEEPALIVE_S):  # not wait_for: no task per wait
+                        event = await events.get()
                 except TimeoutError:
                     event = {"resync": True}  # quiet: re-read, in case an event was lost
                     yield None
                 if event is REVOKED:
                     raise KeyRevoked()
+                if event is OVERFLOW:
+                    raise SlowConsumer()
                 if event.get("resync"):
                     fresh = await services.store.get(job.id)
                     if fresh is None:
@@ -113,20 +141,20 @@ async def task_events(request: Request, task_id: str, services: ServicesDep,
         final: dict[str, Any] | None = None
         try:
             async for update in job_updates(services, request, job, key_digest):
-                if update is None:
-                    yield b": keepalive\n\n"
-                    continue
-                final = update
-                yield b"id: %d\ndata: %s\n\n" % (update.get("seq", 0), orjson.dumps(update))
+                if update is not None:
+                    final = update
+                yield sse_message(update)
         except KeyRevoked:
             # Closed without `end`: a client reconnects, as after any cut, and gets the 401.
             yield b": the API key was revoked\n\n"
             return
+        except SlowConsumer as exc:
+            yield exc.sse()
+            return
         if final is not None:
             yield b"event: end\ndata: %s\n\n" % orjson.dumps({"task_id": task_id, "status": final["status"]})
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def ws_job(ws: WebSocket, services: Services, task_id: str) -> tuple[Job, str] | None:
@@ -168,6 +196,9 @@ async def serve_ws(ws: WebSocket, task_id: str, render: Callable[[dict[str, Any]
     except KeyRevoked:
         await ws.send_json({"error": "The API key was revoked.", "code": "unauthorized"})
         await ws.close(code=4401)
+    except SlowConsumer as exc:
+        await ws.send_json(exc.body())
+        await ws.close(code=1013)  # try again later
     except WebSocketDisconnect:
         pass
 
