@@ -166,6 +166,11 @@ def test_the_compose_stack_runs_jobs_as_non_root_with_health_checks(stack):
               f"{json.dumps(body.get('result', {}))[:300]}")
         assert response.status_code == 200 and body["status"] == "SUCCESS", body
 
+    redis = f"{project}_redis_1"  # a password, and the append-only file on its volume
+    assert "NOAUTH" in run(["podman", "exec", redis, "redis-cli", "ping"], env, check=False).stdout
+    aof = run(["podman", "exec", redis, "ls", "/var/lib/redis/appendonlydir"], env).stdout.split()
+    assert any(name.endswith(".incr.aof") for name in aof), aof
+
     flower, auth = stack["flower"], tuple(stack["flower_auth"].split(":", 1))
     assert httpx.get(f"{flower}/", timeout=10).status_code == 401
     assert httpx.get(f"{flower}/", auth=auth, timeout=10).status_code == 200
