@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench chaos lint audit install redis-server clean
+.PHONY: run test test-fast test-containers bench chaos lint audit install redis-server clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$(PY) bash scripts/ensure-venv.sh $(VENV)
@@ -30,6 +30,12 @@ test: install
 # The inner loop, under a minute: no models, Chromium, PostgreSQL or fault injection (tests marked `slow`).
 test-fast: $(STAMP) redis-server
 	$(BIN)/pytest -m "not slow" -x $(PYTEST_ARGS)
+
+# The container deployment (Dockerfile, compose.yaml) built and run with Podman: minutes cold (the image
+# with its models), about one warm (caches under var/containers/). Root: Podman, debootstrap.
+test-containers: $(STAMP)
+	@PODMAN_COMPOSE="$$(bash scripts/ensure-podman.sh)" && source scripts/containers-env.sh && \
+	  PODMAN_COMPOSE="$$PODMAN_COMPOSE" $(BIN)/pytest -m containers -s -p no:cacheprovider tests/test_containers.py $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m bench.run_all
