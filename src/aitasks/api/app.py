@@ -14,7 +14,9 @@ from aitasks.api.errors import install_error_handlers
 from aitasks.api.limits import BodyLimitMiddleware
 from aitasks.api.openapi import install_openapi
 from aitasks.api.routing import lift_fast_routes
-from aitasks.api.routes import catalog, compat, dashboard, documents, health, replicate, stream, system, tasks
+from aitasks.api.routes import (
+    catalog, compat, dashboard, documents, health, replicate, stream, system, tasks, tenant_limits,
+)
 from aitasks.api.services import Services
 from aitasks.settings import Settings, get_settings
 
@@ -58,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   default_response_class=FastJSONResponse)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
-    for module in (tasks, stream, compat, catalog, health, system, dashboard, replicate, documents):
+    for module in (tasks, stream, compat, catalog, health, system, tenant_limits, dashboard, replicate, documents):
         app.include_router(module.router)
     app.mount(dashboard.UI_PREFIX, dashboard.static_files(), name="dashboard")
     # Every router uses api/routing.ApiRoute: the key before the body; simple endpoints (the submits among
