@@ -271,6 +271,20 @@ def test_max_queued_answers_429_and_the_count_returns_to_zero(stack: Stack) -> N
         assert stack.redis.zcard(keys.tenant_queued(tenant)) == 0
 
 
+def test_a_job_whose_worker_dies_is_not_counted_again_when_it_is_queued_again(stack: Stack) -> None:
+    """The job kills its worker process once after it started: queued again (RETRY, not PENDING), it runs
+    to SUCCESS and the tenant's queued count is 0, with the job never counted twice."""
+    tenant = new_tenant()
+    set_limits(stack, tenant, "--max-queued", "1")
+    with stack.client(tenant=tenant) as client:
+        crashing = submit(client, parameters={"crash_times": 1})
+        final = wait_status(client, crashing, timeout_s=120)
+        assert final["status"] == "SUCCESS" and final["attempts"] >= 1, final
+        assert queued(client) == 0
+        submit(client)  # max_queued 1: its place was given back
+    assert int(stack.redis.hget(keys.job(crashing), "deliveries") or 0) >= 2  # it did die once
+
+
 def test_limits_show_only_the_callers_tenant(stack: Stack) -> None:
     mine, theirs = new_tenant(), new_tenant()
     set_limits(stack, mine, "--max-queued", "7", "--submits-per-s", "100", "--weight", "2")
