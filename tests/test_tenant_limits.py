@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +28,8 @@ from PIL import Image
 from aitasks.jobs import keys, limits, scripts
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.store import JobStore
+from aitasks.service.logged_process import LoggedProcess as Process
+from aitasks.service.redis_server import free_port
 from aitasks.settings import Settings
 from aitasks.store import engine as engines
 from aitasks.store import migrate, tenant_limits
@@ -209,6 +212,38 @@ def test_over_the_rate_answers_429_with_its_headers_on_every_submit_path(stack: 
         time.sleep(retry + 0.2)
         submit(client)  # the bucket refilled as Retry-After said
         assert client.get("/api/v1/limits").json()["usage"]["submit_tokens"] < 1
+
+
+def test_two_api_processes_share_one_bucket(stack: Stack, tmp_path: Path) -> None:
+    """60 submits at once, spread over two API processes, against a bucket of 25 that barely refills:
+    exactly 25 are accepted, whatever the interleaving (the bucket lives in Redis, taken atomically)."""
+    tenant = new_tenant()
+    set_limits(stack, tenant, "--submits-per-s", "0.01", "--burst", "25")
+    second = Process("api-2", [sys.executable, "-m", "aitasks.cli.main", "api"],
+                     {**stack.env(), "AITASKS_PORT": str(port := free_port())}, tmp_path).start()
+    try:
+        key = stack.new_key(tenant)
+        urls = [stack.url, f"http://127.0.0.1:{port}"]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{urls[1]}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and second.alive(), second.tail()
+            time.sleep(0.2)
+
+        def post(i: int) -> int:
+            return httpx.post(f"{urls[i % 2]}{TASKS}/submit/", json={"task_type": "diagnostic"},
+                              headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(post, range(60)))
+        assert (codes.count(202), codes.count(429)) == (25, 35), codes
+        assert {codes[i] for i in range(0, 60, 2)} >= {202} and {codes[i] for i in range(1, 60, 2)} >= {202}
+    finally:
+        second.stop(signal.SIGTERM, 10)
 
 
 def test_a_document_batch_counts_each_file(stack: Stack) -> None:
