@@ -25,6 +25,7 @@ import redis
 import sqlalchemy as sa
 from PIL import Image
 
+from aitasks.client import Client, RateLimited
 from aitasks.jobs import keys, limits, scripts
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.store import JobStore
@@ -244,6 +245,17 @@ def test_two_api_processes_share_one_bucket(stack: Stack, tmp_path: Path) -> Non
         assert {codes[i] for i in range(0, 60, 2)} >= {202} and {codes[i] for i in range(1, 60, 2)} >= {202}
     finally:
         second.stop(signal.SIGTERM, 10)
+
+
+def test_the_python_client_raises_rate_limited_naming_the_limit(stack: Stack) -> None:
+    tenant = new_tenant()
+    set_limits(stack, tenant, "--submits-per-s", "0.01", "--burst", "1")
+    with Client(stack.url, api_key=stack.new_key(tenant)) as c:
+        c.submit("diagnostic")
+        with pytest.raises(RateLimited) as refused:
+            c.submit("diagnostic")
+    assert refused.value.status == 429 and refused.value.limit == "submits_per_s"
+    assert refused.value.retry_after_s is not None and 90 < refused.value.retry_after_s <= 100
 
 
 def test_a_document_batch_counts_each_file(stack: Stack) -> None:
