@@ -23,6 +23,7 @@ import orjson
 import pytest
 import redis
 import sqlalchemy as sa
+from alembic import command
 from PIL import Image
 
 from aitasks.client import Client, RateLimited
@@ -106,6 +107,16 @@ def test_migration_0005_adds_the_limits_keeping_tenants_and_they_round_trip(url:
             with pytest.raises(ValueError):
                 tenant_limits.set_limits(engine, "acme", bad)
         assert tenant_limits.get_limits(engine, "acme")["burst"] == 7  # a refused set wrote nothing
+        with engine.connect() as c:  # and back down: the columns go, the tenants and their retention stay
+            cfg = migrate.config()
+            cfg.attributes["connection"] = c
+            command.downgrade(cfg, "0004")
+            c.commit()
+            assert migrate.current(c) == "0004"
+            columns = {col["name"] for col in sa.inspect(c).get_columns("tenants")}
+            assert columns == {"id", "created_at", "history_retention_days"}
+            assert c.execute(sa.text("SELECT history_retention_days FROM tenants WHERE id = 'acme'")).scalar() == 9
+        assert migrate.upgrade(url) == "0005"
     finally:
         engine.dispose()
 
