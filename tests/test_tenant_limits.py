@@ -28,6 +28,7 @@ from PIL import Image
 
 from aitasks.client import Client, RateLimited
 from aitasks.jobs import keys, limits, scripts
+from aitasks.jobs.apikeys import create_key
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.store import JobStore
 from aitasks.service.logged_process import LoggedProcess as Process
@@ -411,3 +412,31 @@ def test_limits_come_back_after_redis_loses_its_data(make_stack: Callable[..., S
         assert answer.status_code == 200, answer.text
         assert answer.json()["limits"]["max_queued"] == 9 and answer.json()["own"] == ["max_queued"]
     assert math.isclose(float(r.hget(keys.tenant_limits(tenant), "max_queued") or 0), 9)
+
+
+def test_an_admin_key_sets_a_tenants_limits_over_the_api(stack: Stack) -> None:
+    target = new_tenant()
+    path = f"/api/v1/tenants/{target}/limits"
+    admin = stack.client(key=create_key(stack.redis, new_tenant(), "ops", scope="admin"))
+    with admin, stack.client(tenant=target) as own:
+        r = admin.put(path, json={"max_queued": 3, "submits_per_s": 2.5, "burst": 5, "weight": 2})
+        assert r.status_code == 200, r.text
+        assert r.json()["tenant"] == target and r.json()["own"] == ["max_queued", "submits_per_s", "burst", "weight"]
+        seen = own.get("/api/v1/limits").json()
+        assert (seen["limits"]["max_queued"], seen["limits"]["submits_per_s"], seen["limits"]["burst"]) == (3, 2.5, 5)
+        shown = cli(stack, "tenants", "show", target)  # written to the store of record too
+        assert "max_queued      3           set for the tenant" in shown.stdout, shown.stdout
+
+        r = admin.put(path, json={"burst": None})  # back to the default; the others stay
+        assert r.status_code == 200 and r.json()["own"] == ["max_queued", "submits_per_s", "weight"]
+        assert r.json()["limits"]["burst"] == 3  # the default 0: a second's worth of 2.5/s
+
+        refused = own.put(path, json={"max_queued": 1_000_000})  # the tenant's own write key
+        assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+        for body, field in (({"max_queued": -1}, "max_queued"), ({"speed": 1}, "speed"), ({"burst": 1.5}, "burst"),
+                            ({}, "body")):
+            bad = admin.put(path, json=body)
+            assert bad.status_code == 400 and bad.json()["fields"][0]["field"] == field, (body, bad.text)
+        bad_name = admin.put("/api/v1/tenants/no%20spaces/limits", json={"max_queued": 1})
+        assert bad_name.status_code == 400 and bad_name.json()["fields"][0]["field"] == "tenant_id"
+        assert own.get("/api/v1/limits").json()["limits"]["max_queued"] == 3  # nothing refused was written

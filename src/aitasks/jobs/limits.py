@@ -63,9 +63,14 @@ def peek(r: redis.Redis, settings: Settings, tenant: str) -> Decision:
     return Decision.parse(r.eval(TAKE, len(script_keys), *script_keys, *args))  # type: ignore[arg-type]
 
 
+def cached_values(limits: dict[str, Any]) -> dict[str, str]:
+    """The Redis hash of a tenant's limits: the ones set for it, as text TAKE reads with tonumber."""
+    return {name: repr(float(v)) if isinstance(v, float) else str(v) for name, v in limits.items() if v is not None}
+
+
 def _cache(pipe: redis.client.Pipeline, tenant: str, limits: dict[str, Any]) -> None:
     pipe.delete(keys.tenant_limits(tenant))
-    values = {name: repr(float(v)) if isinstance(v, float) else str(v) for name, v in limits.items() if v is not None}
+    values = cached_values(limits)
     if values:
         pipe.hset(keys.tenant_limits(tenant), mapping=values)  # type: ignore[arg-type]
 
