@@ -517,7 +517,8 @@ def test_openapi_documents_the_paths(stack):
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, ops in paths.items():
         for op in ops.values():
-            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens", "/api/v1/system", "/v1/",
+            needs_key = path.startswith(("/api/v1/tasks", "/api/v1/stream-tokens", "/api/v1/system", "/api/v1/limits",
+                                         "/api/v1/tenants", "/v1/",
                                          "/api/tasks/", "/api/visualizations", "/api/exports",
                                          "/api/v1/documents", "/api/ingest/", "/api/documents/", "/api/v1/search"))
             assert (op.get("security") == [{"bearer": []}]) == needs_key, path

@@ -233,7 +233,7 @@ def test_create_answers_a_repeated_key_with_its_first_job_until_a_caller_claims_
 
     def submit(job_id: str, claim: str = "0") -> list[Any]:
         return list(create(keys=[keys.job(job_id), keys.tenant_index("acme"), "cpu", keys.idempotency("acme", "k"),
-                                 keys.METRICS_SUBMITTED],
+                                 keys.METRICS_SUBMITTED, keys.tenant_queued("acme"), keys.tenant_limits("acme")],
                            args=[60, 1000, job_id, "msg", 60, "echo", 0, json.dumps(["id", job_id]), claim]))
 
     assert submit("first") == [1, "first"]

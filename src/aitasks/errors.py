@@ -83,6 +83,14 @@ class Conflict(ApiError):
     code = "invalid_state"
 
 
+class TooManyRequests(ApiError):
+    """Raised when a submit passes one of its tenant's limits (``submits_per_s``, ``max_queued``): the body's
+    ``limit`` and ``fields`` name it (api/flow_control.py)."""
+
+    status = 429
+    code = "rate_limited"
+
+
 class ServiceUnavailable(ApiError):
     """Raised when Redis cannot be reached or a job type is not configured on this deployment."""
 

@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     history_retention_days: int = Field(
         30, ge=0, description="Days the store of record keeps an ended job (0: for ever); a tenant's own value "
                               "(aitasks tenants retention) overrides it.")
+    # Per-tenant flow control (store/tenant_limits.py); a tenant's own value (aitasks tenants set) overrides.
+    default_max_queued: int = Field(
+        100_000, ge=0, description="Jobs a tenant may have queued (PENDING, not started) before submits answer 429 "
+                                   "(0: no limit).")
+    default_submits_per_s: float = Field(
+        0.0, ge=0, description="A tenant's sustained submit rate (token bucket) before 429 (0: no limit).")
+    default_burst: int = Field(
+        0, ge=0, description="Submits a tenant may make at once above its rate (the bucket's size); 0: one "
+                             "second's worth of its rate (at least 1).")
     history_sweep_s: float = Field(600.0, gt=0, description="Seconds between the history retention sweeps.")
     recorder_claim_idle_s: float = Field(
         30.0, gt=0, description="Seconds before a recorder takes over the unrecorded batch of one that died.")

@@ -15,7 +15,9 @@ from aitasks.api.lean_streams import LeanEventStreams
 from aitasks.api.limits import BodyLimitMiddleware
 from aitasks.api.openapi import install_openapi
 from aitasks.api.routing import lift_fast_routes
-from aitasks.api.routes import catalog, compat, dashboard, documents, health, replicate, stream, system, tasks
+from aitasks.api.routes import (
+    catalog, compat, dashboard, documents, health, replicate, stream, system, tasks, tenant_limits,
+)
 from aitasks.api.services import Services
 from aitasks.settings import Settings, get_settings
 
@@ -60,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(LeanEventStreams)  # open SSE streams, below the routing (api/lean_streams.py)
-    for module in (tasks, stream, compat, catalog, health, system, dashboard, replicate, documents):
+    for module in (tasks, stream, compat, catalog, health, system, tenant_limits, dashboard, replicate, documents):
         app.include_router(module.router)
     app.mount(dashboard.UI_PREFIX, dashboard.static_files(), name="dashboard")
     # Every router uses api/routing.ApiRoute: the key before the body; simple endpoints (the submits among

@@ -34,7 +34,7 @@ def problem(exc: ApiError) -> tuple[int, dict[str, Any]]:
     """Replicate's error body (RFC 7807, as its client reads it), with our fields kept beside."""
     status = 422 if exc.status == 400 else exc.status
     title = {401: "Unauthenticated", 403: "Forbidden", 404: "Not found", 413: "Payload too large",
-             422: "Input validation failed", 503: "Service unavailable"}.get(status, "Error")
+             422: "Input validation failed", 429: "Too many requests", 503: "Service unavailable"}.get(status, "Error")
     body: dict[str, Any] = {"title": title, "detail": exc.message, "status": status,
                             "error": exc.message, "code": exc.code}
     if status == 422:

@@ -123,6 +123,29 @@ class TaskTypeInfo(BaseModel):
     submit_path: str | None = Field(None, description="Set when the type is submitted only through this path.")
 
 
+class RateLimitedBody(ErrorBody):
+    """429: a submit over one of its tenant's limits; ``limit`` and ``fields`` name it."""
+
+    limit: str = Field(description="The limit passed: `submits_per_s` (the token bucket) or `max_queued`.",
+                       examples=["submits_per_s"])
+    retry_after_s: float | None = Field(None, description="Seconds until a submit may pass (as `Retry-After`, "
+                                                          "unrounded); null when waiting cannot help (a batch "
+                                                          "larger than the burst).")
+
+
+RATE_LIMIT_HEADERS: dict[str, Any] = {
+    "Retry-After": {"description": "Whole seconds to wait before submitting again.", "schema": {"type": "integer"}},
+    "RateLimit-Limit": {"description": "`submits_per_s` refusals: the tenant's burst (the bucket's size).",
+                        "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "`submits_per_s` refusals: whole submits left in the bucket.",
+                            "schema": {"type": "integer"}},
+    "RateLimit-Reset": {"description": "`submits_per_s` refusals: seconds until the bucket is full again.",
+                        "schema": {"type": "integer"}},
+    "RateLimit-Policy": {"description": "`submits_per_s` refusals: `<burst>;w=<seconds to refill it>`.",
+                         "schema": {"type": "string"}},
+}
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Invalid input: the body names the field and the reason."},
     401: {"model": ErrorBody, "description": "No API key, or an unknown, revoked or expired one."},
@@ -131,6 +154,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                                                "(`diagnostic`: the body names the setting)."},
     404: {"model": ErrorBody, "description": "Unknown, expired, or another tenant's task."},
     413: {"model": ErrorBody, "description": "Body or file over the size limit."},
+    429: {"model": RateLimitedBody, "headers": RATE_LIMIT_HEADERS,
+          "description": "Over the tenant's submit rate (`submits_per_s`/`burst`) or its `max_queued` jobs waiting "
+                         "to start (`aitasks tenants set`; GET /api/v1/limits shows them): nothing was accepted."},
     503: {"model": UnavailableBody, "description": "Redis unreachable, or the job type is not configured "
           "here (the body names the missing setting): nothing was accepted. With `task_id`: Redis got the job "
           "but its answer was lost, so it may have been accepted (see Retry-After and the message)."},

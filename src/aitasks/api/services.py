@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from redis.backoff import NoBackoff
 
 from aitasks.api.outbox import Outbox
 from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
-from aitasks.jobs import keys
+from aitasks.jobs import keys, limits
 from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest, refill
 from aitasks.jobs.artifacts import ArtifactBackend, open_artifacts
 from aitasks.jobs.events import EventHub, offer
@@ -44,6 +45,7 @@ class Services:
     registry: Registry
     # Submits accepted while Redis is unreachable (api/outbox_forwarder.py); None when AITASKS_OUTBOX_MAX_MB=0.
     outbox: OutboxForwarder | None = None
+    limits_sha: str = field(default_factory=lambda: hashlib.sha1(limits.TAKE.encode()).hexdigest())
     _auth_cache: dict[str, tuple[Grant, float]] = field(default_factory=dict)
     # When each key was last used, written to SQL about once a minute (never on a request's path).
     _last_used: dict[str, float] = field(default_factory=dict)

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import UploadFile
 
 from aitasks import tracing
+from aitasks.api import flow_control
 from aitasks.api.deps import live_or_recorded
 from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.api.services import Services
@@ -31,6 +32,7 @@ from aitasks.errors import FieldError, Forbidden, ServiceUnavailable, Validation
 from aitasks.jobs.files import CheckedFile, check_file, decode_base64
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.pipelined import OutcomeUnknown
+from aitasks.jobs.store import QueueFull
 from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
 
@@ -55,6 +57,7 @@ class SubmitOptions:
     document: str | None = None  # the document record the job marks when it ends (documents/records.py)
     internal: bool = False  # the entry point named by the type's ``submit_path`` (documents)
     admin: bool = False  # the caller's key has the admin scope: it may submit restricted types
+    counted: bool = False  # its entry point already took it from the tenant's limits (a document batch)
 
 
 @dataclass
@@ -80,6 +83,8 @@ async def submit(services: Services, tenant: str, task_type: Any, fields: dict[s
 
     ``fields``: the submit's fields (files as base64 strings, or as ``uploads``; ``webhook`` and
     ``webhook_events_filter`` are taken out here). Raises ApiError subclasses with the field named."""
+    if not options.counted:  # the tenant's submit limits (429), before any work on the request
+        await flow_control.take(services, tenant)
     jt = resolve_type(services, task_type)
     if jt.submit_path and not options.internal:
         raise ValidationFailed(f"{jt.name} is submitted through {jt.submit_path}, not this path",
@@ -210,7 +215,12 @@ async def _accept(
     while True:
         try:
             created, stored_id = await services.store.create(
-                job, message, settings.pending_ttl_s, idem, limits["retention_s"], claim=claim)
+                job, message, settings.pending_ttl_s, idem, limits["retention_s"], claim=claim,
+                max_queued=settings.default_max_queued)
+        except QueueFull as exc:  # another submit took the tenant's last queued slot since its check
+            if sub.files:
+                services.artifacts.delete_job(job_id)
+            raise flow_control.queue_full(exc.max_queued) from None
         except BaseException as exc:
             applied = maybe_applied(exc, services.store.pipe is not None)
             if outbox is not None and isinstance(exc, Exception) and unreachable(exc):

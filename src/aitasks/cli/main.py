@@ -206,13 +206,11 @@ def tenants_retention(
         "--default", help="Use the deployment's AITASKS_HISTORY_RETENTION_DAYS again.")] = False,
 ) -> None:
     """Set how long the store of record keeps a tenant's ended jobs (the retention sweep removes older)."""
-    from aitasks.jobs.apikeys import TENANT_RE
     from aitasks.store.retention import set_tenant_retention
 
     if (days is None) == (not default):
         fail("give --days N or --default")
-    if not TENANT_RE.match(tenant):
-        fail("tenant must be 1-64 characters: letters, digits, '_', '.', '-'")
+    _tenant_name(tenant)
     engine = _db()
     try:
         set_tenant_retention(engine, tenant, None if default else days)
@@ -220,6 +218,92 @@ def tenants_retention(
         engine.dispose()
     typer.echo(f"tenant {tenant}: history kept " + ("as the deployment's default (AITASKS_HISTORY_RETENTION_DAYS)"
                                                     if default else "for ever" if days == 0 else f"{days} days"))
+
+
+def _tenant_name(tenant: str) -> None:
+    from aitasks.jobs.apikeys import TENANT_RE
+
+    if not TENANT_RE.match(tenant):
+        fail("tenant must be 1-64 characters: letters, digits, '_', '.', '-'")
+
+
+@tenants_app.command("set")
+def tenants_set(
+    tenant: Annotated[str, typer.Argument(help="The tenant.")],
+    max_running: Annotated[int | None, typer.Option(help="Its running jobs at once (stored; not enforced yet).")] = None,
+    max_queued: Annotated[int | None, typer.Option(help="Its queued jobs (PENDING) before submits answer 429.")] = None,
+    submits_per_s: Annotated[float | None, typer.Option(help="Its sustained submit rate (token bucket) before 429.")] = None,
+    burst: Annotated[int | None, typer.Option(help="Submits at once above the rate (the bucket's size); 0: one "
+                                                   "second's worth of the rate.")] = None,
+    max_streams: Annotated[int | None, typer.Option(help="Open streams and waiting submits (stored; not enforced "
+                                                         "yet).")] = None,
+    max_storage_mb: Annotated[int | None, typer.Option(help="Its stored files in MB (stored; not enforced yet).")] = None,
+    weight: Annotated[float | None, typer.Option(help="Its share of the workers (stored; not enforced yet).")] = None,
+    default: Annotated[list[str] | None, typer.Option(
+        "--default", help="A limit to set back to the deployment's default (repeatable), e.g. --default burst.")] = None,
+) -> None:
+    """Set a tenant's limits (0: no limit), in the store of record first, then in Redis, where the API
+    enforces them from its next submit on. Limits not named keep their value."""
+    from aitasks.jobs import limits
+    from aitasks.store.tenant_limits import LIMITS
+
+    _tenant_name(tenant)
+    values: dict[str, int | float | None] = {
+        name: value for name, value in (("max_running", max_running), ("max_queued", max_queued),
+                                        ("submits_per_s", submits_per_s), ("burst", burst),
+                                        ("max_streams", max_streams), ("max_storage_mb", max_storage_mb),
+                                        ("weight", weight)) if value is not None}
+    for name in default or []:
+        name = name.replace("-", "_")
+        if name not in LIMITS:
+            fail(f"--default {name}: not a tenant limit (one of: {', '.join(LIMITS)})")
+        if name in values:
+            fail(f"--{name.replace('_', '-')} and --default {name} together: give one")
+        values[name] = None
+    if not values:
+        fail("give at least one limit, e.g. --max-queued 1000 (see --help)")
+    engine = _db()
+    try:
+        row = limits.save(_redis(), engine, tenant, values)
+    except ValueError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    _show_limits(tenant, row)
+
+
+@tenants_app.command("show")
+def tenants_show(tenant: Annotated[str, typer.Argument(help="The tenant.")]) -> None:
+    """A tenant's limits (its own, or the deployment's default) and its current usage."""
+    from aitasks.store.tenant_limits import get_limits
+
+    _tenant_name(tenant)
+    engine = _db()
+    try:
+        row = get_limits(engine, tenant)
+    finally:
+        engine.dispose()
+    _show_limits(tenant, row)
+
+
+def _show_limits(tenant: str, own: dict[str, int | float | None] | None) -> None:
+    from aitasks.jobs import limits
+    from aitasks.settings import get_settings
+    from aitasks.store.tenant_limits import ENFORCED, LIMITS
+
+    settings = get_settings()
+    in_force = limits.effective(settings, own)
+    typer.echo(f"tenant {tenant}" + ("" if own is not None else " (not in the store of record: the defaults)"))
+    for name in LIMITS:
+        value = in_force[name]
+        shown = "-" if value is None else "auto" if name == "burst" and value == 0 else (
+            "no limit" if value == 0 and name != "weight" else f"{value:g}")  # burst 0: a second of the rate
+        source = "set for the tenant" if (own or {}).get(name) is not None else "default"
+        note = "" if name in ENFORCED else "  (not enforced yet)"
+        typer.echo(f"  {name:<16}{shown:<12}{source}{note}")
+    usage = limits.peek(_redis(), settings, tenant)
+    tokens = f"{usage.tokens:.1f} of {usage.burst}" if usage.submits_per_s > 0 else "no rate limit"
+    typer.echo(f"usage: queued {usage.queued}, submit tokens {tokens}")
 
 
 def _schema_at_start(url: str, retry_in_background: bool) -> None:

@@ -12,6 +12,7 @@ from aitasks.client.errors import (
     JobEnded,
     JobFailed,
     NotFound,
+    RateLimited,
     ServiceUnavailable,
     Unauthorized,
     ValidationError,
@@ -21,6 +22,6 @@ from aitasks.client.sync import Client, Job
 
 __all__ = [
     "ApiError", "AsyncClient", "AsyncJob", "Client", "ClientError", "ConnectionFailed", "DocumentFailed",
-    "FieldProblem", "Job", "JobCancelled", "JobEnded", "JobFailed", "NotFound", "ServiceUnavailable",
+    "FieldProblem", "Job", "JobCancelled", "JobEnded", "JobFailed", "NotFound", "RateLimited", "ServiceUnavailable",
     "Unauthorized", "ValidationError", "WaitTimeout",
 ]

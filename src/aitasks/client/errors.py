@@ -45,6 +45,17 @@ class ServiceUnavailable(ApiError):
     """503: Redis is down or the job type is not configured on this deployment."""
 
 
+class RateLimited(ApiError):
+    """429: a submit over the tenant's limits; ``limit`` names it (``submits_per_s`` or ``max_queued``),
+    ``retry_after_s`` says when to try again (None: waiting cannot help, e.g. a batch larger than the burst)."""
+
+    def __init__(self, status: int, message: str, code: str = "error", fields: list[FieldProblem] | None = None,
+                 limit: str | None = None, retry_after_s: float | None = None):
+        super().__init__(status, message, code, fields)
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class ConnectionFailed(ClientError):
     """The service could not be reached, after the retries."""
 
@@ -112,5 +123,10 @@ def raise_for(response: httpx.Response) -> None:
     message = str(body.get("error") or response.reason_phrase or "error")
     fields = [FieldProblem(str(f.get("field")), str(f.get("message"))) for f in body.get("fields") or []
               if isinstance(f, dict)]
+    code = str(body.get("code") or "error")
+    if response.status_code == 429:
+        retry = body.get("retry_after_s", response.headers.get("Retry-After"))
+        raise RateLimited(429, message, code, fields, str(body.get("limit") or "") or None,
+                          float(retry) if isinstance(retry, (int, float, str)) and str(retry) else None)
     cls = _BY_STATUS.get(response.status_code, ApiError)
-    raise cls(response.status_code, message, str(body.get("code") or "error"), fields)
+    raise cls(response.status_code, message, code, fields)

@@ -22,7 +22,7 @@ import redis
 import sqlalchemy as sa
 
 from aitasks.errors import ServiceUnavailable, Unauthorized
-from aitasks.jobs import keys
+from aitasks.jobs import keys, limits
 from aitasks.store import key_records
 from aitasks.store.key_records import KeyRow
 
@@ -165,6 +165,7 @@ def refill(r: redis.Redis, db: sa.Engine) -> int | None:
     pipe = r.pipeline(transaction=True)
     for row in rows:
         _cache(pipe, row)
+    limits.refill(pipe, db)  # a tenant's limits come back with its keys (jobs/limits.py)
     pipe.set(keys.API_KEYS_LOADED, repr(time.time()))
     pipe.execute()
     # A revoke commits in SQL before it deletes from Redis: one that raced this refill is undone here.

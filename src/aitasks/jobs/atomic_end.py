@@ -51,6 +51,7 @@ FRAGMENTS: tuple[Fragment, ...] = (
     Fragment("history", "aitasks.store", "history_end.lua", terminal=True, fields=("document",)),
     Fragment("live", "aitasks.jobs", "live_end.lua", terminal=True),
     Fragment("webhooks", "aitasks.jobs", "webhooks_end.lua", terminal=False),
+    Fragment("queued", "aitasks.jobs", "queued_end.lua", terminal=False),
 )
 
 

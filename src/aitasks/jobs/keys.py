@@ -27,6 +27,24 @@ def tenant_index(tenant: str) -> str:
     return f"{PREFIX}:tenant:{tenant}:jobs"
 
 
+# A tenant's flow control (jobs/limits.py): its limits as cached from the store of record (a hash of the
+# values set for it), its submit token bucket (a hash: tokens, at), and its queued jobs (a sorted set of
+# PENDING job ids scored by when they were queued, ms: CREATE adds, the UPDATE script's queued fragment removes).
+TENANT_PREFIX = f"{PREFIX}:tenant:"
+
+
+def tenant_limits(tenant: str) -> str:
+    return f"{TENANT_PREFIX}{tenant}:limits"
+
+
+def tenant_bucket(tenant: str) -> str:
+    return f"{TENANT_PREFIX}{tenant}:bucket"
+
+
+def tenant_queued(tenant: str) -> str:
+    return f"{TENANT_PREFIX}{tenant}:queued"
+
+
 def idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}:idem:{tenant}:{key_digest}"
 

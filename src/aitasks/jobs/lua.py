@@ -34,6 +34,7 @@ VALUES: dict[str, str] = {
     "@USAGE_TTL_S@": str(keys.USAGE_TTL_S),
     "@WEBHOOKS_PENDING@": keys.WEBHOOKS_PENDING,
     "@JOBS_LIVE@": keys.JOBS_LIVE,
+    "@TENANT_PREFIX@": keys.TENANT_PREFIX,
     "@HISTORY_STREAM@": keys.HISTORY_STREAM,
     "@HISTORY_STREAM_MAX@": str(keys.HISTORY_STREAM_MAX),
 }

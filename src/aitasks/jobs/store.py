@@ -35,6 +35,14 @@ def update_args(fields: dict[str, Any], ttl_s: int | None, fence: str = "") -> l
     return args
 
 
+class QueueFull(Exception):
+    """CREATE refused the job: its tenant already has ``max_queued`` jobs queued (api/flow_control.py: 429)."""
+
+    def __init__(self, max_queued: int):
+        super().__init__(f"max_queued {max_queued} reached")
+        self.max_queued = max_queued
+
+
 @dataclass
 class Page:
     jobs: list[Job]
@@ -56,12 +64,14 @@ class AsyncJobStore:
 
     async def create(
         self, job: Job, celery_message: str, pending_ttl_s: int, idempotency_key: str | None,
-        idempotency_ttl_s: int, claim: bool = False,
+        idempotency_ttl_s: int, claim: bool = False, max_queued: int | None = None,
     ) -> tuple[bool, str]:
         """Accept a job atomically. Returns (created, job_id); job_id is the first job's on a repeat key, and
         (False, job.id) when this job id is already recorded (a resend or an outbox forward: not created twice).
         ``claim``: take the idempotency key over when its job is gone from Redis (the caller found it in
-        no store); otherwise a repeat key names its first job even after Redis let that job go."""
+        no store); otherwise a repeat key names its first job even after Redis let that job go.
+        ``max_queued``: the deployment's default (the tenant's own cached value wins); the tenant at its limit
+        raises QueueFull. None: no check (a submit the outbox accepted while Redis was away)."""
         idem = keys.idempotency(job.tenant, idempotency_key) if idempotency_key else ""
         created_ms = int(job.created_at * 1000)
         oldest_ms = created_ms - pending_ttl_s * 1000
@@ -70,13 +80,16 @@ class AsyncJobStore:
             flat.extend((k, v))
         if idempotency_key:  # its digest, kept with the job's history (store/records.py)
             flat.extend(("idempotency_key", idempotency_key))
-        script_keys = [keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED]
+        script_keys = [keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED,
+                       keys.tenant_queued(job.tenant), keys.tenant_limits(job.tenant)]
         args: list[str | int | bytes] = [pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
-                orjson.dumps(flat), "1" if claim else "0"]
+                orjson.dumps(flat), "1" if claim else "0", "" if max_queued is None else str(max_queued)]
         if self.pipe is not None:
             created, job_id = await self.pipe.evalsha(self._create.sha, scripts.CREATE, script_keys, args)
         else:
             created, job_id = await self._create(keys=script_keys, args=args)
+        if int(created) < 0:
+            raise QueueFull(int(job_id))
         return bool(created), job_id.decode() if isinstance(job_id, bytes) else job_id
 
     async def get(self, job_id: str) -> Job | None:

@@ -12,6 +12,15 @@ tenants = sa.Table(
     sa.Column("id", sa.String(200), primary_key=True),
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("history_retention_days", sa.Integer, nullable=True),  # None: the deployment's default
+    # Flow control (0005; store/tenant_limits.py). None: the deployment's default (settings.py). Enforced so
+    # far: max_queued, submits_per_s, burst; the others are kept for the work of issue 18 that follows.
+    sa.Column("max_running", sa.Integer, nullable=True),
+    sa.Column("max_queued", sa.Integer, nullable=True),
+    sa.Column("submits_per_s", sa.Double, nullable=True),
+    sa.Column("burst", sa.Integer, nullable=True),
+    sa.Column("max_streams", sa.Integer, nullable=True),
+    sa.Column("max_storage_mb", sa.Integer, nullable=True),
+    sa.Column("weight", sa.Double, nullable=True),
 )
 
 api_keys = sa.Table(

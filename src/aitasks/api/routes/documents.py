@@ -14,7 +14,7 @@ import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 
-from aitasks.api import schemas
+from aitasks.api import flow_control, schemas
 from aitasks.api.deps import ServicesDep, Tenant
 from aitasks.api.document_schemas import (
     ACCEPTED_MESSAGE,
@@ -80,7 +80,7 @@ async def submit_ingestion(services: Services, tenant: str, doc: Prepared, job_i
     fields = {"document_id": doc.document_id, "filename": doc.filename, "content_type": doc.content_type,
               "metadata": doc.metadata}
     upload = PreparedFile(doc.data, media_type, ext, doc.filename)
-    options = SubmitOptions(job_id=job_id, document=record_key, internal=True)
+    options = SubmitOptions(job_id=job_id, document=record_key, internal=True, counted=True)  # by its upload
     return (await submit(services, tenant, JOB_TYPE, fields, {"file": upload}, options)).job
 
 
@@ -110,6 +110,7 @@ async def ingest(request: Request, services: Services, tenant: str) -> JSONRespo
     if len(files) > 1:
         raise ValidationFailed("send one file here; POST /api/v1/documents/batch takes many",
                                [FieldError("file", "one file per request on this path")])
+    await flow_control.take(services, tenant)  # the tenant's submit limits (429), before the file is checked
     doc = await prepare(services, files[0], fields.get("document_id"), parse_metadata(fields.get("metadata")))
     job = await _start(services, tenant, doc)
     status_url = f"{V1}/{doc.document_id}/status"
@@ -137,6 +138,7 @@ async def upload_batch(request: Request, services: ServicesDep, tenant: Tenant) 
         raise ValidationFailed("document_id is not taken by a batch (each document gets its own)",
                                [FieldError("document_id", "is not taken by a batch")])
     metadata = parse_metadata(fields.get("metadata"))
+    await flow_control.take(services, tenant, len(files))  # each file is a submit (429: none is started)
     docs = [await prepare(services, f, None, metadata, f"file[{i}]") for i, f in enumerate(files)]
     batch_id = await DocumentRecords(services.redis).create_batch(tenant, [d.document_id for d in docs])
     started = [await _start(services, tenant, d, batch_id) for d in docs]

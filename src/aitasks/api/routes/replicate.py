@@ -65,6 +65,10 @@ ERRORS = {**schemas.errors(401, 404),
 # A model the deployment keeps off for this key (diagnostic): the problem body names the setting.
 # Also a `read` key writing (the problem body names its scope).
 FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "Not allowed here (Replicate's problem body)."}}
+# Over the tenant's submit limits (api/flow_control.py): Replicate's problem body, with our `limit` beside.
+LIMITED: dict[int | str, dict[str, Any]] = {429: {"description": "Over the tenant's `submits_per_s` or `max_queued` "
+                                                                 "(Replicate's problem body; `limit` names it).",
+                                                  "headers": schemas.RATE_LIMIT_HEADERS}}
 
 CREATE_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -236,7 +240,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, openapi_extra=CREATE_BODY,
-             responses={**ERRORS, **FORBIDDEN, **schemas.errors(413, 503)}, summary="Run a model (Replicate)")
+             responses={**ERRORS, **FORBIDDEN, **LIMITED, **schemas.errors(413, 503)},
+             summary="Run a model (Replicate)")
 async def create_model_prediction(owner: str, name: str, request: Request, services: ServicesDep,
                                   tenant: Tenant) -> JSONResponse:
     """What ``replicate.run("aitasks/<type>", input=...)`` calls."""
@@ -245,7 +250,7 @@ async def create_model_prediction(owner: str, name: str, request: Request, servi
 
 
 @router.post("/predictions", status_code=201, openapi_extra=CREATE_NAMED_BODY,
-             responses={**ERRORS, **FORBIDDEN, **schemas.errors(413, 503)},
+             responses={**ERRORS, **FORBIDDEN, **LIMITED, **schemas.errors(413, 503)},
              summary="Create a prediction (Replicate)")
 async def create_prediction(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """By ``version`` (an id from the model's ``latest_version``, or ``owner/name[:id]``) or ``model``."""
