@@ -304,3 +304,30 @@ def test_rabbitmq_server_helper_is_private(rabbit):
     assert rabbit.node.startswith("aitasks-test-")
     assert Path(rabbit.root, "enabled_plugins").read_text().strip() == "[]."
     assert rabbit.answers()
+
+
+@pytest.mark.slow
+def test_outbox_entries_of_a_dead_relay_and_without_any_worker_are_published_later(make_stack, rabbit):
+    """No worker (so no relay): an accepted job waits in the Redis outbox. An entry held in flight by a
+    relay whose worker is dead (no heartbeat key) goes back to the outbox: both are published once a
+    worker is up, and run once."""
+    empty_queues(rabbit)
+    stack = make_stack(env={"AITASKS_BROKER_URL": rabbit.url})
+    with stack.client() as c:
+        for name in list(stack.workers):
+            stack.workers.pop(name).stop()
+        ghosts, waiting = quick_job(c, duration_s=0), quick_job(c, duration_s=0)
+        with redis.Redis.from_url(stack.redis_server.url) as r:
+            assert r.llen(keys.BROKER_OUTBOX) == 2
+            r.rpoplpush(keys.BROKER_OUTBOX, keys.broker_inflight("ghost@nowhere"))  # the older one: `ghosts`
+            r.sadd(keys.BROKER_RELAYS, "ghost@nowhere")
+        time.sleep(2)
+        assert c.get(f"{TASKS}/{ghosts}/status/").json()["status"] == "PENDING"
+        stack.start_worker("cpu")
+        for task_id in (ghosts, waiting):
+            final = wait_end(stack, c, task_id)
+            assert final["status"] == "SUCCESS", explain(stack, final)
+            assert record(stack, task_id)["deliveries"] == "1"
+        poll(outbox_drained(stack), "an empty outbox and in-flight lists", 30)
+        with redis.Redis.from_url(stack.redis_server.url) as r:
+            assert not r.sismember(keys.BROKER_RELAYS, "ghost@nowhere")
