@@ -279,6 +279,13 @@ def test_rabbitmq_restarted_with_jobs_queued_loses_none(make_stack, rabbit):
         cpu_worker(stack).stop()  # warm shutdown: idle, it exits at once
         before = [quick_job(c, duration_s=0) for _ in range(20)]
         poll(outbox_drained(stack), "the gpu worker's relay to publish the 20 messages", 60)
+        def depth_shown() -> str | None:
+            text = c.get("/metrics").text
+            return text if 'aitasks_queue_depth{queue="cpu"} 20' in text else None
+
+        metrics = poll(depth_shown, "the queue depth RabbitMQ counts in /metrics", 30)
+        assert "aitasks_broker_outbox 0" in metrics, metrics
+        assert c.get("/api/v1/system").json()["queues"]["cpu"] == 20
 
         rabbit.stop()
         ready = poll(lambda: (b := httpx.get(f"{stack.url}/readyz", timeout=10)).status_code == 503

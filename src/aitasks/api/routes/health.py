@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from aitasks.api import schemas
+from aitasks.api.broker_depth import queue_depths
 from aitasks.api.deps import ServicesDep, bearer
 from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
@@ -149,10 +150,11 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
         pipe.hgetall(keys.metrics_duration(t))
     for q in keys.QUEUES:
         pipe.llen(q)
+    pipe.llen(keys.BROKER_OUTBOX)
     results = await pipe.execute()
     jobs, submitted = results[0], results[1]
     durations = results[2:2 + len(types)]
-    depths = results[2 + len(types):]
+    depths = await queue_depths(services.settings, results[2 + len(types):-1])
     workers = await live_workers(services)
 
     lines: list[str] = []
@@ -181,6 +183,10 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
     add("# TYPE aitasks_queue_depth gauge")
     for q, depth in zip(keys.QUEUES, depths):
         add(f'aitasks_queue_depth{{queue="{q}"}} {int(depth)}')
+    if services.settings.amqp_broker:
+        add("# HELP aitasks_broker_outbox Jobs accepted and not yet published to RabbitMQ (the Redis outbox).")
+        add("# TYPE aitasks_broker_outbox gauge")
+        add(f"aitasks_broker_outbox {int(results[-1])}")
     add("# HELP aitasks_workers Live workers serving each queue (by heartbeat).")
     add("# TYPE aitasks_workers gauge")
     for q in keys.QUEUES:
