@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(out, indent=2)
     print(text if args.json is None else f"  written to {args.json}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(text + "\n")
     return 0
 

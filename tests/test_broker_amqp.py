@@ -24,7 +24,7 @@ from kombu import Connection
 
 from aitasks.jobs import keys
 from aitasks.jobs.messages import job_message
-from aitasks.worker.celery_app import broker_queues
+from aitasks.jobs.broker import broker_queues
 from rabbitmq_server import RabbitServer, running_rabbitmq
 from stack import TERMINAL, Stack, poll, queue_held, sse_events, submit, wait_status
 from test_faults import cpu_worker, explain, finished_counts, quick_job, record, result_of, wait_end, wait_running

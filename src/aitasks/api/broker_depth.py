@@ -16,7 +16,7 @@ _seen: dict[str, tuple[float, list[int] | None]] = {}
 def _rabbitmq_counts(url: str) -> list[int]:
     from kombu import Connection
 
-    from aitasks.worker.celery_app import broker_queues
+    from aitasks.jobs.broker import broker_queues
 
     with Connection(url, connect_timeout=2) as connection:
         channel = connection.channel()

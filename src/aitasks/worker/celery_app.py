@@ -16,9 +16,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Exchange, Queue
-
-from aitasks.jobs.keys import QUEUES
+from aitasks.jobs.broker import broker_queues
 from aitasks.settings import Settings
 
 
@@ -27,17 +25,6 @@ def visibility_timeout_s(settings: Settings, longest_limit_s: float) -> int:
     if settings.visibility_timeout_s:
         return settings.visibility_timeout_s
     return int(longest_limit_s + 60)
-
-
-def broker_queues(amqp: bool) -> list[Queue]:
-    """The cpu and gpu queues. On RabbitMQ: quorum queues (replicated, durable; a message is confirmed once
-    stored), bound to topic exchanges of their names, which route by the queue's name as the direct ones
-    do and which Celery's native delayed delivery (a retry's countdown, kept in RabbitMQ rather than in
-    the worker) accepts; it refuses direct exchanges."""
-    if amqp:
-        return [Queue(q, Exchange(q, type="topic"), routing_key=q, durable=True,
-                      queue_arguments={"x-queue-type": "quorum"}) for q in QUEUES]
-    return [Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES]
 
 
 def transport_options(settings: Settings, longest_limit_s: float) -> dict[str, object]:

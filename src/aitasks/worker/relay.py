@@ -32,7 +32,7 @@ from kombu import Connection, Producer
 
 from aitasks.jobs import keys
 from aitasks.settings import Settings
-from aitasks.worker.celery_app import broker_queues
+from aitasks.jobs.broker import broker_queues
 from aitasks.worker.resources import resources
 from aitasks.worker.webhooks import Reclaim
 
