@@ -1,75 +1,35 @@
-"""The same job lifecycle and faults on both brokers: Redis (the default) and RabbitMQ (AITASKS_BROKER_URL).
+"""The job lifecycle on both brokers: Redis (the default) and RabbitMQ (AITASKS_BROKER_URL).
 
 Every test here runs twice, ``[redis]`` and ``[amqp]``, against real processes: the API and Celery workers
 as subprocesses, their own redis-server, and for ``amqp`` a private ``rabbitmq-server`` (tests/
-rabbitmq_server.py: own ports, data, epmd, cookie; Debian's package). What must hold on both: submit to
-SUCCESS with progress over SSE, cancel (queued and running), retries with their backoff then success,
-child jobs (fan-out and the chord's callback), time limits, a duplicate message doing nothing, a worker
-SIGKILLed mid-job (the job ends SUCCESS once, on the other worker). RabbitMQ alone: the broker restarted
-while jobs are queued loses none (durable quorum queues), and jobs accepted while it is down wait in the
-Redis outbox and run once it is back; /readyz names it while it is down.
+rabbitmq_server.py: own ports, data, epmd, cookie; Debian's package). One deployment per broker: submit to
+SUCCESS with progress over SSE, routing to the gpu queue, cancel (queued and running), retries with their
+backoff then success, child jobs (fan-out and the chord's callback), and a duplicate message doing
+nothing (of a finished job) or ending the job once (of a running one). Faults: test_broker_amqp_faults.py.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
-from kombu import Connection
 
 from aitasks.jobs import keys
-from aitasks.jobs.messages import job_message
-from aitasks.jobs.broker import broker_queues
-from rabbitmq_server import RabbitServer, running_rabbitmq
+from broker_fixtures import BROKERS, amqp, settings_for_broker, push_duplicate
 from stack import TERMINAL, Stack, poll, queue_held, sse_events, submit, wait_status
-from test_faults import cpu_worker, explain, finished_counts, quick_job, record, result_of, wait_end, wait_running
+from test_faults import explain, finished_counts, quick_job, record, result_of, wait_end, wait_running
 
 TASKS = "/api/v1/tasks"
-BROKERS = ["redis", "amqp"]
-
-
-# --- the brokers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rabbit() -> Iterator[RabbitServer]:
-    with running_rabbitmq() as server:
-        yield server
-
-
-def empty_queues(server: RabbitServer) -> None:
-    """Nothing left in the cpu and gpu queues by an earlier test's deployment (one broker per module)."""
-    with Connection(server.url, connect_timeout=5) as conn:
-        channel = conn.channel()
-        for queue in broker_queues(amqp=True):
-            bound = queue(channel)
-            bound.declare()
-            bound.purge()
-
-
-def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    if request.param == "redis":
-        return {}
-    server: RabbitServer = request.getfixturevalue("rabbit")
-    empty_queues(server)
-    return {"AITASKS_BROKER_URL": server.url}
-
-
-@pytest.fixture(params=BROKERS)
-def env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The settings of a deployment on this test's broker (for ``make_stack``)."""
-    return broker_env(request)
 
 
 @pytest.fixture(scope="module", params=BROKERS)
 def broker_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One deployment per broker for the tests that need no faults."""
-    s = Stack(tmp_path_factory.mktemp(f"stack-{request.param}"), env=broker_env(request))
+    s = Stack(tmp_path_factory.mktemp(f"stack-{request.param}"), env=settings_for_broker(request))
     try:
         s.start()
         yield s
@@ -81,28 +41,6 @@ def broker_stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def client(broker_stack: Stack) -> Iterator[httpx.Client]:
     with broker_stack.client() as c:
         yield c
-
-
-def amqp(stack: Stack) -> bool:
-    return "AITASKS_BROKER_URL" in stack.extra_env
-
-
-def push_duplicate(stack: Stack, task_id: str, queue: str = "cpu") -> None:
-    """A second copy of a job's message, sent the way the first went: onto the queue list (Redis as the
-    broker) or into the outbox the relays publish to RabbitMQ from."""
-    body = record(stack, task_id)
-    message = job_message(task_id, queue, float(body["soft_time_limit_s"]), float(body["time_limit_s"]))
-    with redis.Redis.from_url(stack.redis_server.url) as r:
-        r.lpush(keys.queue_list(queue, amqp(stack)), message)
-
-
-def outbox_drained(stack: Stack) -> Callable[[], bool]:
-    def drained() -> bool:
-        with redis.Redis.from_url(stack.redis_server.url) as r:
-            names = r.smembers(keys.BROKER_RELAYS)
-            return r.llen(keys.BROKER_OUTBOX) == 0 and all(
-                r.llen(keys.broker_inflight(n.decode())) == 0 for n in names)
-    return drained
 
 
 # --- the lifecycle, one deployment per broker ----------------------------------------------------
@@ -218,123 +156,9 @@ def test_child_jobs_fan_out_and_call_the_parent_back(broker_stack, client):
         assert wait_status(client, child)["status"] == "SUCCESS"
 
 
-# --- faults, a deployment per test ---------------------------------------------------------------
-
-
-LIMITS = json.dumps({"diagnostic": {"soft_time_limit_s": 1, "time_limit_s": 2}})
-
-
-@pytest.mark.slow
-def test_time_limits_fail_the_job_and_the_worker_goes_on(make_stack, env):
-    stack = make_stack(env={**env, "AITASKS_TYPE_OVERRIDES": LIMITS})
-    with stack.client() as c:
-        hard = submit(c, parameters={"duration_s": 20, "steps": 20, "ignore_soft_limit": True})
-        soft = submit(c, parameters={"duration_s": 20, "steps": 20})
-        for task_id, which in ((hard, "hard time limit"), (soft, "soft time limit")):
-            final = wait_end(stack, c, task_id)
-            assert final["status"] == "FAILURE", explain(stack, final)
-            assert final["error_type"] == "TimeLimitExceeded" and which in final["error"], final
-            assert record(stack, task_id)["deliveries"] == "1"
-        assert wait_end(stack, c, quick_job(c))["status"] == "SUCCESS"
-        assert finished_counts(c) == {"FAILURE": 2, "SUCCESS": 1}
-
-
-@pytest.mark.slow
-def test_worker_killed_mid_job_the_job_succeeds_once_on_the_other(make_stack, env):
-    """The whole worker (main process and pool) SIGKILLed mid-job, a second cpu worker alive: RabbitMQ
-    gives the unacknowledged message to the other consumer once the connection dies; with Redis the
-    lease recovery takes it back (AITASKS_LEASE_S=3). One SUCCESS, run by the other worker."""
-    stack = make_stack(env={**env, "AITASKS_LEASE_S": "3"})
-    other = stack.start_worker("cpu", name="worker-cpu-2")
-    with stack.client() as c:
-        poll(lambda: c.get("/readyz").json()["workers"]["cpu"] >= 2, "two cpu workers", 90)
-        task_id = submit(c, parameters={"duration_s": 3, "steps": 30})
-        wait_running(stack, c, task_id)
-        holder = record(stack, task_id)["worker"]  # the node name: "cpu.<pid of the worker>@<host>"
-        victim, survivor = (other, cpu_worker(stack)) if f".{other.pid}@" in holder else (cpu_worker(stack), other)
-        victim.kill_group()
-
-        final = wait_end(stack, c, task_id)
-        assert final["status"] == "SUCCESS", explain(stack, final)
-        rec = record(stack, task_id)
-        assert rec["worker"] != holder, rec
-        assert (rec["deliveries"], rec["finished_deliveries"]) == ("2", "1"), rec
-        assert survivor.alive(), survivor.tail()
-        assert finished_counts(c) == {"SUCCESS": 1}
-        events = list(sse_events(c, task_id))
-        assert [e["status"] for e in events].count("SUCCESS") == 1, events
-
-
-# --- RabbitMQ itself restarted -------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_rabbitmq_restarted_with_jobs_queued_loses_none(make_stack, rabbit):
-    """20 jobs wait in RabbitMQ (their worker is stopped) when the broker restarts; 10 more are accepted
-    while it is down (the outbox keeps them; /readyz names the broker). Once the broker and the worker are
-    back, all 30 run to SUCCESS, each once."""
-    empty_queues(rabbit)
-    stack = make_stack(env={"AITASKS_BROKER_URL": rabbit.url})
-    with stack.client() as c:
-        cpu_worker(stack).stop()  # warm shutdown: idle, it exits at once
-        before = [quick_job(c, duration_s=0) for _ in range(20)]
-        poll(outbox_drained(stack), "the gpu worker's relay to publish the 20 messages", 60)
-        def depth_shown() -> str | None:
-            text = c.get("/metrics").text
-            return text if 'aitasks_queue_depth{queue="cpu"} 20' in text else None
-
-        metrics = poll(depth_shown, "the queue depth RabbitMQ counts in /metrics", 30)
-        assert "aitasks_broker_outbox 0" in metrics, metrics
-        assert c.get("/api/v1/system").json()["queues"]["cpu"] == 20
-
-        rabbit.stop()
-        ready = poll(lambda: (b := httpx.get(f"{stack.url}/readyz", timeout=10)).status_code == 503
-                     and b.json().get("broker") == "unreachable" and b.json(), "readyz to name the broker", 30)
-        assert "RabbitMQ" in ready["broker_down"], ready
-        during = [quick_job(c, duration_s=0) for _ in range(10)]  # accepted: recorded and in the outbox
-        rabbit.start()
-
-        stack.workers.pop("worker-cpu")
-        stack.start_worker("cpu")
-        for task_id in before + during:
-            final = wait_end(stack, c, task_id, timeout_s=120)
-            assert final["status"] == "SUCCESS", explain(stack, final)
-            assert record(stack, task_id)["deliveries"] == "1", task_id
-        assert finished_counts(c) == {"SUCCESS": 30}
-        poll(outbox_drained(stack), "an empty outbox", 30)
-        poll(lambda: httpx.get(f"{stack.url}/readyz", timeout=10).status_code == 200, "ready again", 60)
-
-
 def test_rabbitmq_server_helper_is_private(rabbit):
     """The test broker listens on its own port, with its own node name and epmd port (no shared instance)."""
     assert rabbit.port not in (5672, 5671) and rabbit.epmd_port != 4369
     assert rabbit.node.startswith("aitasks-test-")
     assert Path(rabbit.root, "enabled_plugins").read_text().strip() == "[]."
     assert rabbit.answers()
-
-
-@pytest.mark.slow
-def test_outbox_entries_of_a_dead_relay_and_without_any_worker_are_published_later(make_stack, rabbit):
-    """No worker (so no relay): an accepted job waits in the Redis outbox. An entry held in flight by a
-    relay whose worker is dead (no heartbeat key) goes back to the outbox: both are published once a
-    worker is up, and run once."""
-    empty_queues(rabbit)
-    stack = make_stack(env={"AITASKS_BROKER_URL": rabbit.url})
-    with stack.client() as c:
-        for name in list(stack.workers):
-            stack.workers.pop(name).stop()
-        ghosts, waiting = quick_job(c, duration_s=0), quick_job(c, duration_s=0)
-        with redis.Redis.from_url(stack.redis_server.url) as r:
-            assert r.llen(keys.BROKER_OUTBOX) == 2
-            r.rpoplpush(keys.BROKER_OUTBOX, keys.broker_inflight("ghost@nowhere"))  # the older one: `ghosts`
-            r.sadd(keys.BROKER_RELAYS, "ghost@nowhere")
-        time.sleep(2)
-        assert c.get(f"{TASKS}/{ghosts}/status/").json()["status"] == "PENDING"
-        stack.start_worker("cpu")
-        for task_id in (ghosts, waiting):
-            final = wait_end(stack, c, task_id)
-            assert final["status"] == "SUCCESS", explain(stack, final)
-            assert record(stack, task_id)["deliveries"] == "1"
-        poll(outbox_drained(stack), "an empty outbox and in-flight lists", 30)
-        with redis.Redis.from_url(stack.redis_server.url) as r:
-            assert not r.sismember(keys.BROKER_RELAYS, "ghost@nowhere")
