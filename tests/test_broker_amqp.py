@@ -23,6 +23,7 @@ from broker_fixtures import BROKERS, amqp, settings_for_broker, push_duplicate
 from stack import TERMINAL, Stack, poll, queue_held, sse_events, submit, wait_status
 from test_faults import explain, finished_counts, quick_job, record, result_of, wait_end, wait_running
 
+pytestmark = pytest.mark.slow  # its own RabbitMQ and two deployments; child jobs run image models
 TASKS = "/api/v1/tasks"
 
 
