@@ -1,6 +1,7 @@
 """Faults on both brokers: Redis (the default) and RabbitMQ (AITASKS_BROKER_URL), a deployment per test.
 
-Time limits and a worker SIGKILLed mid-job run twice, ``[redis]`` and ``[amqp]``. RabbitMQ alone: the broker
+Time limits and a worker SIGKILLed mid-job run twice, ``[redis]`` and ``[amqp]``. RabbitMQ alone: the broker restarted
+under a running job (its redelivered message finds the job ended: one SUCCESS), the broker
 restarted while jobs are queued loses none (durable quorum queues), jobs accepted while it is down wait in
 the Redis outbox and run once it is back (/readyz names it meanwhile, /metrics shows its queue depth), and
 the outbox entries of a dead relay are published by another.
@@ -129,3 +130,24 @@ def test_outbox_entries_of_a_dead_relay_and_without_any_worker_are_published_lat
         poll(outbox_drained(stack), "an empty outbox and in-flight lists", 30)
         with redis.Redis.from_url(stack.redis_server.url) as r:
             assert not r.sismember(keys.BROKER_RELAYS, "ghost@nowhere")
+
+
+def test_rabbitmq_restarted_while_a_job_runs_the_job_ends_once(make_stack, rabbit):
+    """RabbitMQ goes away under a running job: the job goes on (Redis holds its state), its acknowledgement
+    is lost with the connection, so RabbitMQ delivers the message again once back; that copy finds the job
+    ended (or takes over the run, fenced): one SUCCESS, and the worker serves the next job."""
+    empty_queues(rabbit)
+    stack = make_stack(env={"AITASKS_BROKER_URL": rabbit.url})
+    with stack.client() as c:
+        task_id = submit(c, parameters={"duration_s": 4, "steps": 16})
+        wait_running(stack, c, task_id)
+        rabbit.stop()
+        time.sleep(1)
+        rabbit.start()
+        final = wait_end(stack, c, task_id, timeout_s=120)
+        assert final["status"] == "SUCCESS", explain(stack, final)
+        nxt = quick_job(c)
+        assert wait_end(stack, c, nxt, timeout_s=120)["status"] == "SUCCESS"
+        events = list(sse_events(c, task_id))
+        assert [e["status"] for e in events].count("SUCCESS") == 1, events
+        assert finished_counts(c) == {"SUCCESS": 2}
