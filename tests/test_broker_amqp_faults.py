@@ -1,10 +1,10 @@
 """Faults on both brokers: Redis (the default) and RabbitMQ (AITASKS_BROKER_URL), a deployment per test.
 
-Time limits and a worker SIGKILLed mid-job run twice, ``[redis]`` and ``[amqp]``. RabbitMQ alone: the broker restarted
-under a running job (its redelivered message finds the job ended: one SUCCESS), the broker
-restarted while jobs are queued loses none (durable quorum queues), jobs accepted while it is down wait in
-the Redis outbox and run once it is back (/readyz names it meanwhile, /metrics shows its queue depth), and
-the outbox entries of a dead relay are published by another.
+Time limits and a worker SIGKILLed mid-job run twice, ``[redis]`` and ``[amqp]``. RabbitMQ alone: the
+broker restarted under a running job (its redelivered message finds the job ended: one SUCCESS), the
+broker restarted while jobs are queued loses none (durable quorum queues), jobs accepted while it is down
+wait in the Redis outbox and run once it is back (/readyz names it meanwhile, /metrics shows its queue
+depth), and the outbox entries of a dead relay are published by another.
 """
 
 from __future__ import annotations
