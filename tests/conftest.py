@@ -10,6 +10,8 @@ import pytest
 import redis
 
 from aitasks.service.redis_server import RedisServer
+from broker_fixtures import BROKERS, settings_for_broker
+from rabbitmq_server import RabbitServer, running_rabbitmq
 from stack import Stack, running_stack
 
 
@@ -58,6 +60,19 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     yield make
     for s in stacks:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def rabbit() -> Iterator[RabbitServer]:
+    """A private rabbitmq-server (tests/rabbitmq_server.py) for one module's tests, removed after them."""
+    with running_rabbitmq() as server:
+        yield server
+
+
+@pytest.fixture(params=BROKERS)
+def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """A deployment's settings for this test's broker, ``[redis]`` then ``[amqp]`` (for ``make_stack``)."""
+    return settings_for_broker(request)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     # Where things live. With no redis_url, `aitasks run` starts a private Redis and records
     # its URL under data_dir/run/, where every other command finds it.
     redis_url: str | None = None
+    broker_url: str | None = Field(
+        None, description="amqp://user:password@host:5672/vhost: RabbitMQ carries the job queues (quorum queues, "
+                          "publisher confirms; docs/deployment.md) while Redis keeps job state and events; "
+                          "default (empty): the queues live in Redis (AITASKS_REDIS_URL).")
+    broker_heartbeat_s: float = Field(
+        10.0, ge=0, description="AMQP heartbeat with RabbitMQ (AITASKS_BROKER_URL): a worker cut off is taken for "
+                                "dead, and its unacknowledged job given to another, within about twice this; 0: off.")
     data_dir: Path = Path("var")
     artifacts_dir: Path | None = None
     artifacts_url: str | None = Field(
@@ -168,6 +175,13 @@ class Settings(BaseSettings):
             raise ValueError("must be s3://<bucket>[/<prefix>] (a folder is AITASKS_ARTIFACTS_DIR)")
         return value or None
 
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str | None) -> str | None:
+        if value and not re.match(r"amqps?://", value):
+            raise ValueError("must be amqp://... or amqps://... (RabbitMQ); leave it empty for Redis as the broker")
+        return value or None
+
     @field_validator("webhook_allow_private")
     @classmethod
     def _check_networks(cls, value: str) -> str:
@@ -227,6 +241,15 @@ class Settings(BaseSettings):
                 "No Redis configured: set AITASKS_REDIS_URL, or start the service with `make run` "
                 f"(it records its private Redis in {self.embedded_redis_url_file})."
             ) from None
+
+    @property
+    def amqp_broker(self) -> bool:
+        """RabbitMQ carries the queues (AITASKS_BROKER_URL): job messages go through the Redis outbox."""
+        return bool(self.broker_url)
+
+    def resolved_broker_url(self) -> str:
+        """Celery's broker: AITASKS_BROKER_URL, else the Redis of the job records."""
+        return self.broker_url or self.resolved_redis_url()
 
     def check_production(self) -> None:
         """Refuse defaults that are unsafe outside one developer's machine."""

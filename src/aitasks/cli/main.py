@@ -107,7 +107,7 @@ def worker(
 
     tune_malloc()  # before the pool forks: every pool process inherits it
     from aitasks.store import worker_hook  # noqa: F401  (the recorder thread)
-    from aitasks.worker import monitor, preload, runner, webhooks  # noqa: F401  (registers the task and hooks)
+    from aitasks.worker import monitor, preload, relay, runner, webhooks  # noqa: F401  (the task and hooks)
     from aitasks.worker.quiet import quiet_celery
 
     quiet_celery()

@@ -180,3 +180,21 @@ HISTORY_STREAM_MAX = 100_000
 
 
 QUEUES = ("cpu", "gpu")
+
+# RabbitMQ as the broker (AITASKS_BROKER_URL, worker/relay.py): the scripts that record a job put its
+# message here instead of onto a queue list, in the same atomic step; the relays publish it to RabbitMQ
+# and drop it once the broker confirmed it.
+BROKER_OUTBOX = f"{PREFIX}:broker:outbox"
+BROKER_RELAYS = f"{PREFIX}:broker:relays"  # set of worker names that may hold outbox entries in flight
+BROKER_INFLIGHT_PREFIX = f"{PREFIX}:broker:inflight:"
+
+
+def broker_inflight(worker_name: str) -> str:
+    """The outbox entries a worker's relay has taken and not yet seen confirmed (a list)."""
+    return BROKER_INFLIGHT_PREFIX + worker_name
+
+
+def queue_list(queue: str, outbox: bool) -> str:
+    """The Redis list a job message for ``queue`` is pushed onto: the queue itself (Redis is the broker),
+    or the outbox (RabbitMQ is; the message names its queue in delivery_info.routing_key)."""
+    return BROKER_OUTBOX if outbox else queue

@@ -54,11 +54,14 @@ class AsyncJobStore:
 
     ``pipe``, when given, carries the CREATE script (every submit): many requests' calls share one
     connection and leave together (see jobs/pipelined.py). Everything else goes through ``client``.
-    ``history=False`` (AITASKS_HISTORY_ENABLED=false) leaves the store of record's hand-off out of UPDATE."""
+    ``history=False`` (AITASKS_HISTORY_ENABLED=false) leaves the store of record's hand-off out of UPDATE.
+    ``outbox=True`` (RabbitMQ is the broker): a job's message goes to the broker outbox, not its queue list."""
 
-    def __init__(self, client: aredis.Redis, pipe: PipelinedRedis | None = None, history: bool = True):
+    def __init__(self, client: aredis.Redis, pipe: PipelinedRedis | None = None, history: bool = True,
+                 outbox: bool = False):
         self.r = client
         self.pipe = pipe
+        self.outbox = outbox
         self._create = client.register_script(scripts.CREATE)
         self._update = client.register_script(scripts.update_script(history))
 
@@ -80,8 +83,8 @@ class AsyncJobStore:
             flat.extend((k, v))
         if idempotency_key:  # its digest, kept with the job's history (store/records.py)
             flat.extend(("idempotency_key", idempotency_key))
-        script_keys = [keys.job(job.id), keys.tenant_index(job.tenant), job.queue, idem, keys.METRICS_SUBMITTED,
-                       keys.tenant_queued(job.tenant), keys.tenant_limits(job.tenant)]
+        script_keys = [keys.job(job.id), keys.tenant_index(job.tenant), keys.queue_list(job.queue, self.outbox), idem,
+                       keys.METRICS_SUBMITTED, keys.tenant_queued(job.tenant), keys.tenant_limits(job.tenant)]
         args: list[str | int | bytes] = [pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
                 orjson.dumps(flat), "1" if claim else "0", "" if max_queued is None else str(max_queued)]
         if self.pipe is not None:
@@ -125,10 +128,11 @@ class AsyncJobStore:
 
 
 class JobStore:
-    """The workers' (and CLI's) view of job records (``history`` as for AsyncJobStore)."""
+    """The workers' (and CLI's) view of job records (``history`` and ``outbox`` as for AsyncJobStore)."""
 
-    def __init__(self, client: redis.Redis, history: bool = True):
+    def __init__(self, client: redis.Redis, history: bool = True, outbox: bool = False):
         self.r = client
+        self.outbox = outbox
         self._update = client.register_script(scripts.update_script(history))
         self._fan_out = client.register_script(scripts.FAN_OUT)
 
@@ -175,13 +179,14 @@ class JobStore:
                 waiting_message: str) -> int:
         """Create and queue ``children`` (each a record and its Celery message) of ``parent`` atomically,
         once. Returns 1 (created), 0 (they existed: a redelivery), -1 (parent finished), -2 (cancelled)."""
-        spec = [{"id": c.id, "type": c.type, "queue": c.queue, "message": message,
+        spec = [{"id": c.id, "type": c.type, "queue": keys.queue_list(c.queue, self.outbox), "message": message,
                  "hash": [x for pair in c.to_hash().items() for x in pair]} for c, message in children]
         created_ms = int(max((c.created_at for c, _ in children), default=parent.created_at) * 1000)
         return int(self._fan_out(
             keys=[keys.job(parent.id), keys.events(parent.id), keys.tenant_index(parent.tenant),
                   keys.METRICS_SUBMITTED],
-            args=[callback, created_ms, pending_ttl_s, orjson.dumps(spec), waiting_message]))
+            args=[callback, created_ms, pending_ttl_s, orjson.dumps(spec), waiting_message,
+                  keys.queue_list(parent.queue, self.outbox)]))
 
     def children(self, parent_id: str) -> list[Job | None] | None:
         """The parent's child records in order (None for an expired one); None before its fan-out."""

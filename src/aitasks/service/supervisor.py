@@ -133,7 +133,7 @@ class Supervisor:
                                                                 "--queues", queue, "--concurrency", "1"], True))
             self.children.append(Child("api", [py, "-m", "aitasks.cli.main", "api"], False))
             if self.flower_port:
-                command = flower.flower_command(py, url, s.host, self.flower_port, s.flower_basic_auth)
+                command = flower.flower_command(py, s.broker_url or url, s.host, self.flower_port, s.flower_basic_auth)
                 self.children.append(Child("flower", command.argv, True, extra_env=command.env))
             for child in self.children:
                 child.start(env)

@@ -8,14 +8,15 @@
   handed to a second worker (kombu#337); a worker killed outright gets its job restored after it.
   The caller passes that limit: the worker knows it from the registry it loads anyway, and building
   the app needs no job type.
+- With RabbitMQ as the broker (AITASKS_BROKER_URL): quorum queues, publisher confirms, AMQP heartbeats
+  (a dead worker's unacknowledged job goes to another once its connection is found dead; no visibility
+  timeout), and job messages published by the outbox relay (worker/relay.py), not by the API.
 """
 
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Exchange, Queue
-
-from aitasks.jobs.keys import QUEUES
+from aitasks.jobs.broker import broker_queues
 from aitasks.settings import Settings
 
 
@@ -26,22 +27,31 @@ def visibility_timeout_s(settings: Settings, longest_limit_s: float) -> int:
     return int(longest_limit_s + 60)
 
 
+def transport_options(settings: Settings, longest_limit_s: float) -> dict[str, object]:
+    if settings.amqp_broker:
+        # Publisher confirms: Celery's own publishes (a retry's message) return once RabbitMQ has stored them.
+        return {"confirm_publish": True, "connect_timeout": 5}
+    return {
+        "visibility_timeout": visibility_timeout_s(settings, longest_limit_s),
+        "unacked_restore_interval": settings.unacked_restore_interval_s,
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+    }
+
+
 def create_celery(settings: Settings, longest_limit_s: float) -> Celery:
     app = Celery("aitasks")
     app.conf.update(
-        broker_url=settings.resolved_redis_url(),
+        broker_url=settings.resolved_broker_url(),
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,
-        broker_transport_options={
-            "visibility_timeout": visibility_timeout_s(settings, longest_limit_s),
-            "unacked_restore_interval": settings.unacked_restore_interval_s,
-            "unacked_restore_throttle": 1,
-            "socket_connect_timeout": 5,
-            "socket_timeout": 30,
-            "socket_keepalive": True,
-            "health_check_interval": 10,
-        },
+        broker_transport_options=transport_options(settings, longest_limit_s),
+        broker_heartbeat=settings.broker_heartbeat_s if settings.amqp_broker else 120,  # 120: Celery's default
+        worker_detect_quorum_queues=True,  # per-consumer QoS: quorum queues refuse a global prefetch
         result_backend=None,
         task_ignore_result=True,
         task_serializer="json",
@@ -58,7 +68,7 @@ def create_celery(settings: Settings, longest_limit_s: float) -> Celery:
         worker_hijack_root_logger=False,
         # A pool process that preloads models (AITASKS_PRELOAD) needs more than Celery's 4 s to come up.
         worker_proc_alive_timeout=180.0 if settings.preload.strip() else 4.0,
-        task_queues=[Queue(q, Exchange(q, type="direct"), routing_key=q) for q in QUEUES],
+        task_queues=broker_queues(settings.amqp_broker),
         task_default_queue="cpu",
         timezone="UTC",
         enable_utc=True,

@@ -2,12 +2,12 @@
 -- Frame locals: x.parent (the parent job's id, for a child).
 -- A child's end, whoever writes it, counts on its parent, whose progress becomes finished/total (its
 -- event published, its webhook told when it asked for progress); the last one queues the parent's
--- pre-built callback message on the parent's queue.
+-- pre-built callback message on the parent's queue (or the broker outbox: the list fan_out.lua recorded).
 local parent = x.parent
 if parent and parent ~= '' then
   local pkey = '@JOB_PREFIX@' .. parent
   local p = redis.call('HMGET', pkey, 'status', 'children_total', 'queue', 'callback', 'attempts', 'type',
-                       'webhook', 'webhook_events')
+                       'webhook', 'webhook_events', 'callback_list')
   if p[1] and p[2] then
     local done = redis.call('HINCRBY', pkey, 'children_done', 1)
     local total = tonumber(p[2])
@@ -23,7 +23,11 @@ if parent and parent ~= '' then
         redis.call('LPUSH', '@WEBHOOKS_PENDING@', cjson.encode({task_id = parent, event = 'progress', seq = pseq,
           attempt = 1, status = p[1], progress = pprogress, message = pmessage}))
       end
-      if done == total then redis.call('LPUSH', p[3], p[4]) end
+      if done == total then
+        local list = p[3]
+        if p[9] and p[9] ~= '' then list = p[9] end
+        redis.call('LPUSH', list, p[4])
+      end
     end
   end
 end

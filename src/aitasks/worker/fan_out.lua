@@ -2,8 +2,9 @@
 -- script's chord fragment (worker/chord_end.lua) counts their ends on the parent and queues the
 -- parent's callback message after the last one.
 -- KEYS: parent job, parent events channel, tenant index, submitted counter
--- ARGV: callback message, created ms, pending ttl, children as JSON [{id, type, queue, message, hash}],
---       the parent's message while it waits
+-- ARGV: callback message, created ms, pending ttl, children as JSON [{id, type, queue, message, hash}]
+--       (queue: the list the child's message goes onto: its queue, or the broker outbox with RabbitMQ),
+--       the parent's message while it waits, the list its callback message will go onto
 -- Returns 1 when created now, 0 when they exist already (a redelivered parent: nothing is duplicated),
 -- -1 when the parent is gone or finished, -2 when its cancellation was requested.
 local p = redis.call('HMGET', KEYS[1], 'status', 'children_total', 'cancel_requested_at', 'progress',
@@ -22,7 +23,7 @@ for i, c in ipairs(cjson.decode(ARGV[4])) do
   ids[i] = c.id
 end
 redis.call('HSET', KEYS[1], 'children', cjson.encode(ids), 'children_total', #ids, 'children_done', 0,
-           'callback', ARGV[1], 'message', ARGV[5])
+           'callback', ARGV[1], 'callback_list', ARGV[6], 'message', ARGV[5])
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('PUBLISH', KEYS[2], cjson.encode({task_id = p[7], seq = seq, status = p[1], progress = tonumber(p[4]),
                                              message = ARGV[5], attempts = tonumber(p[5]), task_type = p[6]}))

@@ -104,7 +104,7 @@ def requeue(r: redis.Redis, store: JobStore, job_id: str, reason: str, message: 
         soft, hard = float(h[3] or 0), float(h[4] or 0)
         built = with_generation(job_message(job_id, queue, soft, hard), generation + 1)
     token = f"requeued-{generation + 1}-{uuid.uuid4().hex[:8]}"
-    done = int(r.eval(REQUEUE, 4, keys.job(job_id), queue, keys.UNACKED, keys.UNACKED_INDEX,
+    done = int(r.eval(REQUEUE, 4, keys.job(job_id), keys.queue_list(queue, store.outbox), keys.UNACKED, keys.UNACKED_INDEX,
                       generation, built, tag, token))
     if done != 1:
         return False
@@ -119,7 +119,8 @@ def requeue(r: redis.Redis, store: JobStore, job_id: str, reason: str, message: 
 
 def recover_unacked(r: redis.Redis, store: JobStore, live: set[str], lease_s: float) -> int:
     """Take back the deliveries no live lease holds, older than the lease (their worker is gone).
-    Returns how many jobs were queued again."""
+    Returns how many jobs were queued again. With RabbitMQ as the broker the unacked hash stays empty: the
+    broker itself gives a dead consumer's unacknowledged message to another when its connection dies."""
     tags: list[Any] = list(r.zrangebyscore(keys.UNACKED_INDEX, "-inf", time.time() - lease_s, start=0,
                                            num=UNACKED_PAGE))
     if not tags:

@@ -1,5 +1,5 @@
 -- REQUEUE (worker/lease.py): queue a job again, fenced, in one step.
--- KEYS: job, queue list, kombu's unacked hash, kombu's unacked index
+-- KEYS: job, queue list (or the broker outbox, RabbitMQ's), kombu's unacked hash, kombu's unacked index
 -- ARGV: the record's generation as read (a compare-and-set), the message to push ('' when the job ended),
 --       the delivery tag in the unacked hash ('' for an orphan with no delivery), the new run token
 -- Returns 1 when queued; 0 when the record moved on (gone, ended, requeued by someone else) or the

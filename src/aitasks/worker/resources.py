@@ -33,7 +33,7 @@ def resources() -> WorkerResources:
             settings.resolved_redis_url(), socket_connect_timeout=5, socket_timeout=30,
             health_check_interval=10, retry_on_timeout=True,
         )
-        store = JobStore(client, history=settings.history_enabled)
+        store = JobStore(client, history=settings.history_enabled, outbox=settings.amqp_broker)
         res = WorkerResources(settings, client, store, open_artifacts(settings))
         _by_pid.clear()
         _by_pid[pid] = res

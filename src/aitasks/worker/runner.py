@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery import Task, signals
+from celery.exceptions import Reject
 from pydantic import ValidationError
 
 from aitasks import error_reports, tracing
@@ -140,6 +142,10 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: 
     except TransientJobError as exc:
         if attempt <= job.max_retries:
             countdown = backoff_s(jt, attempt)
+            if res.settings.amqp_broker:
+                # RabbitMQ's delayed delivery (Celery's, on quorum queues) counts whole seconds and refuses
+                # a countdown that rounds down to 0 (the message would be dropped): at least 1 s.
+                countdown = float(max(1, math.ceil(countdown)))
             written = res.store.update(job.id, {
                 "status": Status.RETRY.value,
                 "message": f"Attempt {attempt} failed; retrying in {countdown:.1f}s",
@@ -147,7 +153,7 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: 
             }, fence=fence)
             if written == -2:  # this run lost the job: the newer run decides, no retry from here
                 return
-            raise task.retry(countdown=countdown, exc=exc, queue=job.queue) from None
+            retry_through_broker(task, countdown, exc, job.queue, res.settings.amqp_broker)
         finish(job, Status.FAILURE, "Task failed", fence, error_type=type(exc).__name__,
                error_message=f"failed after {attempt} attempts: {exc}")
     except ValidationError as exc:
@@ -167,6 +173,21 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: 
                result=result, artifacts=[a.to_dict() for a in ctx.artifacts])
     finally:
         ctx.close()  # the scratch copies of S3 inputs (JobContext.input_path)
+
+
+def retry_through_broker(task: Task, countdown: float, exc: Exception, queue: str, amqp: bool) -> NoReturn:
+    """Celery's retry: the next attempt's message published with its countdown, this one acknowledged.
+    If that publish fails, Celery rejects this message without requeueing it (dropped). With Redis as the
+    broker the orphan sweep finds the job again; RabbitMQ's queues are not swept (worker/sweep.py), so
+    there this message goes back to its queue instead and the attempt runs again: late, never lost."""
+    try:
+        raise task.retry(countdown=countdown, exc=exc, queue=queue) from None
+    except Reject as rejected:
+        if not amqp:
+            raise
+        log.warning("the retry of %s could not be published (%s); its message goes back to the queue",
+                    task.request.id, rejected.reason)
+        raise Reject(rejected.reason, requeue=True) from None
 
 
 @signals.worker_process_init.connect

@@ -12,7 +12,10 @@ passes), every few seconds, from its monitor thread:
    lost between kombu's BRPOP and its unacked write) are queued again, fenced. Only jobs older than the
    grace (``lease_s``) are examined, and a job must be found orphaned by two passes in a row with an
    unchanged record, so a job on its way (a message being taken) is not doubled. A parent job waiting
-   for its children is held by them.
+   for its children is held by them. With RabbitMQ as the broker (AITASKS_BROKER_URL) its queues cannot
+   be read from here: a job waiting there (PENDING, RETRY) is left to it (durable quorum queues, messages
+   published with confirms from the outbox, worker/relay.py); a PROCESSING job that no lease, delivery
+   or outbox entry holds is still queued again, fenced.
 
 The pass acts only after this worker has reached Redis for a whole lease period in a row: after an
 outage every lease has expired, and the live workers must first renew theirs.
@@ -26,6 +29,7 @@ import time
 import redis
 
 from aitasks.jobs import keys, lua
+from aitasks.jobs.models import Status
 from aitasks.jobs.store import JobStore
 from aitasks.worker import lease
 
@@ -38,6 +42,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARG
 return 0
 """
 PAGE = 500  # unfinished jobs examined per pass; the next pass goes on from there
+WAITING = {Status.PENDING.value, Status.RETRY.value}
 ORPHAN = "Queued again: no queue, no worker and no delivery held this job (its message was lost)"
 
 
@@ -90,6 +95,8 @@ class Recovery:
                 gone.append(job_id)  # expired, or ended by a path that left its index entry
             elif job_id in live:
                 continue
+            elif store.outbox and status in WAITING:
+                continue  # RabbitMQ holds its message (durable, confirmed) or the outbox does: not looked for
             elif total is not None and int(done or 0) < int(total):
                 continue  # a parent waiting for its children: the last one's end queues it
             else:
@@ -98,8 +105,9 @@ class Recovery:
             r.zrem(keys.JOBS_LIVE, *gone)
         found = set()
         if candidates:
+            lists = (keys.BROKER_OUTBOX,) if store.outbox else keys.QUEUES
             found = {x.decode() if isinstance(x, bytes) else x
-                     for x in r.eval(HELD, 1 + len(keys.QUEUES), keys.UNACKED, *keys.QUEUES, *candidates)}
+                     for x in r.eval(HELD, 1 + len(lists), keys.UNACKED, *lists, *candidates)}
         orphans = {job_id: seq for job_id, seq in candidates.items() if job_id not in found}
         requeued = 0
         for job_id, seq in orphans.items():

@@ -70,7 +70,7 @@ return #due
 
 # Move the in-flight deliveries of workers whose heartbeat expired back to the pending list, and forget
 # those workers. A live worker's heartbeat key exists (monitor.py), so its deliveries stay where they are.
-_RECLAIM = """
+RECLAIM_INFLIGHT = """
 local moved = 0
 for _, owner in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. owner) == 0 then
@@ -82,6 +82,25 @@ end
 return moved
 """
 RECLAIM_EVERY_S = 5.0
+
+
+class Reclaim:
+    """Every ``RECLAIM_EVERY_S``, the in-flight lists of dead workers (named in ``owners``, each list
+    ``prefix`` + name) go back onto ``pending``: the webhook deliveries here, the broker outbox's entries
+    in worker/relay.py."""
+
+    def __init__(self, r: redis.Redis, owners: str, pending: str, prefix: str, what: str) -> None:
+        self.script = r.register_script(RECLAIM_INFLIGHT)
+        self.keys, self.prefix, self.what = [owners, pending], prefix, what
+        self.last = 0.0
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last <= RECLAIM_EVERY_S:
+            return
+        self.last = time.monotonic()
+        moved = self.script(keys=self.keys, args=[keys.worker(""), self.prefix])
+        if moved:
+            log.warning("%s: %d held by dead workers queued again", self.what, moved)
 
 
 def payload(job: Job, item: dict[str, Any]) -> dict[str, Any]:
@@ -154,20 +173,15 @@ class WebhookSender(threading.Thread):
     def run(self) -> None:
         res = resources()
         claim = res.redis.register_script(_CLAIM_DUE)
-        reclaim = res.redis.register_script(_RECLAIM)
-        last_reclaim = 0.0
+        reclaim = Reclaim(res.redis, keys.WEBHOOKS_OWNERS, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_INFLIGHT_PREFIX,
+                          "webhook delivery: deliveries")
         while not self.stopping.is_set():
             if not self.slots.acquire(timeout=1):
                 continue  # every sending thread busy: leave the deliveries to other workers meanwhile
             raw: Any = None  # the delivery as queued (bytes), kept to remove it from the in-flight list
             handed = False
             try:
-                if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:
-                    last_reclaim = time.monotonic()
-                    moved = reclaim(keys=[keys.WEBHOOKS_OWNERS, keys.WEBHOOKS_PENDING],
-                                    args=[keys.worker(""), keys.WEBHOOKS_INFLIGHT_PREFIX])
-                    if moved:
-                        log.warning("webhook delivery: %d deliveries of dead workers queued again", moved)
+                reclaim.tick()
                 # After the reclaim, so this worker is registered before it takes anything.
                 claim(keys=[keys.WEBHOOKS_RETRY, keys.WEBHOOKS_PENDING, keys.WEBHOOKS_OWNERS],
                       args=[time.time(), self.worker_name])

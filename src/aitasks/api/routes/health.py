@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from aitasks.api import schemas
+from aitasks.api.broker_depth import queue_depths
 from aitasks.api.deps import ServicesDep, bearer
 from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
@@ -60,40 +62,61 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     per_queue = {q: sum(1 for w in workers if q in w.get("queues", [])) for q in keys.QUEUES}
     checks["workers"] = per_queue
     checks["database"] = await database_state(services)
+    if services.settings.amqp_broker:  # RabbitMQ carries the queues: no job runs without it
+        checks["broker"] = await broker_state(services)
     missing = [q for q, n in per_queue.items() if n == 0]
-    ready = checks["redis"] == "ok" and not missing
+    ready = checks["redis"] == "ok" and checks.get("broker", "ok") == "ok" and not missing
     body = {"status": "ready" if ready else "not ready", **checks}
     if missing:
         body["missing"] = f"no live worker for queue(s): {', '.join(missing)}"
+    if checks.get("broker", "ok") != "ok":
+        body["broker_down"] = "RabbitMQ (AITASKS_BROKER_URL) cannot be reached: jobs are accepted, not run"
     if checks["database"] != "ok":  # jobs run without SQL: history waits (docs/history.md), readiness holds
         body["degraded"] = "the store of record cannot be reached: job history is delayed, jobs are not"
     return JSONResponse(body, 200 if ready else 503)
 
 
-_DATABASE_CHECK_S = 5.0  # a probe every second costs the database one query every 5 s
-_database_seen: dict[str, tuple[float, str]] = {}
+_CHECK_EVERY_S = 5.0  # a probe every second costs the database (the broker) one query (connection) every 5 s
+_seen: dict[str, tuple[float, str]] = {}
+
+
+async def cached_state(what: str, shown: str, probe: Callable[[], None]) -> str:
+    """``ok`` or ``unreachable`` (the reason to the log), checked at most every 5 s, waited for at most 2 s."""
+    seen = _seen.get(shown)
+    if seen and seen[0] > time.monotonic():
+        return seen[1]
+    try:
+        await asyncio.wait_for(asyncio.to_thread(probe), 2.0)
+        state = "ok"
+    except Exception as exc:
+        log.warning("readyz: %s at %s: %s: %s", what, shown, type(exc).__name__,
+                    str(exc).splitlines()[0] if str(exc) else "")
+        state = "unreachable"
+    _seen[shown] = (time.monotonic() + _CHECK_EVERY_S, state)
+    return state
 
 
 async def database_state(services: Services) -> str:
-    """``ok`` or ``unreachable`` (the reason to the log), checked at most every 5 s, waited for at most 2 s."""
     url = services.settings.resolved_database_url
-    seen = _database_seen.get(url)
-    if seen and seen[0] > time.monotonic():
-        return seen[1]
 
     def query() -> None:
         with engines.shared(url).connect() as connection:
             connection.execute(sa.select(1))
 
-    try:
-        await asyncio.wait_for(asyncio.to_thread(query), 2.0)
-        state = "ok"
-    except Exception as exc:
-        log.warning("readyz: the store of record at %s: %s: %s", engines.shown(url), type(exc).__name__,
-                    str(exc).splitlines()[0] if str(exc) else "")
-        state = "unreachable"
-    _database_seen[url] = (time.monotonic() + _DATABASE_CHECK_S, state)
-    return state
+    return await cached_state("the store of record", engines.shown(url), query)
+
+
+async def broker_state(services: Services) -> str:
+    """RabbitMQ (AITASKS_BROKER_URL) answers an AMQP connection; its password is never shown."""
+    from kombu import Connection
+
+    url = services.settings.resolved_broker_url()
+
+    def connect() -> None:
+        with Connection(url, connect_timeout=2) as connection:
+            connection.connect()
+
+    return await cached_state("the broker", Connection(url).as_uri(), connect)
 
 
 def _label(value: str) -> str:
@@ -127,10 +150,11 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
         pipe.hgetall(keys.metrics_duration(t))
     for q in keys.QUEUES:
         pipe.llen(q)
+    pipe.llen(keys.BROKER_OUTBOX)
     results = await pipe.execute()
     jobs, submitted = results[0], results[1]
     durations = results[2:2 + len(types)]
-    depths = results[2 + len(types):]
+    depths = await queue_depths(services.settings, results[2 + len(types):-1])
     workers = await live_workers(services)
 
     lines: list[str] = []
@@ -159,6 +183,10 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
     add("# TYPE aitasks_queue_depth gauge")
     for q, depth in zip(keys.QUEUES, depths):
         add(f'aitasks_queue_depth{{queue="{q}"}} {int(depth)}')
+    if services.settings.amqp_broker:
+        add("# HELP aitasks_broker_outbox Jobs accepted and not yet published to RabbitMQ (the Redis outbox).")
+        add("# TYPE aitasks_broker_outbox gauge")
+        add(f"aitasks_broker_outbox {int(results[-1])}")
     add("# HELP aitasks_workers Live workers serving each queue (by heartbeat).")
     add("# TYPE aitasks_workers gauge")
     for q in keys.QUEUES:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 
 from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
+from aitasks.api.broker_depth import queue_depths
 from aitasks.api.deps import ServicesDep, Tenant
 from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.health import live_workers
@@ -39,7 +40,7 @@ async def system(services: ServicesDep, tenant: Tenant,
     results = await pipe.execute()
     jobs = dict(zip(running_ids, results[:len(running_ids)]))
     timelines = results[len(running_ids):len(running_ids) + len(KINDS)]
-    depths = results[len(running_ids) + len(KINDS):]
+    depths = await queue_depths(services.settings, results[len(running_ids) + len(KINDS):])
 
     def running(job_id: str) -> dict[str, Any]:
         owner, task_type, progress, message = (v.decode() if isinstance(v, bytes) else v for v in jobs[job_id])
