@@ -116,7 +116,7 @@ def fan_out(r: redis.Redis, parent: str, n: int) -> int:
                       "tenant", "acme", "queue", "gpu"]} for i in range(n)]
     fan = r.register_script(scripts.FAN_OUT)
     return int(fan(keys=[keys.job(parent), keys.events(parent), keys.tenant_index("acme"), keys.METRICS_SUBMITTED],
-                   args=["callback message", 1000, 60, json.dumps(kids), "waiting"]))
+                   args=["callback message", 1000, 60, json.dumps(kids), "waiting", "cpu"]))
 
 
 def test_chord_counts_each_childs_end_and_the_last_one_queues_the_callback(r: redis.Redis, store: JobStore) -> None:
