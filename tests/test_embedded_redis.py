@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
@@ -156,7 +157,14 @@ def test_a_full_redis_answers_503_naming_memory_then_accepts_again(tmp_path: Pat
         with s.client() as c:
             assert wait_status(c, submit(c))["status"] == "SUCCESS"  # scripts loaded, workers idle
             filled = fill(r)
+            # The fill leaves Redis a few bytes over its limit, and any hundred bytes freed meanwhile (a
+            # client's buffer) lets the next write in: hold a megabyte of unfinished command in a client's
+            # query buffer (counted as used memory) so Redis is well over while the submit is tried.
+            hog = r.connection_pool.get_connection()
+            hog.send_packed_command([b"*3\r\n$3\r\nSET\r\n$3\r\nhog\r\n$4000000\r\n" + b"x" * 1_000_000])
+            time.sleep(0.2)
             answer = c.post("/api/v1/tasks/submit/", json={"task_type": "diagnostic"})
+            hog.disconnect()
             assert answer.status_code == 503, answer.text
             assert "out of memory" in answer.json()["error"] and answer.json()["code"] == "unavailable"
             assert answer.headers["Retry-After"]

@@ -12,7 +12,7 @@ from stack import modules_the_api_imports
 
 PUBLIC = [
     "ApiError", "AsyncClient", "AsyncJob", "Client", "ClientError", "ConnectionFailed", "DocumentFailed",
-    "FieldProblem", "Job", "JobCancelled", "JobEnded", "JobFailed", "NotFound", "ServiceUnavailable",
+    "FieldProblem", "Job", "JobCancelled", "JobEnded", "JobFailed", "NotFound", "RateLimited", "ServiceUnavailable",
     "Unauthorized", "ValidationError", "WaitTimeout",
 ]
 

@@ -23,8 +23,9 @@ end
 if ARGV[10] and ARGV[10] ~= '' then
   local maxq = tonumber(redis.call('HGET', KEYS[7], 'max_queued') or ARGV[10])
   if maxq > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[7])
-    if redis.call('ZCARD', KEYS[6]) >= maxq then return {-1, tostring(maxq)} end
+    -- Counted without a write (TAKE prunes the expired): Redis checks maxmemory only until a script's first
+    -- write, so a write here, even one that frees, would let this job's writes past a full Redis.
+    if redis.call('ZCOUNT', KEYS[6], ARGV[7], '+inf') >= maxq then return {-1, tostring(maxq)} end
   end
 end
 if KEYS[4] ~= '' then
