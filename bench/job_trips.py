@@ -9,7 +9,7 @@ processes, each with the commands it carried. A periodic write (a heartbeat, the
 shows as a fraction of a trip per job. Needs Linux and strace.
 
     .venv/bin/python -m bench.job_trips              # 200 jobs
-    .venv/bin/python -m bench.job_trips --jobs 500
+    .venv/bin/python -m bench.job_trips --jobs 500 --raw   # and raw Celery's (same settings, result backend)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import httpx
 from bench.e2e_bench import NOOP_JOB, OUTCOMES, SUBMIT_PATH, aitasks_sustained
 from bench.image_bench import _group_pids
 from bench.procs import Cleanup
-from bench.stacks import AitasksStack
+from bench.stacks import AitasksStack, RawCelery
 
 WRITE = re.compile(r'^(?:sendto|sendmsg|write)\((\d+)<TCP:\[[^\]]*->[^\]]*:(\d+)\]>, (?:\{msg_iov=\[\{iov_base=)?"(.*)')
 COMMAND = re.compile(r"\*\d+\\r\\n\$\d+\\r\\n([A-Za-z|]+)")
@@ -53,9 +53,48 @@ def count(trace_dir: Path, redis_port: int, roles: dict[int, str]) -> dict[str, 
     return out
 
 
+def traced(main_pid: int, trace_dir: Path) -> subprocess.Popen[bytes]:
+    """strace attached to a worker's main process (its threads) and its pool processes."""
+    pids = _group_pids(main_pid)
+    trace_dir.mkdir()
+    proc = subprocess.Popen(
+        ["strace", "-f", "-ff", "-qq", "-yy", "-s", "400", "-e", "trace=sendto,sendmsg,write",
+         "-o", str(trace_dir / "trace"), *[x for p in pids for x in ("-p", str(p))]], stderr=subprocess.DEVNULL)
+    time.sleep(2)  # attached
+    return proc
+
+
+def show(title: str, jobs: int, by_role: dict[str, Counter[str]]) -> None:
+    print(title)
+    for role in ("main", "pool"):
+        trips = by_role.get(role, Counter())
+        print(f"  {role:5} {sum(trips.values()) / jobs:6.2f}")
+        for cmds, n in trips.most_common():
+            if n / jobs >= 0.02:
+                print(f"        {n / jobs:6.2f}  {cmds[:110]}")
+
+
+def raw_celery(tmp: Path, cleanup: Cleanup, jobs: int) -> None:
+    """The same count for raw Celery (bench/raw_celery.py: aitasks' reliability settings, a Redis result
+    backend), ``delay().get()`` one at a time."""
+    raw = RawCelery(tmp, tmp / "logs", cleanup, 2)
+    for _ in range(100):
+        raw.noop.delay().get(timeout=30)
+    roles = {int(t): "main" for t in os.listdir(f"/proc/{raw.worker.pid}/task")}
+    strace = traced(raw.worker.pid, tmp / "strace-raw")
+    for _ in range(jobs):
+        raw.noop.delay().get(timeout=30)
+    time.sleep(0.3)
+    strace.send_signal(signal.SIGINT)
+    strace.wait(30)
+    show(f"raw Celery, {jobs} no-op tasks one at a time: round trips per task, by worker process:", jobs,
+         count(tmp / "strace-raw", raw.redis_server.port, roles))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--raw", action="store_true", help="count raw Celery's too (bench/raw_celery.py)")
     args = parser.parse_args()
     if not shutil.which("strace"):
         raise SystemExit("strace is not installed")
@@ -67,15 +106,9 @@ def main() -> None:
             key, r = stack.new_key(), stack.redis()
             aitasks_sustained(stack, key, 100, 4)  # warm-up: imports, scripts, connections
             main_pid = stack.worker.pid
-            pids = _group_pids(main_pid)
             roles = {int(t): "main" for t in os.listdir(f"/proc/{main_pid}/task")}
             trace_dir = Path(tmp) / "strace"
-            trace_dir.mkdir()
-            strace = subprocess.Popen(
-                ["strace", "-f", "-ff", "-qq", "-yy", "-s", "400", "-e", "trace=sendto,sendmsg,write",
-                 "-o", str(trace_dir / "trace"), *[x for p in pids for x in ("-p", str(p))]],
-                stderr=subprocess.DEVNULL)
-            time.sleep(2)  # attached
+            strace = traced(main_pid, trace_dir)
             client = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {key}"})
             t0 = time.perf_counter()
             for _ in range(args.jobs):
@@ -89,15 +122,12 @@ def main() -> None:
             strace.send_signal(signal.SIGINT)
             strace.wait(30)
             client.close()
-            by_role = count(trace_dir, stack.redis_server.port, roles)
-            print(f"{args.jobs} no-op jobs one at a time in {seconds:.1f} s (under strace: slow); Redis round "
-                  f"trips (writes to its socket) per job, by worker process:")
-            for role in ("main", "pool"):
-                trips = by_role.get(role, Counter())
-                print(f"  {role:5} {sum(trips.values()) / args.jobs:6.2f}")
-                for cmds, n in trips.most_common():
-                    if n / args.jobs >= 0.02:
-                        print(f"        {n / args.jobs:6.2f}  {cmds[:110]}")
+            show(f"aitasks, {args.jobs} no-op jobs one at a time in {seconds:.1f} s (under strace: slow); Redis "
+                 f"round trips (writes to its socket) per job, by worker process:", args.jobs,
+                 count(trace_dir, stack.redis_server.port, roles))
+            stack.stop_workers()
+            if args.raw:
+                raw_celery(Path(tmp), cleanup, args.jobs)
     finally:
         cleanup.run()
 
