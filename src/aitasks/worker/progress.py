@@ -24,9 +24,16 @@ from aitasks.jobs.store import JobStore
 log = logging.getLogger(__name__)
 Report = tuple[int, str, "str | None"]
 
-_cond = threading.Condition()  # guards every writer's pending report, and the set of waiting writers
+# The flushing thread looks for due reports every POLL_S while reports come, so a job hands it one without
+# waking it (a wake-up per job cost a GIL hand-over in every short job); after IDLE_S without any it
+# sleeps until notified.
+POLL_S = 0.1
+IDLE_S = 10.0
+
+_cond = threading.Condition()  # guards every writer's pending report, the set of waiting writers, the flags
 _waiting: set[ProgressWriter] = set()
 _thread_pid = 0  # the process the flushing thread runs in (a forked pool process starts its own)
+_asleep = True  # the flushing thread is not started in this process, or waits for a notify
 
 
 class ProgressWriter:
@@ -50,8 +57,7 @@ class ProgressWriter:
             self._pending = (value, message, stage)
             if time.monotonic() < self._due:
                 _waiting.add(self)
-                _start_thread()
-                _cond.notify()
+                _wake()
                 return False
             report = self._take()
         self._write(report)
@@ -98,22 +104,38 @@ class ProgressWriter:
             self._writing.release()
 
 
-def _start_thread() -> None:
-    """(Under _cond.) The flushing thread of this process, started once (after a fork too)."""
-    global _thread_pid
+def _wake() -> None:
+    """(Under _cond.) The flushing thread of this process started (once, after a fork too) or woken when
+    it sleeps; while it polls, nothing."""
+    global _thread_pid, _asleep
     if _thread_pid != os.getpid():
         _thread_pid = os.getpid()
+        _asleep = False
         threading.Thread(target=_flush_due, name="aitasks-progress", daemon=True).start()
+    elif _asleep:
+        _asleep = False
+        _cond.notify()
 
 
 def _flush_due() -> None:
+    global _asleep
+    busy = time.monotonic()  # when a writer last waited
     while True:
         with _cond:
             now = time.monotonic()
             waiting = [w for w in _waiting if w._pending is not None]
             due = [w for w in waiting if w._due <= now]
             if not due:
-                _cond.wait(min((w._due - now for w in waiting), default=None))
+                if _waiting:
+                    busy = now
+                if waiting:
+                    _cond.wait(min(w._due for w in waiting) - now)
+                elif now - busy < IDLE_S:
+                    _cond.wait(POLL_S)
+                else:
+                    _asleep = True
+                    _cond.wait()
+                    busy = time.monotonic()
                 continue
             writer = due[0]
             report = writer._take()
