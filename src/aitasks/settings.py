@@ -108,6 +108,10 @@ class Settings(BaseSettings):
         None, description="Seconds before an unacknowledged job is redelivered; default: longest hard limit + 60."
     )
     worker_concurrency: int = Field(1, ge=1)
+    worker_pool: Literal["prefork", "threads"] = Field(
+        "prefork", description="prefork: one job per pool process, time limits and hard cancel kill it. threads: "
+                               "`concurrency` jobs as threads of one process, sharing batchable model steps "
+                               "(document embedding); time limits and the hard cancel are not enforced there.")
     worker_heartbeat_s: float = Field(2.0, gt=0)
     lease_s: float = Field(
         30.0, gt=0, description="A worker that has not heartbeaten for this long is taken for dead: a live worker "
