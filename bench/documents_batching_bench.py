@@ -5,12 +5,16 @@
 
 1. Through the service: a private redis-server, the API and one worker on the ``cpu`` queue (model
    preloaded), on free ports of 127.0.0.1; ``POST /api/v1/documents/batch`` with 50 one-page PDFs, then
-   ``GET /api/v1/batches/{id}`` every 50 ms until no document is processing; documents/s from the upload
+   ``GET /api/v1/documents/batches/{id}`` every 50 ms until no document is processing; documents/s from the upload
    to the last one completed. **Baseline:** today's worker, one pool process (prefork): one job at a
    time, each embedding its own chunks. **Batched:** one worker ``--pool threads --concurrency 8``:
-   8 jobs at once in one process, their chunks embedded together (``documents/batched.py``). Rounds
-   alternate between the two (a worker is started for each round); best round of each.
-2. Search quality: both labelled sets' documents (bench/search_corpus.py, bench/search_tuning_set.py)
+   8 jobs at once in one process, their chunks embedded together (``documents/batched.py``). And, to
+   tell the shared model calls from running jobs side by side, the same threads worker with
+   ``AITASKS_EMBEDDING_MAX_BATCH=1`` (each chunk its own model call). Rounds alternate the order (a
+   worker is started for each mode and round); best round of each.
+2. The pipeline alone (``--in-process`` runs only this part): the same 50 documents through
+   ``ingest_document`` in this process, one at a time vs 8 threads through the batched step; 3 rounds.
+3. Search quality: both labelled sets' documents (bench/search_corpus.py, bench/search_tuning_set.py)
    ingested in this process one at a time (the embedder's own call) and by 8 threads through the batched
    step; the stored vectors compared, and hit@1 / MRR of ``store.search()`` on every question of both sets.
 """
@@ -56,7 +60,8 @@ def _batch_through_api(client: httpx.Client, files: list[tuple[str, bytes]], tim
         if body["status"] != "processing":
             elapsed = time.perf_counter() - started
             if body["completed"] != len(files):
-                raise RuntimeError(f"batch ended {body['status']}: {body['failed']} failed")
+                errors = {d.get("error") for d in body["documents"] if d["status"] != "completed"}
+                raise RuntimeError(f"batch ended {body['status']}: {body['failed']} failed: {errors}")
             return {"seconds": elapsed, "docs_per_s": len(files) / elapsed}
         time.sleep(0.05)
     raise RuntimeError("batch not done in time")
@@ -68,34 +73,39 @@ def service_part(root: Path, cleanup: Cleanup, docs: int, rounds: int) -> dict[s
     stack = AitasksStack("batching", root, root / "logs", cleanup).start_api()
     client = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.new_key()}"}, timeout=120)
     cleanup.push("batching client", client.close)
-    modes = {"one at a time (prefork, 1 process)": ("prefork", 1),
-             f"batched (threads, {THREADS} jobs in 1 process)": ("threads", THREADS)}
+    # (pool, jobs at once, chunks per model call): the third mode runs the jobs at once without sharing
+    # model calls, to tell what the shared calls add from what running jobs side by side adds.
+    modes = {"one at a time (prefork, 1 process)": ("prefork", 1, 16),
+             f"batched (threads, {THREADS} jobs in 1 process)": ("threads", THREADS, 16),
+             f"threads, {THREADS} jobs, no shared calls (max batch 1)": ("threads", THREADS, 1)}
     runs: dict[str, list[float]] = {m: [] for m in modes}
     for i in range(rounds):
         order = list(modes) if i % 2 == 0 else list(reversed(modes))
         for mode in order:
-            pool, concurrency = modes[mode]
+            pool, concurrency, max_batch = modes[mode]
             stack.start_worker(concurrency, "cpu", env={"AITASKS_PRELOAD": "document_ingestion",
-                                                        "AITASKS_WORKER_POOL": pool})
+                                                        "AITASKS_WORKER_POOL": pool,
+                                                        "AITASKS_EMBEDDING_MAX_BATCH": str(max_batch)})
             _batch_through_api(client, one_page_pdfs(4, f"warm{i}{pool}"))  # first jobs: connections, copies
             runs[mode].append(_batch_through_api(client, one_page_pdfs(docs, f"r{i}{pool}"))["docs_per_s"])
             stack.stop_workers()
     best = {m: max(v) for m, v in runs.items()}
-    base, batched = best[list(modes)[0]], best[list(modes)[1]]
+    base, batched, unshared = (best[m] for m in modes)
     return {"documents": docs, "rounds": rounds, "docs_per_s": {m: [round(x, 2) for x in v] for m, v in runs.items()},
-            "best": {m: round(x, 2) for m, x in best.items()}, "ratio": round(batched / base, 2)}
+            "best": {m: round(x, 2) for m, x in best.items()}, "ratio": round(batched / base, 2),
+            "ratio_unshared": round(unshared / base, 2)}
 
 
-def _ingest_all(store: Any, embedder: Any, docs: list[Any], batched: bool) -> None:
+def _ingest_all(store: Any, embedder: Any, docs: list[tuple[str, str, bytes]], batched: bool) -> None:
+    """``docs``: (document id, file name, bytes), made before the clock starts."""
     from aitasks.documents.batched import BatchedEncode
     from aitasks.documents.pipeline import ingest_document
-    from bench.search_corpus import document_bytes
 
     if not batched:
-        for doc in docs:
-            ingest_document(store, embedder, TENANT, doc.document_id, document_bytes(doc), filename=doc.filename)
+        for document_id, filename, data in docs:
+            ingest_document(store, embedder, TENANT, document_id, data, filename=filename)
         return
-    todo: queue.Queue[Any] = queue.Queue()
+    todo: queue.Queue[tuple[str, str, bytes]] = queue.Queue()
     for doc in docs:
         todo.put(doc)
     errors: list[BaseException] = []
@@ -103,13 +113,12 @@ def _ingest_all(store: Any, embedder: Any, docs: list[Any], batched: bool) -> No
     def work() -> None:
         while True:
             try:
-                doc = todo.get_nowait()
+                document_id, filename, data = todo.get_nowait()
             except queue.Empty:
                 return
             try:
                 with BatchedEncode() as encode:
-                    ingest_document(store, embedder, TENANT, doc.document_id, document_bytes(doc),
-                                    filename=doc.filename, encode=encode)
+                    ingest_document(store, embedder, TENANT, document_id, data, filename=filename, encode=encode)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -122,11 +131,36 @@ def _ingest_all(store: Any, embedder: Any, docs: list[Any], batched: bool) -> No
         raise errors[0]
 
 
+def in_process_part(docs: int, rounds: int) -> dict[str, Any]:
+    """The pipeline alone, no service: ``docs`` one-page PDFs through ``ingest_document`` one at a time
+    (the embedder's own call) and by 8 threads through the batched step, into one LanceDB folder; rounds
+    alternate the order; best of each."""
+    from aitasks.documents.batched import embed_chunks
+    from aitasks.documents.embedding import load_embedder
+    from aitasks.documents.lancedb_store import LanceDBStore
+    embedder = load_embedder()
+    embed_chunks(["warm"])
+    runs: dict[str, list[float]] = {"one at a time": [], "batched, 8 threads": []}
+    with tempfile.TemporaryDirectory(prefix="aitasks-bench-batching-") as tmp:
+        store = LanceDBStore(Path(tmp) / "vectors", dimension=embedder.dimension)
+        for i in range(rounds):
+            for mode in (list(runs) if i % 2 == 0 else list(reversed(runs))):
+                batch = [(f"{mode[:3]}{i}-{n}", name, data)
+                         for n, (name, data) in enumerate(one_page_pdfs(docs, f"{mode[:3]}{i}"))]
+                started = time.perf_counter()
+                _ingest_all(store, embedder, batch, mode != "one at a time")
+                runs[mode].append(round(docs / (time.perf_counter() - started), 2))
+    best = {m: max(v) for m, v in runs.items()}
+    return {"documents": docs, "docs_per_s": runs, "best": best,
+            "ratio": round(best["batched, 8 threads"] / best["one at a time"], 2)}
+
+
 def quality_part() -> dict[str, Any]:
     from aitasks.documents.batched import embed_chunks
     from aitasks.documents.embedding import load_embedder
     from aitasks.documents.lancedb_store import LanceDBStore
     from bench import search_corpus, search_tuning_set
+    from bench.search_corpus import document_bytes
     from bench.search_set import hits_rows, metrics, rank_of
 
     embedder = load_embedder()
@@ -138,7 +172,8 @@ def quality_part() -> dict[str, Any]:
         for mode in ("one at a time", "batched"):
             with tempfile.TemporaryDirectory(prefix="aitasks-bench-batching-") as tmp:
                 store = LanceDBStore(Path(tmp) / "vectors", dimension=embedder.dimension)
-                _ingest_all(store, embedder, list(mod.DOCUMENTS), mode == "batched")
+                files = [(doc.document_id, doc.filename, document_bytes(doc)) for doc in mod.DOCUMENTS]
+                _ingest_all(store, embedder, files, mode == "batched")
                 vectors[mode] = {r["id"]: np.asarray(r["vector"], dtype=np.float32)
                                  for r in store._table.to_arrow().to_pylist()}
                 ranks[mode] = [rank_of(q, hits_rows(store.search(TENANT, embedder.encode_query(q.text), q.text,
@@ -156,14 +191,22 @@ def quality_part() -> dict[str, Any]:
 
 def run(root: Path, cleanup: Cleanup, quick: bool = False) -> dict[str, Any]:
     docs, rounds = (50, 1) if quick else (50, 2)
-    return {"service": service_part(root, cleanup, docs, rounds), "quality": quality_part()}
+    return {"service": service_part(root, cleanup, docs, rounds), "in_process": in_process_part(docs, rounds + 1),
+            "quality": quality_part()}
 
 
 def render(result: dict[str, Any]) -> str:
     s = result["service"]
     lines = [f"  (d'') {s['documents']} one-page PDFs as one batch through the service, best of {s['rounds']}:"]
     lines += [f"        {mode}: {rate:.2f} documents/s (rounds {s['docs_per_s'][mode]})" for mode, rate in s["best"].items()]
-    lines.append(f"        batched / one at a time = {s['ratio']:.2f}x")
+    lines.append(f"        batched / one at a time = {s['ratio']:.2f}x; jobs side by side without shared calls / one at "
+                 f"a time = {s['ratio_unshared']:.2f}x")
+    if "in_process" in result:
+        p = result["in_process"]
+        lines.append(f"        in-process pipeline, {p['documents']} documents: one at a time {p['best']['one at a time']:.2f}"
+                     f" documents/s (rounds {p['docs_per_s']['one at a time']}), batched by 8 threads "
+                     f"{p['best']['batched, 8 threads']:.2f} (rounds {p['docs_per_s']['batched, 8 threads']}) = "
+                     f"{p['ratio']:.2f}x")
     for set_name, q in result["quality"].items():
         if set_name == "batch_sizes":
             continue
@@ -176,6 +219,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and sys.argv[1:] == ["--in-process"]:  # part 2 alone: no service started
+        print(in_process_part(50, 3))
+        return 0
     quick = quick_flag("python -m bench.documents_batching_bench", __doc__, argv, "one round each instead of two")
     return in_temp_folder("aitasks-bench-batching-", lambda root, cleanup: render(run(root, cleanup, quick)))
 

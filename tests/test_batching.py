@@ -205,3 +205,15 @@ def test_batched_embeddings_equal_the_models_one_at_a_time_call() -> None:
     for (vecs, _), want in zip(got, expected, strict=True):
         assert vecs.shape == want.shape and np.allclose(vecs, want, atol=1e-5)
     assert max(size for _, size in got) > 1 and embed_chunks.batcher().stats.largest >= max(before, 2)
+
+
+def test_max_batch_may_come_from_a_setting_read_at_first_use() -> None:
+    size = {"n": 2}
+
+    @batchable("test-from-setting", max_batch=lambda: size["n"], max_wait_ms=0)
+    def identity(items: list[int]) -> list[int]:
+        return items
+
+    size["n"] = 3  # read when the process first uses the step, not at declaration
+    assert identity.run([1, 2, 3, 4, 5]).results == [1, 2, 3, 4, 5]
+    assert identity.batcher().stats.sizes == {3: 1, 2: 1}

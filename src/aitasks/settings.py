@@ -154,6 +154,8 @@ class Settings(BaseSettings):
         None, description="A local sentence-transformers folder; default the packaged all-MiniLM-L6-v2.")
     max_document_pages: int = Field(2000, gt=0, description="Most pages a document may have; more is refused (413).")
     max_batch_files: int = Field(50, gt=0, description="Most files in one POST /api/v1/documents/batch.")
+    embedding_max_batch: int = Field(16, ge=1, description="Most chunks in one call of the embedding model, "
+                                                           "gathered from the jobs running in one process.")
 
     # Webhooks (docs/security.md).
     webhook_allow_private: str = Field(

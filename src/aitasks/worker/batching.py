@@ -206,7 +206,8 @@ class Batcher(Generic[I, R]):
 class BatchableStep(Generic[I, R]):
     """A declared batchable step: one ``Batcher`` per process, made on first use."""
 
-    def __init__(self, name: str, fn: Callable[[list[I]], Sequence[R]], max_batch: int, max_wait_ms: float):
+    def __init__(self, name: str, fn: Callable[[list[I]], Sequence[R]], max_batch: int | Callable[[], int],
+                 max_wait_ms: float):
         self.name, self.fn, self.max_batch, self.max_wait_ms = name, fn, max_batch, max_wait_ms
         self._lock = threading.Lock()
         self._batcher: tuple[int, Batcher[I, R]] | None = None
@@ -214,7 +215,8 @@ class BatchableStep(Generic[I, R]):
     def batcher(self) -> Batcher[I, R]:
         with self._lock:
             if self._batcher is None or self._batcher[0] != os.getpid():  # not one inherited through fork
-                self._batcher = (os.getpid(), Batcher(self.fn, self.max_batch, self.max_wait_ms, self.name))
+                size = self.max_batch() if callable(self.max_batch) else self.max_batch  # (a setting, read once)
+                self._batcher = (os.getpid(), Batcher(self.fn, size, self.max_wait_ms, self.name))
             return self._batcher[1]
 
     def run(self, items: Sequence[I], check_cancel: Callable[[], None] = lambda: None,
@@ -232,11 +234,12 @@ class BatchableStep(Generic[I, R]):
 STEPS: dict[str, BatchableStep[Any, Any]] = {}
 
 
-def batchable(name: str, *, max_batch: int = 32, max_wait_ms: float = 20.0
+def batchable(name: str, *, max_batch: int | Callable[[], int] = 32, max_wait_ms: float = 20.0
               ) -> Callable[[Callable[[list[I]], Sequence[R]]], BatchableStep[I, R]]:
     """Declare ``fn(items) -> results`` (one result per item, in order) as a step that jobs in one process
-    may share: see the module's docstring. Names are unique in the process."""
-    if max_batch < 1 or max_wait_ms < 0:
+    may share: see the module's docstring. ``max_batch`` may be a function (a deployment's setting, read
+    when the process first uses the step). Names are unique in the process."""
+    if (isinstance(max_batch, int) and max_batch < 1) or max_wait_ms < 0:
         raise ValueError(f"batchable step {name!r}: max_batch must be >= 1 and max_wait_ms >= 0")
 
     def declare(fn: Callable[[list[I]], Sequence[R]]) -> BatchableStep[I, R]:
