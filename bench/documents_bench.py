@@ -29,7 +29,6 @@ disturbed, for the pipeline and its baseline alike).
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -39,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.procs import quick_flag
 from bench.search_corpus import BRIDGE, GREENHOUSE, KIMCHI, LAB, TERN, image_pdf, scan_image, text_pdf
 
 TENANT = "bench"
@@ -283,11 +283,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.documents_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer pages and rounds (about 30 s)")
-    args = p.parse_args(argv)
-    print(render(run(args.quick)))
+    print(render(run(quick_flag("python -m bench.documents_bench", __doc__, argv, "fewer pages and rounds (about 30 s)"))))
     return 0
 
 

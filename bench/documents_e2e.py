@@ -14,10 +14,7 @@ through the service over pages/s of the bare pipeline).
 
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ from typing import Any
 import httpx
 
 from bench.documents_bench import long_pdf
-from bench.procs import Cleanup
+from bench.procs import Cleanup, in_temp_folder, quick_flag
 
 V1 = "/api/v1/documents"
 
@@ -86,18 +83,9 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.documents_e2e", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    root = Path(tempfile.mkdtemp(prefix="aitasks-bench-docs-e2e-"))
-    cleanup = Cleanup()
-    try:
-        print(render(run(root, root / "logs", cleanup, args.quick)))
-    finally:
-        cleanup.run()
-        shutil.rmtree(root, ignore_errors=True)
-    return 0
+    quick = quick_flag("python -m bench.documents_e2e", __doc__, argv, "a shorter document, one round")
+    return in_temp_folder("aitasks-bench-docs-e2e-", lambda root, cleanup: render(
+        run(root, root / "logs", cleanup, quick)))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,3 +75,23 @@ def wait_http(url: str, proc: Proc, timeout_s: float = 60) -> None:
             last = str(exc)
         time.sleep(0.1)
     raise RuntimeError(f"{proc.name} not answering {url}: {last}\n{proc.tail()}")
+
+
+def quick_flag(prog: str, doc: str | None, argv: list[str] | None, help_text: str) -> bool:
+    """The ``--quick`` command line of a benchmark module (its docstring as the help)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=help_text)
+    return bool(p.parse_args(argv).quick)
+
+
+def in_temp_folder(prefix: str, part: Callable[[Path, Cleanup], str]) -> int:
+    """Run a benchmark part that starts processes under a temporary folder, print what it renders, then
+    stop everything it started and remove the folder."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    cleanup = Cleanup()
+    try:
+        print(part(root, cleanup))
+    finally:
+        cleanup.run()
+        shutil.rmtree(root, ignore_errors=True)
+    return 0

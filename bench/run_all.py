@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only (about 70 seconds)
     .venv/bin/python -m bench.run_all --only documents      # (d) document pipeline throughput (about 70 s)
     .venv/bin/python -m bench.run_all --only documents-e2e  # (d') a document through the API and a worker (60 s)
+    .venv/bin/python -m bench.run_all --only documents-batching  # (d'') 50 one-page documents, batched vs one at a time (about 4 min)
     .venv/bin/python -m bench.run_all --only search         # (e) search quality on two labelled sets (about 35 s)
 
 Prints a table and the ratios against the targets, and writes them as JSON to var/bench/last.json.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    documents_batching_bench,
     documents_bench,
     documents_e2e,
     e2e_bench,
@@ -47,7 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a short smoke run: fewer, shorter rounds")
-    p.add_argument("--only", choices=("submit", "e2e", "images", "documents", "documents-e2e", "search"),
+    p.add_argument("--only", choices=("submit", "e2e", "images", "documents", "documents-e2e",
+                                       "documents-batching", "search"),
                    help="run one part only")
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                    help="HTTP load generator for (a): wrk (installed with apt-get if missing and allowed), "
@@ -143,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                 result["documents_e2e"] = documents_e2e.run(work / "documents", logs, docs_cleanup, quick=args.quick)
             finally:
                 docs_cleanup.run()
+        if args.only in (None, "documents-batching"):
+            print("(d'') 50 one-page documents at once: batched embedding vs one at a time; search unchanged", flush=True)
+            batching_cleanup = Cleanup()
+            try:
+                result["documents_batching"] = documents_batching_bench.run(work / "batching", batching_cleanup,
+                                                                            quick=args.quick)
+            finally:
+                batching_cleanup.run()
         if args.only in (None, "search"):
             print("(e) search quality: vector, keyword and hybrid on a labelled set", flush=True)
             result["search"] = search_set.run(quick=args.quick)
@@ -169,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         print(documents_bench.render(result["documents"]))
     if "documents_e2e" in result:
         print(documents_e2e.render(result["documents_e2e"]))
+    if "documents_batching" in result:
+        print(documents_batching_bench.render(result["documents_batching"]))
     if "search" in result:
         print(search_set.render(result["search"]))
     if "search_tuning" in result:

@@ -125,6 +125,17 @@ class Stack:
         if self.own_redis:
             self.redis_server.stop()
 
+    def __enter__(self) -> Stack:
+        """``with Stack(...) as s:`` starts it, and stops it at the end even when the start failed."""
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail()}" for p in self.processes())
 

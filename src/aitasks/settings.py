@@ -120,6 +120,10 @@ class Settings(BaseSettings):
         None, description="Seconds before an unacknowledged job is redelivered; default: longest hard limit + 60."
     )
     worker_concurrency: int = Field(1, ge=1)
+    worker_pool: Literal["prefork", "threads"] = Field(
+        "prefork", description="prefork: one job per pool process, time limits and hard cancel kill it. threads: "
+                               "`concurrency` jobs as threads of one process, sharing batchable model steps "
+                               "(document embedding); time limits and the hard cancel are not enforced there.")
     worker_heartbeat_s: float = Field(2.0, gt=0)
     lease_s: float = Field(
         30.0, gt=0, description="A worker that has not heartbeaten for this long is taken for dead: a live worker "
@@ -162,6 +166,8 @@ class Settings(BaseSettings):
         None, description="A local sentence-transformers folder; default the packaged all-MiniLM-L6-v2.")
     max_document_pages: int = Field(2000, gt=0, description="Most pages a document may have; more is refused (413).")
     max_batch_files: int = Field(50, gt=0, description="Most files in one POST /api/v1/documents/batch.")
+    embedding_max_batch: int = Field(16, ge=1, description="Most chunks in one call of the embedding model, "
+                                                           "gathered from the jobs running in one process.")
 
     # Webhooks (docs/security.md).
     webhook_allow_private: str = Field(

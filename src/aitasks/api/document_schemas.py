@@ -103,7 +103,9 @@ class SearchRequest(BaseModel):
     filters: Annotated[dict[MetadataKey, MetadataValue], WithJsonSchema(METADATA_SCHEMA)] | None = Field(
         None, max_length=32, description="Only documents whose metadata equals every pair.")
     alpha: float = Field(0.8, ge=0.0, le=1.0, description="Weight of the vector score against the keyword "
-                                                          "(BM25) score; 1 is vectors only.")
+                                                          "(BM25) score; 1 is vectors only, 0 keywords only. In "
+                                                          "between, keywords count only for a query naming an "
+                                                          "identifier, number or name; others rank by vector.")
 
 
 class SearchResult(BaseModel):

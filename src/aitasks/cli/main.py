@@ -75,6 +75,9 @@ def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues to serve: cpu, gpu.")] = "cpu",
     concurrency: Annotated[int | None, typer.Option(help="Pool processes; default AITASKS_WORKER_CONCURRENCY.")] = None,
     name: Annotated[str | None, typer.Option(help="Celery node name; default <queues>.<pid>@<host>.")] = None,
+    pool: Annotated[str | None, typer.Option(
+        help="prefork (one job per pool process) or threads (jobs share batchable model steps); "
+             "default AITASKS_WORKER_POOL.")] = None,
 ) -> None:
     """Run a Celery worker for the given queues."""
     import logging
@@ -113,10 +116,19 @@ def worker(
     quiet_celery()
     node = name or f"{'+'.join(wanted)}.{os.getpid()}@%h"
     pool_size = concurrency or settings.worker_concurrency
+    pool_kind = pool or settings.worker_pool
+    if pool_kind not in ("prefork", "threads"):
+        fail("--pool must be prefork or threads")
+    if pool_kind == "threads":  # no pool process starts: what worker_process_init does runs here, once
+        from aitasks import error_reports, tracing
+
+        tracing.setup("worker")  # (runner.py does these two per pool process under prefork)
+        error_reports.setup("worker", settings.environment)
+        preload.preload_models()
     # --quiet: no banner on stdout; this line says what it said that matters.
-    logging.getLogger("aitasks.worker").info("worker %s: queues %s, concurrency %d (prefork)",
-                                             host_format(node), ",".join(wanted), pool_size)
-    argv = ["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(pool_size), "-n", node, "-P", "prefork",
+    logging.getLogger("aitasks.worker").info("worker %s: queues %s, concurrency %d (%s)",
+                                             host_format(node), ",".join(wanted), pool_size, pool_kind)
+    argv = ["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(pool_size), "-n", node, "-P", pool_kind,
             "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
     runner.app.worker_main(argv)
 

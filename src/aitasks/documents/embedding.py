@@ -7,6 +7,7 @@ sentence-transformers folder.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import threading
@@ -49,6 +50,17 @@ class Embedder:
         self.max_seq_length: int = int(model.max_seq_length)
         self.max_tokens: int = self.max_seq_length - int(self.tokenizer.num_special_tokens_to_add(pair=False))
         self._lock = threading.Lock()  # torch modules are not safe to call from several threads at once
+        self._local = threading.local()
+
+    def thread_tokenizer(self) -> Any:
+        """This thread's own copy of the tokenizer, for chunking while another thread encodes: a fast
+        tokenizer changes its truncation settings on each call, and two threads sharing one can fail with
+        "Already borrowed"."""
+        own = getattr(self._local, "tokenizer", None)
+        if own is None:
+            with self._lock:  # not copied while the model's call is changing its settings
+                own = self._local.tokenizer = copy.deepcopy(self.tokenizer)
+        return own
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])

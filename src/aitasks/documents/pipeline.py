@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aitasks.documents import ocr
 from aitasks.documents.chunking import chunk_pages
@@ -18,8 +18,14 @@ from aitasks.documents.extract import DEFAULT_LIMITS, DocType, Limits, Page, ext
 from aitasks.documents.pdf import open_pdf
 from aitasks.documents.store import VectorStore, check_document_id, check_tenant, with_vectors
 
+if TYPE_CHECKING:
+    import numpy as np
+
 STAGES = ("extract", "ocr", "chunk", "embed", "store")
 Progress = Callable[[str, float], None]  # (stage, fraction of that stage done in [0, 1])
+# (chunk texts, check_cancel, progress(fraction)) -> one unit vector per text: a job's hook into a shared,
+# batched model call
+Encode = Callable[[list[str], Callable[[], None], Callable[[float], None]], "np.ndarray"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +77,26 @@ def ingest_document(store: VectorStore, embedder: Embedder, tenant: str, documen
                     filename: str | None = None, content_type: str | None = None,
                     metadata: Mapping[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS,
                     chunk_tokens: int = 200, overlap_tokens: int = 40, batch_size: int = 32,
-                    progress: Progress = _noop, check_cancel: Callable[[], None] = lambda: None) -> IngestResult:
-    """Read, chunk, embed and store one document, replacing any chunks it had."""
+                    progress: Progress = _noop, check_cancel: Callable[[], None] = lambda: None,
+                    encode: Encode | None = None) -> IngestResult:
+    """Read, chunk, embed and store one document, replacing any chunks it had. ``encode``: where the
+    chunks are embedded (documents/batched.py shares the model between jobs); default the embedder's own
+    call, ``batch_size`` chunks at a time."""
     check_tenant(tenant)
     check_document_id(document_id)  # refuse a bad id before minutes of OCR, not after
     read = read_document(data, filename, content_type, limits, progress=progress, check_cancel=check_cancel)
     check_cancel()
     progress("chunk", 0.0)
-    chunks = chunk_pages(read.pages, embedder.tokenizer, embedder.max_tokens, chunk_tokens, overlap_tokens)
+    # this thread's tokenizer: another thread may be running the model (and its tokenizer) meanwhile
+    chunks = chunk_pages(read.pages, embedder.thread_tokenizer(), embedder.max_tokens, chunk_tokens, overlap_tokens)
     progress("chunk", 1.0)
     vectors = []
-    for start in range(0, len(chunks), batch_size):
+    if encode is not None:  # the hook cuts the chunks into its own batches, shared with other jobs
+        check_cancel()
+        progress("embed", 0.0)
+        vectors.append(encode([c.text for c in chunks], check_cancel, lambda done: progress("embed", done)))
+        progress("embed", 1.0)
+    for start in range(0, len(chunks), batch_size) if encode is None else ():
         check_cancel()
         vectors.append(embedder.encode([c.text for c in chunks[start:start + batch_size]], batch_size=batch_size))
         progress("embed", min(1.0, (start + batch_size) / len(chunks)))

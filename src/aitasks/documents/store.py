@@ -7,7 +7,9 @@ Since no checked value can hold a quote, a space or an operator, no id can chang
 
 Search is hybrid: the backend returns candidates by vector similarity and by keywords (BM25), and
 ``fuse`` ranks their union by ``alpha * cosine + (1 - alpha) * normalised BM25``: the vector finds
-paraphrases, the keywords lift the chunk that names the rare word (a product, a person) the question names.
+paraphrases, the keywords lift the chunk that names the rare word (a product, a code) the question names.
+The keyword term counts only when the question names an identifier, number or name (documents/evidence.py):
+a vague question's common words matching some chunk are no evidence, so it is ranked by the vector alone.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from aitasks.documents.chunking import Chunk
 from aitasks.documents.errors import InvalidStoreArgument
+from aitasks.documents.evidence import distinctive_terms
 
 TENANT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the same shape as API key tenants
 DOCUMENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -142,8 +145,12 @@ class Candidate:
 
 
 def fuse(query_vector: np.ndarray, by_vector: Sequence[Candidate], by_keyword: Sequence[Candidate], top_k: int,
-         alpha: float = DEFAULT_ALPHA) -> list[SearchHit]:
-    """Rank the union of both candidate lists by ``alpha * cosine + (1 - alpha) * bm25 / max bm25``."""
+         alpha: float = DEFAULT_ALPHA, query_text: str | None = None) -> list[SearchHit]:
+    """Rank the union of both candidate lists by ``alpha * cosine + (1 - alpha) * bm25 / max bm25``, or by
+    cosine alone when ``0 < alpha`` and ``query_text`` names no identifier, number or name (so hybrid
+    ranks a vague question as vector-only search does; docs/benchmarks.md, "Search quality")."""
+    if 0.0 < alpha < 1.0 and not distinctive_terms(query_text or ""):
+        alpha, by_keyword = 1.0, ()
     merged: dict[tuple[str, int], Candidate] = {(c.document_id, c.chunk_index): c for c in by_vector}
     for cand in by_keyword:
         key = (cand.document_id, cand.chunk_index)
@@ -208,9 +215,11 @@ class VectorStore(abc.ABC):
         query = self._check_vector(vector)
         pool = max(top_k * 4, 40)  # candidates per method: room for the other method to reorder them
         by_vector = self._vector_candidates(tenant, query, pool, ids, tags)
-        by_keyword = self._keyword_candidates(tenant, query_text.strip(), pool, ids, tags) if (
-            query_text and query_text.strip() and alpha < 1.0) else []
-        return fuse(query, by_vector, by_keyword, top_k, alpha)
+        keywords_count = bool(query_text and query_text.strip()) and (  # (fuse() would drop them otherwise)
+            alpha == 0.0 or (alpha < 1.0 and bool(distinctive_terms(query_text or ""))))
+        by_keyword = self._keyword_candidates(tenant, (query_text or "").strip(), pool, ids, tags) if (
+            keywords_count) else []
+        return fuse(query, by_vector, by_keyword, top_k, alpha, query_text)
 
     def count(self, tenant: str, document_id: str | None = None) -> int:
         tenant = check_tenant(tenant)

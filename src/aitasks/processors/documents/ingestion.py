@@ -96,6 +96,7 @@ def document_ingestion(data: DocumentIngestionInput, ctx: JobContext) -> dict[st
         raise JobError("document_ingestion keeps a document record: upload the file to POST /api/v1/documents/ "
                        "(or the seed's POST /api/ingest/) instead of submitting the job type directly")
     from aitasks.documents import embedding
+    from aitasks.documents.batched import BatchedEncode
     from aitasks.documents.pipeline import ingest_document
 
     settings = get_settings()
@@ -109,11 +110,13 @@ def document_ingestion(data: DocumentIngestionInput, ctx: JobContext) -> dict[st
     except Exception as exc:  # a server store not reachable yet: worth another attempt
         raise TransientJobError(f"the vector store cannot be opened: {exc}") from exc
     stages = _Stages(ctx)
+    encode = BatchedEncode()  # shares model calls with the other jobs of this process (--pool threads)
     try:
-        result = ingest_document(
-            store, model, ctx.job.tenant, data.document_id, raw, filename=data.filename or data.file.filename,
-            content_type=data.content_type, metadata=data.metadata, limits=service.limits(settings),
-            progress=stages, check_cancel=ctx.check_cancel)
+        with encode:
+            result = ingest_document(
+                store, model, ctx.job.tenant, data.document_id, raw, filename=data.filename or data.file.filename,
+                content_type=data.content_type, metadata=data.metadata, limits=service.limits(settings),
+                progress=stages, check_cancel=ctx.check_cancel, encode=encode)
     except (DocumentError, JobCancelled, JobError):
         raise
     except InvalidStoreArgument as exc:
@@ -126,4 +129,4 @@ def document_ingestion(data: DocumentIngestionInput, ctx: JobContext) -> dict[st
     return {"document_id": data.document_id, "filename": data.filename or data.file.filename,
             "doc_type": result.doc_type, "pages": result.pages, "ocr_pages": result.ocr_pages,
             "chunks": result.chunks, "tokens": result.tokens, "embedding_model": model.name,
-            "model_loads_in_process": embedding.LOADS}
+            "model_loads_in_process": embedding.LOADS, "embedding_batch": encode.largest_batch}
