@@ -150,6 +150,9 @@ class Settings(BaseSettings):
         None, description="When set, GET /metrics needs `Authorization: Bearer <token>` (else 401).")
     enable_diagnostic: bool = Field(
         False, description="Allow the `diagnostic` job type (it can kill worker processes); off: submits get 403.")
+    task_events: bool = Field(
+        False, description="Workers send Celery's task events (Flower's task list); off by default: three Redis "
+                            "writes per job nothing of aitasks reads. `aitasks run --flower` turns them on.")
     flower_basic_auth: str | None = Field(
         None, description="`user:password` (comma list) Flower asks for; required when Flower binds beyond loopback.")
 

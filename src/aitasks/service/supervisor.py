@@ -124,6 +124,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_signal)
         env = dict(os.environ)
         env["AITASKS_DATA_DIR"] = str(s.data_dir.resolve())
+        if self.flower_port:
+            env["AITASKS_TASK_EVENTS"] = "true"  # Flower's task list is built from the workers' task events
         try:
             url = self._start_redis(env)
             key = self._first_key(redis.Redis.from_url(url))

@@ -63,10 +63,10 @@ def create_celery(settings: Settings, longest_limit_s: float) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
         # No task events by default: three PUBLISHes per job from the consumer that nothing of aitasks reads
-        # (the job record is the truth). Flower (`aitasks run --flower`) switches them on in the running
-        # workers itself (its periodic enable_events broadcast).
-        worker_send_task_events=False,
-        task_send_sent_event=False,
+        # (the job record is the truth). `aitasks run --flower` starts its workers with them on
+        # (AITASKS_TASK_EVENTS); Flower's own enable_events broadcast did not reliably reach them.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         # A pool process that preloads models (AITASKS_PRELOAD) needs more than Celery's 4 s to come up.
