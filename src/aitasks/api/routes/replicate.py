@@ -72,6 +72,10 @@ LIMITED: dict[int | str, dict[str, Any]] = {
     507: {"description": "The tenant already stores its `max_storage_mb` (Replicate's problem body; `limit` names "
                          "it)."}}
 
+TOO_LARGE: dict[int | str, dict[str, Any]] = {413: {
+    "description": "A file over the size limit, or over the tenant's `max_storage_mb` (Replicate's problem body; "
+                   "`limit`, `max_storage_mb`, `storage_used_bytes` name it): nothing was stored."}}
+
 CREATE_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "required": ["input"],
@@ -243,7 +247,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, openapi_extra=CREATE_BODY,
-             responses={**ERRORS, **FORBIDDEN, **LIMITED, **schemas.errors(413, 503)},
+             responses={**ERRORS, **FORBIDDEN, **LIMITED, **TOO_LARGE, **schemas.errors(503)},
              summary="Run a model (Replicate)")
 async def create_model_prediction(owner: str, name: str, request: Request, services: ServicesDep,
                                   tenant: Tenant) -> JSONResponse:
@@ -253,7 +257,7 @@ async def create_model_prediction(owner: str, name: str, request: Request, servi
 
 
 @router.post("/predictions", status_code=201, openapi_extra=CREATE_NAMED_BODY,
-             responses={**ERRORS, **FORBIDDEN, **LIMITED, **schemas.errors(413, 503)},
+             responses={**ERRORS, **FORBIDDEN, **LIMITED, **TOO_LARGE, **schemas.errors(503)},
              summary="Create a prediction (Replicate)")
 async def create_prediction(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """By ``version`` (an id from the model's ``latest_version``, or ``owner/name[:id]``) or ``model``."""
@@ -302,7 +306,7 @@ async def cancel_prediction(prediction_id: str, request: Request, services: Serv
 # --- files ---------------------------------------------------------------------------------------
 
 
-@router.post("/files", status_code=201, responses={**ERRORS, **FORBIDDEN, **schemas.errors(413)},
+@router.post("/files", status_code=201, responses={**ERRORS, **FORBIDDEN, **TOO_LARGE},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
                  "encoding": {"metadata": {"contentType": "application/json"}}, "schema": {
                      "type": "object", "required": ["content"],
