@@ -119,6 +119,11 @@ def test_a_sigkilled_api_process_streams_stop_counting(stack: Stack, long_job: t
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=dict(client.headers), timeout=30) as via:
             streams = [_open_sse(via, job), _open_sse(via, job)]
             assert client.get(f"{TASKS}/{job}/events").status_code == 429  # seen by the first process too
+            # While it lives, it renews their leases: they count on past the first lease's end.
+            key = f"aitasks:tenant:{client.get('/api/v1/limits').json()['tenant']}:streams"
+            first_end_ms = max(end for _, end in stack.redis.zrange(key, 0, -1, withscores=True))
+            poll(lambda: _outlived_first_lease(stack, key, first_end_ms), "the streams' leases renewed", 60)
+            assert usage(client)["streams"] == 2
             second.stop(signal.SIGKILL, 10)
             poll(lambda: usage(client)["streams"] == 0, "the killed process's streams no longer count", 60)
             for stream in streams:
@@ -128,6 +133,14 @@ def test_a_sigkilled_api_process_streams_stop_counting(stack: Stack, long_job: t
             second.stop(signal.SIGKILL, 10)
     first = _open_sse(client, job)
     first.close()
+
+
+def _outlived_first_lease(stack: Stack, key: str, first_end_ms: float) -> bool:
+    """Redis's clock is past the end of the leases first seen, and both streams still hold a live one."""
+    seconds, micros = stack.redis.time()
+    now_ms = seconds * 1000 + micros / 1000
+    ends = [end for _, end in stack.redis.zrange(key, 0, -1, withscores=True)]
+    return now_ms > first_end_ms and len(ends) == 2 and min(ends) > now_ms
 
 
 def _ready(url: str) -> bool:
