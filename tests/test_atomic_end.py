@@ -111,7 +111,7 @@ def test_usage_counts_on_the_tenants_utc_day(r: redis.Redis, store: JobStore, da
 
 
 def fan_out(r: redis.Redis, parent: str, n: int) -> int:
-    kids = [{"id": f"{parent}.{i}", "type": "echo", "queue": "gpu", "message": f"run {i}",
+    kids = [{"id": f"{parent}.{i}", "type": "echo", "queue": "gpu", "list": "gpu", "message": f"run {i}",
              "hash": ["id", f"{parent}.{i}", "status", "PENDING", "type", "echo", "parent", parent,
                       "tenant", "acme", "queue", "gpu"]} for i in range(n)]
     fan = r.register_script(scripts.FAN_OUT)

@@ -19,7 +19,7 @@ from skimage import data as samples
 
 from aitasks.client import sse
 from aitasks.jobs.apikeys import revoke_key
-from stack import Stack, key_of, submit, wait_status, ws_open, ws_rest
+from stack import Stack, key_of, queue_held, submit, wait_status, ws_open, ws_rest
 
 pytestmark = pytest.mark.slow  # headless Chromium
 
@@ -316,6 +316,26 @@ def test_the_system_page_shows_queues_workers_and_finished_jobs(page, stack, key
     expect(workers).to_contain_text("gpu")
     expect(page.locator("#history")).to_contain_text("ok")
     assert float(page.locator("#throughput").inner_text()) >= 0
+
+
+def test_a_waiting_job_shows_its_place_in_line_and_the_system_page_the_limits(page, stack, key):
+    """The cpu slot held by the tenant's own long job: its third waiting job says "3rd in line" and moves up
+    as the ones ahead are cancelled; the system page shows the tenant's limits and usage."""
+    sign_in(page, key)
+    with api(stack, key) as c, queue_held(c):
+        waiting = [submit(c, parameters={"steps": 1}) for _ in range(3)]
+        page.goto(f"/#/job/{waiting[2]}")
+        expect(page.locator("#job-line")).to_have_text("3rd in line", timeout=30_000)
+        assert c.post(f"{TASKS}/{waiting[0]}/cancel/").status_code == 200
+        expect(page.locator("#job-line")).to_have_text("2nd in line", timeout=30_000)
+        page.goto("/#/system")
+        limits = page.locator("#limits-table")
+        expect(limits).to_contain_text("max_running")
+        expect(limits).to_contain_text("1 running")
+        expect(limits).to_contain_text("2 queued")
+    for task_id in waiting[1:]:
+        with api(stack, key) as c:
+            assert wait_status(c, task_id)["status"] == "SUCCESS"
 
 
 def test_pages_fit_a_phone_screen(browser, stack, key):

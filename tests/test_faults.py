@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis
 
+from aitasks.jobs import keys
 from stack import TERMINAL, Process, Stack, poll, submit, wait_status
 
 pytestmark = pytest.mark.slow  # kills and restarts workers and Redis, a stack per test
@@ -156,10 +157,11 @@ def test_redis_crash_503_fast_then_recovers_and_accepted_jobs_survive(make_stack
 
         stack.redis_server.start()
 
-        # Nothing half-way: the queue holds exactly the accepted jobs, each with its record, and
-        # none of the refused submits left a record behind.
+        # Nothing half-way: the queue (or, with fair dispatch, the tenant's line) holds exactly the accepted
+        # jobs, each with its record, and none of the refused submits left a record behind.
         with redis_client(stack) as rc:
             queued = [json.loads(m)["headers"]["id"] for m in rc.lrange("cpu", 0, -1)]
+            queued += rc.hkeys(keys.dispatch("cpu", "messages"))
             assert sorted(queued) == sorted(accepted), queued
             job_keys = {k.split(":")[-1] for k in rc.scan_iter("aitasks:job:*")}
             assert job_keys == set(accepted), job_keys

@@ -354,13 +354,14 @@ def test_limits_show_only_the_callers_tenant(stack: Stack) -> None:
         assert body["limits"]["max_queued"] == 7 and body["limits"]["submits_per_s"] == 100
         assert body["limits"]["burst"] == 100 and body["limits"]["weight"] == 2  # burst 0: a second's worth
         assert body["own"] == ["max_queued", "submits_per_s", "weight"]
-        assert body["enforced"] == ["max_queued", "submits_per_s", "burst", "max_streams", "max_storage_mb"]
+        assert body["enforced"] == ["max_running", "max_queued", "submits_per_s", "burst", "max_streams",
+                                    "max_storage_mb", "weight"]
         assert 98 <= body["usage"]["submit_tokens"] <= 100
         other = b.get("/api/v1/limits").json()
         assert other["tenant"] == theirs and other["own"] == []
         assert other["limits"]["max_queued"] == 100_000 and other["limits"]["submits_per_s"] == 0
-        assert other["usage"] == {"queued": 0, "submit_tokens": None, "bucket_full_in_s": 0, "streams": 0,
-                                  "storage_bytes": 0}
+        assert other["usage"] == {"queued": 0, "running": 0, "submit_tokens": None, "bucket_full_in_s": 0,
+                                  "streams": 0, "storage_bytes": 0}
         for params in ({"tenant": mine}, {"tenant_id": mine}):  # no way to name another tenant
             assert b.get("/api/v1/limits", params=params).json()["tenant"] == theirs
     assert httpx.get(f"{stack.url}/api/v1/limits").status_code == 401
@@ -374,11 +375,11 @@ def test_cli_set_and_show_round_trip_through_sql_and_redis(stack: Stack) -> None
     shown = cli(stack, "tenants", "show", tenant)
     assert shown.returncode == 0, shown.stderr
     lines = {line.split()[0]: line.split()[1:] for line in shown.stdout.splitlines()[1:-1]}
-    assert lines["max_running"][:2] == ["3", "set"] and "(not enforced yet)" in " ".join(lines["max_running"])
+    assert lines["max_running"][:2] == ["3", "set"] and "(not enforced yet)" not in " ".join(lines["max_running"])
     assert lines["max_queued"][:2] == ["50", "set"] and lines["submits_per_s"][:2] == ["2.5", "set"]
     assert lines["burst"][:2] == ["10", "set"] and lines["weight"][:2] == ["1.5", "set"]
     assert lines["max_streams"][0] == "4" and lines["max_storage_mb"][0] == "200"
-    assert shown.stdout.splitlines()[-1] == ("usage: queued 0, submit tokens 10.0 of 10, streams open 0, "
+    assert shown.stdout.splitlines()[-1] == ("usage: queued 0, running 0, submit tokens 10.0 of 10, streams open 0, "
                                              "storage 0.00 MB")
     assert "not enforced" not in " ".join(lines["max_streams"] + lines["max_storage_mb"])
     assert stack.redis.hgetall(keys.tenant_limits(tenant))[b"submits_per_s"] == b"2.5"

@@ -97,6 +97,18 @@ class Settings(BaseSettings):
     stream_lease_s: float = Field(
         30.0, ge=1, description="Seconds an open stream counts after its API process last renewed it: the most a "
                                 "killed API process's streams keep counting against max_streams.")
+    default_max_running: int = Field(
+        0, ge=0, description="Jobs of one tenant running at once across every worker, counted from the moment "
+                             "a job is handed to its queue until it ends (0: no limit).")
+    default_weight: float = Field(
+        1.0, gt=0, description="A tenant's share of the worker slots against other waiting tenants (2: twice "
+                               "the slots of a tenant of weight 1).")
+    fair_dispatch: bool = Field(
+        True, description="Jobs wait in per-tenant lines and are handed to their queue as worker slots free up, "
+                          "round robin by weight (jobs/dispatch.py); false: straight onto the queue, FIFO.")
+    dispatch_buffer: int = Field(
+        0, ge=0, description="Jobs handed to a queue beyond its workers' free slots: more smooths throughput, "
+                             "less lets a newly waiting tenant start sooner.")
     history_sweep_s: float = Field(600.0, gt=0, description="Seconds between the history retention sweeps.")
     recorder_claim_idle_s: float = Field(
         30.0, gt=0, description="Seconds before a recorder takes over the unrecorded batch of one that died.")

@@ -3,7 +3,7 @@ them at run time: the tests do, validating every answer they get against its doc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -57,6 +57,11 @@ class StatusResponse(BaseModel):
     error_type: str | None = None
     task_type: str
     queue: str
+    priority: Literal["high", "normal", "low"] = Field(
+        "normal", description="Its order within its tenant's share of the workers: high before normal before low.")
+    queue_position: int | None = Field(
+        None, ge=1, description="While it waits for a worker slot (status endpoint only): its place in its "
+                                "tenant's line on its queue, 1 = the tenant's next job to start.")
     attempts: int
     created_at: str | None
     started_at: str | None

@@ -73,7 +73,8 @@ class Services:
         pipe = PipelinedRedis(url, 1.0, settings.redis_timeout_s) if supports(url) else None
         services = cls(
             settings=settings, redis=client,
-            store=AsyncJobStore(client, pipe, history=settings.history_enabled, outbox=settings.amqp_broker),
+            store=AsyncJobStore(client, pipe, history=settings.history_enabled, outbox=settings.amqp_broker,
+                                fair=settings.fair_dispatch),
             hub=EventHub(pubsub_client), artifacts=open_artifacts(settings),
             registry=load_all(),
         )

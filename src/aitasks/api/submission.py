@@ -29,6 +29,7 @@ from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
 from aitasks.api.services import Services
 from aitasks.api.webhook_input import read_webhook
 from aitasks.errors import FieldError, Forbidden, ServiceUnavailable, ValidationFailed, pydantic_fields, summary
+from aitasks.jobs.keys import PRIORITIES
 from aitasks.jobs.files import CheckedFile, check_file, decode_base64
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.pipelined import OutcomeUnknown
@@ -95,8 +96,20 @@ async def submit(services: Services, tenant: str, task_type: Any, fields: dict[s
         raise Forbidden(f"{jt.name} is not allowed: {refusal}", [FieldError("task_type", refusal)])
     fields = dict(fields)
     webhook = await read_webhook(fields, services.settings)
+    priority = read_priority(fields)
     sub = await build_submission(services, jt, fields, uploads)
-    return await accept(services, tenant, sub, options.job_id or new_job_id(), options, webhook)
+    return await accept(services, tenant, sub, options.job_id or new_job_id(), options, webhook, priority)
+
+
+def read_priority(fields: dict[str, Any]) -> str:
+    """The submit's ``priority`` (taken out of ``fields``): high, normal (the default) or low."""
+    value = fields.pop("priority", None)
+    if value in (None, ""):
+        return "normal"
+    if value not in PRIORITIES:
+        raise ValidationFailed(f"priority must be one of {', '.join(PRIORITIES)}, not {value!r}",
+                               [FieldError("priority", f"must be one of: {', '.join(PRIORITIES)}")])
+    return str(value)
 
 
 def resolve_type(services: Services, task_type: Any) -> JobType:
@@ -162,18 +175,18 @@ async def build_submission(services: Services, jt: JobType, fields: dict[str, An
 
 async def accept(
     services: Services, tenant: str, sub: Submission, job_id: str, options: SubmitOptions,
-    webhook: tuple[str | None, tuple[str, ...]] = (None, ()),
+    webhook: tuple[str | None, tuple[str, ...]] = (None, ()), priority: str = "normal",
 ) -> Accepted:
     """Store input files, then record and enqueue the job in one atomic Redis call; traced as the job's
     ``aitasks.submit`` span, the root of its trace (tracing/)."""
     attributes = {"aitasks.job_id": job_id, "aitasks.task_type": sub.job_type.name, "aitasks.tenant": tenant}
     with tracing.tracer.start_as_current_span("aitasks.submit", attributes=attributes):
-        return await _accept(services, tenant, sub, job_id, options, webhook)
+        return await _accept(services, tenant, sub, job_id, options, webhook, priority)
 
 
 async def _accept(
     services: Services, tenant: str, sub: Submission, job_id: str, options: SubmitOptions,
-    webhook: tuple[str | None, tuple[str, ...]],
+    webhook: tuple[str | None, tuple[str, ...]], priority: str,
 ) -> Accepted:
     settings = services.settings
     jt = sub.job_type
@@ -192,6 +205,7 @@ async def _accept(
         webhook=webhook[0], webhook_events=webhook[1], document=options.document,
         webhook_format=options.webhook_format if hooked else None,
         webhook_base=options.base_url if hooked else None, traceparent=tracing.current_traceparent(),
+        priority=priority,
     )
     if sub.files:
         try:

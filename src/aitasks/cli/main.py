@@ -302,10 +302,14 @@ def _show_limits(tenant: str, own: dict[str, int | float | None] | None) -> None
         source = "set for the tenant" if (own or {}).get(name) is not None else "default"
         note = "" if name in ENFORCED else "  (not enforced yet)"
         typer.echo(f"  {name:<16}{shown:<12}{source}{note}")
-    usage = limits.peek(_redis(), settings, tenant)
+    from aitasks.jobs import keys
+
+    r = _redis()
+    usage = limits.peek(r, settings, tenant)
+    running = r.zcard(keys.tenant_running(tenant))
     tokens = f"{usage.tokens:.1f} of {usage.burst}" if usage.submits_per_s > 0 else "no rate limit"
-    typer.echo(f"usage: queued {usage.queued}, submit tokens {tokens}, streams open {usage.streams}, "
-               f"storage {usage.stored_bytes / 1048576:.2f} MB")
+    typer.echo(f"usage: queued {usage.queued}, running {running}, submit tokens {tokens}, streams open "
+               f"{usage.streams}, storage {usage.stored_bytes / 1048576:.2f} MB")
 
 
 def _schema_at_start(url: str, retry_in_background: bool) -> None:

@@ -50,6 +50,7 @@ FRAGMENTS: tuple[Fragment, ...] = (
     # After documents: the entry carries the document record as that fragment left it.
     Fragment("history", "aitasks.store", "history_end.lua", terminal=True, fields=("document",)),
     Fragment("live", "aitasks.jobs", "live_end.lua", terminal=True),
+    Fragment("dispatch", "aitasks.jobs", "dispatch_end.lua", terminal=True, fields=("tenant", "queue", "priority")),
     Fragment("webhooks", "aitasks.jobs", "webhooks_end.lua", terminal=False),
     Fragment("queued", "aitasks.jobs", "queued_end.lua", terminal=False),
 )

@@ -213,3 +213,30 @@ def queue_list(queue: str, outbox: bool) -> str:
     """The Redis list a job message for ``queue`` is pushed onto: the queue itself (Redis is the broker),
     or the outbox (RabbitMQ is; the message names its queue in delivery_info.routing_key)."""
     return BROKER_OUTBOX if outbox else queue
+
+
+# Fair dispatch (jobs/dispatch.py, jobs/dispatch_lib.lua): per queue, the tenants waiting (a sorted set
+# scored by each one's virtual start time), a list of waiting job ids per tenant and priority, the
+# waiting jobs' Celery messages (a hash id -> "<target list>\n<message>"), the jobs handed to Celery and not
+# yet ended (a sorted set, scored by ms), its capacity (worker slots, written by the dispatcher's tick).
+DISPATCH_PREFIX = f"{PREFIX}:dispatch:"
+PRIORITIES = ("high", "normal", "low")  # the order a tenant's waiting jobs are taken in
+DISPATCHER = f"{DISPATCH_PREFIX}lock"  # the one process running the dispatcher's tick (a short lock)
+DISPATCH_DEFAULTS = f"{DISPATCH_PREFIX}defaults"  # hash: the deployment's max_running and weight
+DISPATCH_BUSY = f"{DISPATCH_PREFIX}busy"  # sorted set tenant -> its jobs handed to Celery and not ended
+
+
+def dispatch(queue: str, name: str) -> str:
+    """One of a queue's dispatch keys: ``tenants``, ``passes``, ``vtime``, ``messages``, ``inflight``,
+    ``capacity``."""
+    return f"{DISPATCH_PREFIX}{queue}:{name}"
+
+
+def pending(queue: str, tenant: str, priority: str) -> str:
+    """A tenant's waiting job ids of one queue and priority, oldest first (a list)."""
+    return f"{DISPATCH_PREFIX}{queue}:pending:{tenant}:{priority}"
+
+
+def tenant_running(tenant: str) -> str:
+    """A tenant's jobs handed to Celery and not yet ended, on every queue (sorted set, ms): max_running."""
+    return f"{TENANT_PREFIX}{tenant}:running"

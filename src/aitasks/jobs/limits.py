@@ -103,7 +103,8 @@ def effective(settings: Settings, own: dict[str, int | float | None] | None) -> 
     """The limits in force for a tenant: its own, else the deployment's defaults (None: no default yet)."""
     defaults: dict[str, int | float | None] = {name: None for name in tenant_limits.LIMITS}
     defaults.update(max_queued=settings.default_max_queued, submits_per_s=float(settings.default_submits_per_s),
-                    burst=settings.default_burst, max_streams=settings.default_max_streams,
-                    max_storage_mb=settings.default_max_storage_mb)
+                    burst=settings.default_burst, max_running=settings.default_max_running,
+                    max_streams=settings.default_max_streams, max_storage_mb=settings.default_max_storage_mb,
+                    weight=float(settings.default_weight))
     return {name: (own or {}).get(name) if (own or {}).get(name) is not None else defaults[name]
             for name in tenant_limits.LIMITS}

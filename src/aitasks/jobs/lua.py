@@ -37,6 +37,9 @@ VALUES: dict[str, str] = {
     "@TENANT_PREFIX@": keys.TENANT_PREFIX,
     "@HISTORY_STREAM@": keys.HISTORY_STREAM,
     "@HISTORY_STREAM_MAX@": str(keys.HISTORY_STREAM_MAX),
+    "@DISPATCH_PREFIX@": keys.DISPATCH_PREFIX,
+    "@DISPATCH_DEFAULTS@": keys.DISPATCH_DEFAULTS,
+    "@DISPATCH_BUSY@": keys.DISPATCH_BUSY,
 }
 
 
@@ -57,3 +60,8 @@ def render(text: str, extra: dict[str, str] | None = None) -> str:
 
 def load(package: str, name: str) -> str:
     return render(source(package, name))
+
+
+# The fair dispatcher's Lua functions (jobs/dispatch_lib.lua), spliced where a script writes
+# ``@DISPATCH_LIB@`` on a line of its own: every script that queues or ends a job dispatches in its own step.
+VALUES["@DISPATCH_LIB@"] = load("aitasks.jobs", "dispatch_lib.lua")

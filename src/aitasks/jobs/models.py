@@ -98,6 +98,8 @@ class Job:
     document: str | None = None
     # The W3C trace context of its submit (aitasks/tracing): every run of the job joins that trace.
     traceparent: str | None = None
+    # Its place within its tenant's share of the workers (jobs/dispatch.py): high, normal or low.
+    priority: str = "normal"
 
     # --- Redis hash encoding ---------------------------------------------------------------------
 
@@ -137,6 +139,8 @@ class Job:
             out["stage"] = self.stage
         if self.traceparent:
             out["traceparent"] = self.traceparent
+        if self.priority != "normal":
+            out["priority"] = self.priority
         return out
 
     @classmethod
@@ -185,6 +189,7 @@ class Job:
             children=orjson.loads(h["children"]) if h.get("children") else [],
             document=h.get("document") or None,
             traceparent=h.get("traceparent") or None,
+            priority=h.get("priority") or "normal",
         )
 
     # --- views -----------------------------------------------------------------------------------
@@ -205,6 +210,7 @@ class Job:
             "result_available": self.status is Status.SUCCESS,
             "task_type": self.type,
             "queue": self.queue,
+            "priority": self.priority,
             "attempts": self.attempts,
             "created_at": iso(self.created_at),
             "started_at": iso(self.started_at),

@@ -35,6 +35,12 @@ def update_args(fields: dict[str, Any], ttl_s: int | None, fence: str = "") -> l
     return args
 
 
+def record_ttl_s(pending_ttl_s: int) -> int:
+    """How long an unfinished job's record lives: its pending limit and a margin, so the recovery pass
+    (worker/sweep.py) ends a job that waited too long FAILURE before its record could expire."""
+    return pending_ttl_s + max(600, pending_ttl_s // 10)
+
+
 class QueueFull(Exception):
     """CREATE refused the job: its tenant already has ``max_queued`` jobs queued (api/flow_control.py: 429)."""
 
@@ -55,13 +61,16 @@ class AsyncJobStore:
     ``pipe``, when given, carries the CREATE script (every submit): many requests' calls share one
     connection and leave together (see jobs/pipelined.py). Everything else goes through ``client``.
     ``history=False`` (AITASKS_HISTORY_ENABLED=false) leaves the store of record's hand-off out of UPDATE.
-    ``outbox=True`` (RabbitMQ is the broker): a job's message goes to the broker outbox, not its queue list."""
+    ``outbox=True`` (RabbitMQ is the broker): a job's message goes to the broker outbox, not its queue list.
+    ``fair=False`` (AITASKS_FAIR_DISPATCH=false): a job's message goes straight onto its queue, FIFO across
+    tenants; otherwise the job waits in its tenant's line (jobs/dispatch.py)."""
 
     def __init__(self, client: aredis.Redis, pipe: PipelinedRedis | None = None, history: bool = True,
-                 outbox: bool = False):
+                 outbox: bool = False, fair: bool = True):
         self.r = client
         self.pipe = pipe
         self.outbox = outbox
+        self.fair = fair
         self._create = client.register_script(scripts.CREATE)
         self._update = client.register_script(scripts.update_script(history))
 
@@ -85,8 +94,10 @@ class AsyncJobStore:
             flat.extend(("idempotency_key", idempotency_key))
         script_keys = [keys.job(job.id), keys.tenant_index(job.tenant), keys.queue_list(job.queue, self.outbox), idem,
                        keys.METRICS_SUBMITTED, keys.tenant_queued(job.tenant), keys.tenant_limits(job.tenant)]
-        args: list[str | int | bytes] = [pending_ttl_s, created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
-                orjson.dumps(flat), "1" if claim else "0", "" if max_queued is None else str(max_queued)]
+        args: list[str | int | bytes] = [
+            record_ttl_s(pending_ttl_s), created_ms, job.id, celery_message, idempotency_ttl_s, job.type, oldest_ms,
+            orjson.dumps(flat), "1" if claim else "0", "" if max_queued is None else str(max_queued),
+            "1" if self.fair else "0", job.queue, job.tenant, job.priority]
         if self.pipe is not None:
             created, job_id = await self.pipe.evalsha(self._create.sha, scripts.CREATE, script_keys, args)
         else:
@@ -128,11 +139,12 @@ class AsyncJobStore:
 
 
 class JobStore:
-    """The workers' (and CLI's) view of job records (``history`` and ``outbox`` as for AsyncJobStore)."""
+    """The workers' (and CLI's) view of job records (``history``, ``outbox`` and ``fair`` as for AsyncJobStore)."""
 
-    def __init__(self, client: redis.Redis, history: bool = True, outbox: bool = False):
+    def __init__(self, client: redis.Redis, history: bool = True, outbox: bool = False, fair: bool = True):
         self.r = client
         self.outbox = outbox
+        self.fair = fair
         self._update = client.register_script(scripts.update_script(history))
         self._fan_out = client.register_script(scripts.FAN_OUT)
 
@@ -179,14 +191,15 @@ class JobStore:
                 waiting_message: str) -> int:
         """Create and queue ``children`` (each a record and its Celery message) of ``parent`` atomically,
         once. Returns 1 (created), 0 (they existed: a redelivery), -1 (parent finished), -2 (cancelled)."""
-        spec = [{"id": c.id, "type": c.type, "queue": keys.queue_list(c.queue, self.outbox), "message": message,
-                 "hash": [x for pair in c.to_hash().items() for x in pair]} for c, message in children]
+        spec = [{"id": c.id, "type": c.type, "queue": c.queue, "list": keys.queue_list(c.queue, self.outbox),
+                 "message": message, "hash": [x for pair in c.to_hash().items() for x in pair]}
+                for c, message in children]
         created_ms = int(max((c.created_at for c, _ in children), default=parent.created_at) * 1000)
         return int(self._fan_out(
             keys=[keys.job(parent.id), keys.events(parent.id), keys.tenant_index(parent.tenant),
                   keys.METRICS_SUBMITTED],
-            args=[callback, created_ms, pending_ttl_s, orjson.dumps(spec), waiting_message,
-                  keys.queue_list(parent.queue, self.outbox)]))
+            args=[callback, created_ms, record_ttl_s(pending_ttl_s), orjson.dumps(spec), waiting_message,
+                  keys.queue_list(parent.queue, self.outbox), "1" if self.fair else "0"]))
 
     def children(self, parent_id: str) -> list[Job | None] | None:
         """The parent's child records in order (None for an expired one); None before its fan-out."""

@@ -11,7 +11,8 @@
 - Sweep: folders of jobs whose records expired are removed, and uploads (/v1/files) whose records expired.
 - Lease and recovery: each beat renews the worker's lease (the jobs it holds, worker/lease.py); one
   worker at a time runs the recovery pass (worker/sweep.py) that takes back the jobs of workers whose
-  lease expired and queues again the jobs nothing holds.
+  lease expired, queues again the jobs nothing holds and ends FAILURE the jobs that waited too long.
+- Dispatch: one worker at a time runs the fair dispatcher's tick (worker/dispatcher.py) after its beat.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from celery.worker import state as worker_state
 from aitasks.jobs import keys
 from aitasks.jobs.models import Status
 from aitasks.worker import lease
+from aitasks.worker.dispatcher import Dispatcher
 from aitasks.worker.redis_outage import REDIS_DOWN
 from aitasks.worker.resources import resources
 from aitasks.worker.sweep import Recovery
@@ -59,10 +61,12 @@ class WorkerMonitor(threading.Thread):
         res = resources()
         lease_s = res.settings.lease_s
         interval = min(res.settings.worker_heartbeat_s, lease_s / 3)
-        self.recovery = Recovery(self.hostname, lease_s)
+        self.recovery = Recovery(self.hostname, lease_s, res.settings.pending_ttl_s)
+        dispatcher = Dispatcher(self.hostname, interval)
         while not self.stopping.is_set():
             try:
                 self.beat()
+                dispatcher.tick(res.redis, res.settings, time.time())
                 self.enforce_cancel()
                 if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
                     self._last_sweep = time.monotonic()

@@ -33,7 +33,8 @@ def resources() -> WorkerResources:
             settings.resolved_redis_url(), socket_connect_timeout=5, socket_timeout=30,
             health_check_interval=10, retry_on_timeout=True,
         )
-        store = JobStore(client, history=settings.history_enabled, outbox=settings.amqp_broker)
+        store = JobStore(client, history=settings.history_enabled, outbox=settings.amqp_broker,
+                         fair=settings.fair_dispatch)
         res = WorkerResources(settings, client, store, open_artifacts(settings))
         _by_pid.clear()
         _by_pid[pid] = res

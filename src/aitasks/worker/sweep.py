@@ -17,6 +17,11 @@ passes), every few seconds, from its monitor thread:
    published with confirms from the outbox, worker/relay.py); a PROCESSING job that no lease, delivery
    or outbox entry holds is still queued again, fenced.
 
+   A job waiting in its tenant's line (fair dispatch, jobs/dispatch_lib.lua) is held by that line.
+3. **Overdue**: a job still ``PENDING`` longer than its pending limit (``AITASKS_PENDING_TTL_S``) after it
+   was accepted ends ``FAILURE`` (``PendingTimeout``), with its event, webhook and history as any end:
+   it never silently expires (its record lives a margin longer, jobs/store.py ``record_ttl_s``).
+
 The pass acts only after this worker has reached Redis for a whole lease period in a row: after an
 outage every lease has expired, and the live workers must first renew theirs.
 """
@@ -44,6 +49,12 @@ return 0
 PAGE = 500  # unfinished jobs examined per pass; the next pass goes on from there
 WAITING = {Status.PENDING.value, Status.RETRY.value}
 ORPHAN = "Queued again: no queue, no worker and no delivery held this job (its message was lost)"
+OVERDUE_PAGE = 200  # overdue jobs ended per pass
+
+
+def overdue_message(limit_s: float) -> str:
+    return (f"Waited longer than the pending limit ({limit_s:g} s) without being started: no worker slot "
+            "became free for it in time")
 
 
 def pass_every_s(lease_s: float) -> float:
@@ -52,9 +63,10 @@ def pass_every_s(lease_s: float) -> float:
 
 
 class Recovery:
-    def __init__(self, name: str, lease_s: float):
+    def __init__(self, name: str, lease_s: float, pending_limit_s: float | None = None):
         self.name = name
         self.lease_s = lease_s
+        self.pending_limit_s = pending_limit_s
         self.every_s = pass_every_s(lease_s)
         self._last = 0.0
         self._offset = 0
@@ -68,6 +80,8 @@ class Recovery:
         if not self.take_lock(r):
             self._suspects.clear()  # another worker sweeps; its findings are its own
             return
+        if self.pending_limit_s:
+            self.fail_overdue(r, store, self.pending_limit_s)
         if reachable_for_s < self.lease_s:
             return
         live = lease.live_jobs(r)
@@ -78,6 +92,31 @@ class Recovery:
         ttl_ms = int(max(3 * self.every_s, 2.0) * 1000)
         return bool(r.eval(TAKE_LOCK, 1, keys.SWEEPER, self.name, ttl_ms))
 
+    def fail_overdue(self, r: redis.Redis, store: JobStore, limit_s: float) -> int:
+        """End FAILURE the jobs accepted more than ``limit_s`` ago that are still PENDING; how many."""
+        cutoff_ms = (time.time() - limit_s) * 1000
+        failed, offset = 0, 0
+        for _ in range(5):  # pages a pass: the oldest live jobs may be long runs, not waiting ones
+            raw_ids = r.zrangebyscore(keys.JOBS_LIVE, "-inf", cutoff_ms, start=offset, num=OVERDUE_PAGE)
+            if not raw_ids:
+                break
+            offset += len(raw_ids)
+            ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw_ids]
+            pipe = r.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hmget(keys.job(job_id), "status", "retention_s")
+            for job_id, (status, retention) in zip(ids, pipe.execute()):
+                if status not in (b"PENDING", "PENDING"):
+                    continue
+                written = store.update(job_id, {
+                    "status": Status.FAILURE.value, "finished_at": time.time(), "error_type": "PendingTimeout",
+                    "error_message": overdue_message(limit_s), "message": "Failed: waited too long for a worker",
+                }, ttl_s=int(retention or 3600))
+                failed += written > 0
+        if failed:
+            log.warning("ended %d jobs that waited longer than the pending limit (%g s)", failed, limit_s)
+        return failed
+
     def sweep_orphans(self, r: redis.Redis, store: JobStore, live: set[str]) -> int:
         """Queue again the unfinished jobs nothing holds (see the module's docstring); returns how many."""
         cutoff_ms = (time.time() - self.lease_s) * 1000  # the grace: younger jobs are not looked at
@@ -87,13 +126,18 @@ class Recovery:
         pipe = r.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(keys.job(job_id), "status", "children_total", "children_done", "seq")
+            for queue in keys.QUEUES:  # in a tenant's line: its message waits in the queue's dispatch hash
+                pipe.hexists(keys.dispatch(queue, "messages"), job_id)
+        rows = pipe.execute()
+        step = 1 + len(keys.QUEUES)
         gone: list[str] = []
         candidates: dict[str, bytes | None] = {}
-        for job_id, (status, total, done, seq) in zip(ids, pipe.execute()):
+        for i, job_id in enumerate(ids):
+            (status, total, done, seq), waiting = rows[i * step], any(rows[i * step + 1:(i + 1) * step])
             status = status.decode() if isinstance(status, bytes) else status
             if status is None or status in lease.TERMINAL:
                 gone.append(job_id)  # expired, or ended by a path that left its index entry
-            elif job_id in live:
+            elif job_id in live or waiting:
                 continue
             elif store.outbox and status in WAITING:
                 continue  # RabbitMQ holds its message (durable, confirmed) or the outbox does: not looked for

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from aitasks.api import schemas
 from aitasks.api.broker_depth import queue_depths
+from aitasks.jobs.dispatch import tenant_loads
 from aitasks.api.deps import ServicesDep, bearer
 from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
@@ -119,6 +120,9 @@ async def broker_state(services: Services) -> str:
     return await cached_state("the broker", Connection(url).as_uri(), connect)
 
 
+TENANT_LABELS = 10  # tenants named in the per-tenant gauges; the others are summed as "other"
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -150,12 +154,17 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
         pipe.hgetall(keys.metrics_duration(t))
     for q in keys.QUEUES:
         pipe.llen(q)
+    for q in keys.QUEUES:
+        pipe.hlen(keys.dispatch(q, "messages"))  # waiting in the tenants' lines (fair dispatch)
     pipe.llen(keys.BROKER_OUTBOX)
     results = await pipe.execute()
     jobs, submitted = results[0], results[1]
     durations = results[2:2 + len(types)]
-    depths = await queue_depths(services.settings, results[2 + len(types):-1])
+    n = len(keys.QUEUES)
+    depths = await queue_depths(services.settings, results[2 + len(types):2 + len(types) + n])
+    depths = [d + int(w) for d, w in zip(depths, results[2 + len(types) + n:-1])]
     workers = await live_workers(services)
+    top, other = await tenant_loads(r, TENANT_LABELS)
 
     lines: list[str] = []
     add = lines.append
@@ -183,6 +192,15 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
     add("# TYPE aitasks_queue_depth gauge")
     for q, depth in zip(keys.QUEUES, depths):
         add(f'aitasks_queue_depth{{queue="{q}"}} {int(depth)}')
+    add(f"# HELP aitasks_tenant_jobs_waiting Jobs waiting in each tenant's lines (the {TENANT_LABELS} busiest "
+        'tenants; the rest as tenant="other").')
+    add("# TYPE aitasks_tenant_jobs_waiting gauge")
+    for load in [*top, other]:
+        add(f'aitasks_tenant_jobs_waiting{{tenant="{_label(load.tenant)}"}} {load.waiting}')
+    add("# HELP aitasks_tenant_jobs_running Jobs of each tenant handed to a queue and not ended (max_running).")
+    add("# TYPE aitasks_tenant_jobs_running gauge")
+    for load in [*top, other]:
+        add(f'aitasks_tenant_jobs_running{{tenant="{_label(load.tenant)}"}} {load.running}')
     if services.settings.amqp_broker:
         add("# HELP aitasks_broker_outbox Jobs accepted and not yet published to RabbitMQ (the Redis outbox).")
         add("# TYPE aitasks_broker_outbox gauge")

@@ -181,7 +181,9 @@ async def _create(request: Request, services: Services, tenant: str, jt: JobType
     flat = body.get("input", {})
     if not isinstance(flat, dict):
         raise ValidationFailed("input must be an object", [FieldError("input", "must be an object")])
-    fields = rv.seed_fields(jt, flat) | _webhook_fields(body)
+    flat = dict(flat)
+    priority = flat.pop("priority", None)  # aitasks' own input: the job's priority in its tenant's line
+    fields = rv.seed_fields(jt, flat) | _webhook_fields(body) | ({"priority": priority} if priority else {})
     uploads: dict[str, UploadFile] = {}
     for name in jt.files:
         upload = await _file_upload(services, tenant, name, fields.get(name))

@@ -7,14 +7,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
 from aitasks.api.broker_depth import queue_depths
-from aitasks.api.deps import ServicesDep, Tenant
+from aitasks.api.deps import ServicesDep, Tenant, is_admin
 from aitasks.api.responses import FastJSONResponse as JSONResponse
-from aitasks.api.routes.health import live_workers
+from aitasks.api.routes.health import TENANT_LABELS, live_workers
+from aitasks.jobs.dispatch import tenant_loads
 from aitasks.jobs import keys
 
 router = APIRouter(tags=["operations"], route_class=ApiRoute)
@@ -22,11 +23,12 @@ KINDS = {"finished": "succeeded", "failure": "failed", "revoked": "cancelled"}
 
 
 @router.get("/api/v1/system", responses=schemas.errors(400, 401), summary="Workers and recent throughput")
-async def system(services: ServicesDep, tenant: Tenant,
+async def system(request: Request, services: ServicesDep, tenant: Tenant,
                  minutes: int = Query(15, ge=1, le=120, description="How many minutes of history.")) -> JSONResponse:
     """Workers (name, host, queues, pool size, running jobs: their type and progress; the id only
     for the caller's own jobs), queue depths, and per-minute counts of jobs that succeeded, failed
-    or were cancelled over the last `minutes` minutes."""
+    or were cancelled over the last `minutes` minutes. To an admin key, also `tenants`: the busiest
+    tenants' waiting and running jobs (fair dispatch), the rest summed as "other"."""
     r = services.redis
     workers = await live_workers(services)
     running_ids = [job_id for w in workers for job_id in w.get("active", [])]
@@ -37,10 +39,14 @@ async def system(services: ServicesDep, tenant: Tenant,
         pipe.hgetall(keys.metrics_timeline(kind))
     for q in keys.QUEUES:
         pipe.llen(q)
+    for q in keys.QUEUES:
+        pipe.hlen(keys.dispatch(q, "messages"))  # waiting in the tenants' lines (fair dispatch)
     results = await pipe.execute()
     jobs = dict(zip(running_ids, results[:len(running_ids)]))
     timelines = results[len(running_ids):len(running_ids) + len(KINDS)]
-    depths = await queue_depths(services.settings, results[len(running_ids) + len(KINDS):])
+    at = len(running_ids) + len(KINDS)
+    depths = await queue_depths(services.settings, results[at:at + len(keys.QUEUES)])
+    depths = [d + int(w) for d, w in zip(depths, results[at + len(keys.QUEUES):])]
 
     def running(job_id: str) -> dict[str, Any]:
         owner, task_type, progress, message = (v.decode() if isinstance(v, bytes) else v for v in jobs[job_id])
@@ -57,7 +63,11 @@ async def system(services: ServicesDep, tenant: Tenant,
             row[label] = int(counts.get(str(m).encode(), 0))
         history.append(row)
     done = sum(h["succeeded"] + h["failed"] + h["cancelled"] for h in history)
-    return JSONResponse({
+    extra: dict[str, Any] = {}
+    if is_admin(request):
+        top, other = await tenant_loads(r, TENANT_LABELS)
+        extra["tenants"] = [{"tenant": x.tenant, "waiting": x.waiting, "running": x.running} for x in [*top, other]]
+    return JSONResponse(extra | {
         "workers": [{"name": w.get("name"), "host": w.get("host"), "queues": w.get("queues", []),
                      "concurrency": w.get("concurrency"), "seen_at": w.get("seen_at"),
                      "running": [running(j) for j in w.get("active", []) if j in jobs and jobs[j][0]]}

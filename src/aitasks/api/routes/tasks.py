@@ -24,6 +24,7 @@ from aitasks.api.task_filters import STATUS_LIST_SCHEMA, TIME_SCHEMA, parse_filt
 from aitasks.api.views import base_url, finished_body, links, result_body
 from aitasks.errors import Conflict, FieldError, NotFound, ServiceUnavailable, ValidationFailed
 from aitasks.jobs.artifacts import check_name
+from aitasks.jobs.dispatch import queue_position
 from aitasks.jobs.models import Job, Status
 from aitasks.store import export
 from aitasks.store.history import list_page, recorded_deliveries
@@ -144,6 +145,9 @@ async def find_job(services: Services, tenant: str, task_id: str) -> tuple[Job, 
 async def task_status(task_id: str, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     job, outboxed = await find_job(services, tenant, task_id)  # outboxed: PENDING, not yet in Redis
     view = job.status_view()
+    position = None if outboxed else await queue_position(services.redis, job)
+    if position is not None:
+        view["queue_position"] = position
     if job.webhook:
         deliveries = [] if outboxed else await services.store.webhook_deliveries(job.id)
         if not deliveries and job.status.is_terminal():  # Redis forgot the log with the job: the history has it

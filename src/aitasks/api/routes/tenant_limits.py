@@ -29,7 +29,8 @@ router = APIRouter(tags=["operations"], route_class=ApiRoute)
 class LimitValues(BaseModel):
     """The limits in force: the tenant's own, else the deployment's default. 0: no limit; null: none set."""
 
-    max_running: int | None = Field(None, description="Running jobs at once (stored; not enforced yet).")
+    max_running: int = Field(description="Jobs handed to the workers and not ended, at once, on every queue; the "
+                                         "others wait in the tenant's line (fair dispatch).")
     max_queued: int = Field(description="Jobs waiting to start (PENDING) before a submit answers 429.")
     submits_per_s: float = Field(description="Sustained submit rate (token bucket) before 429.")
     burst: int = Field(description="Submits at once above the rate: the bucket's size.")
@@ -37,11 +38,13 @@ class LimitValues(BaseModel):
                                          "once, across all API processes, before 429.")
     max_storage_mb: int = Field(description="Stored files in MB (job inputs and outputs, uploaded files, "
                                             "documents) before uploads answer 413 and submits 507.")
-    weight: float | None = Field(None, description="Share of the workers (stored; not enforced yet).")
+    weight: float = Field(description="Share of the worker slots against other waiting tenants (2: twice "
+                                      "a tenant of weight 1's).")
 
 
 class LimitUsage(BaseModel):
     queued: int = Field(description="The tenant's jobs waiting to start (PENDING) now.")
+    running: int = Field(description="The tenant's jobs handed to the workers and not ended (max_running).")
     submit_tokens: float | None = Field(description="Submits the bucket allows at once now; null: no rate limit.")
     bucket_full_in_s: float = Field(description="Seconds until the bucket is full again.")
     streams: int = Field(description="Open SSE streams, WebSockets and waiting submits now (a killed API "
@@ -78,14 +81,21 @@ async def view(services: Services, tenant: str) -> dict[str, Any]:
     own = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
            for k, v in raw.items()}
     d = await flow_control.decide(services, tenant, 0)
+    running = await services.redis.zcard(keys.tenant_running(tenant))
     values: dict[str, int | float | None] = {
         name: LIMITS[name](float(own[name])) if name in own else None for name in LIMITS}
     values.update(max_queued=d.max_queued, submits_per_s=d.submits_per_s, burst=d.burst,
                   max_streams=d.max_streams, max_storage_mb=d.max_storage_mb)
+    settings = services.settings
+    if values["max_running"] is None:
+        values["max_running"] = settings.default_max_running
+    if not values["weight"]:
+        values["weight"] = settings.default_weight
     return {
         "tenant": tenant, "limits": values, "own": [name for name in LIMITS if name in own],
         "enforced": list(ENFORCED),
-        "usage": {"queued": d.queued, "submit_tokens": round(d.tokens, 3) if d.submits_per_s > 0 else None,
+        "usage": {"queued": d.queued, "running": int(running),
+                  "submit_tokens": round(d.tokens, 3) if d.submits_per_s > 0 else None,
                   "bucket_full_in_s": round(d.full_in_s, 3), "streams": d.streams, "storage_bytes": d.stored_bytes},
     }
 

@@ -76,6 +76,7 @@ export async function jobPage(view, { params }) {
                               "aria-valuemax": "100", "aria-label": "progress" }, bar, pct);
   const message = h("p", { class: "message", id: "job-message" });
   const attempts = h("span", { class: "muted", id: "job-attempts" });
+  const line = h("span", { class: "muted", id: "job-line" });
   const cancel = h("button", { type: "button", id: "job-cancel", class: "danger" }, "Cancel");
   const live = h("span", { class: "muted small", id: "job-live" });
   const error = h("div", { class: "job-error", id: "job-error", role: "alert", hidden: true });
@@ -95,6 +96,7 @@ export async function jobPage(view, { params }) {
     progress.classList.toggle("failed", job.status === "FAILURE" || job.status === "REVOKED");
     message.textContent = job.message || "";
     attempts.textContent = job.attempts ? `attempt${job.attempts === 1 ? "" : "s"}: ${job.attempts}` : "";
+    line.textContent = job.status === "PENDING" && job.queue_position ? `${ordinal(job.queue_position)} in line` : "";
     const terminal = TERMINAL.has(job.status);
     cancel.hidden = terminal;
     if (job.cancel_requested && !terminal) { cancel.disabled = true; cancel.textContent = "Cancelling…"; }
@@ -135,12 +137,33 @@ export async function jobPage(view, { params }) {
     h("div", { class: "row" }, h("h1", {}, type ? type.name : job.task_type), h("span", { class: "spacer" }), badge),
     h("p", { class: "muted small" }, "id ", h("code", {}, taskId), ` · queue ${job.queue}`),
     progress,
-    h("div", { class: "row" }, message, h("span", { class: "spacer" }), attempts),
+    h("div", { class: "row" }, message, h("span", { class: "spacer" }), line, attempts),
     h("div", { class: "row" }, cancel, live),
     error, times, resultBox));
   update(job);
   if (TERMINAL.has(job.status) && job.status !== "SUCCESS") return undefined;
   live.textContent = "live";
   const stream = follow(taskId, update, (problem) => { live.textContent = problem ? problem.message : "live"; });
-  return () => stream.close();
+  // Events carry no place in line: while the job waits, its status is read again every 2 s for it.
+  let lineTimer = null;
+  async function refreshLine() {
+    if (job.status !== "PENDING") { line.textContent = ""; return; }
+    try {
+      const s = await api(`/api/v1/tasks/${encodeURIComponent(taskId)}/status/`);
+      if (job.status === "PENDING") {
+        job.queue_position = s.queue_position;
+        line.textContent = s.queue_position ? `${ordinal(s.queue_position)} in line` : "";
+      }
+    } catch (exc) { /* the stream shows problems */ }
+    lineTimer = setTimeout(refreshLine, 2000);
+  }
+  lineTimer = setTimeout(refreshLine, 2000);
+  return () => { stream.close(); clearTimeout(lineTimer); };
+}
+
+/** 1st, 2nd, 3rd, 4th … 11th, 12th, 13th, 21st. */
+export function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+  return `${n}${suffix}`;
 }

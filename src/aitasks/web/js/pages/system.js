@@ -21,6 +21,14 @@ function sum(samples, name, filter = () => true) {
   return samples.filter((s) => s.name === name && filter(s.labels)).reduce((a, s) => a + s.value, 0);
 }
 
+/** What a limit's usage is now, from GET /api/v1/limits (blank for a limit with no usage to show). */
+function limitUsage(name, usage) {
+  if (name === "max_queued") return `${usage.queued} queued`;
+  if (name === "max_running") return `${usage.running} running`;
+  if (name === "submits_per_s" && usage.submit_tokens !== null) return `${usage.submit_tokens} tokens left`;
+  return "";
+}
+
 function table(id, head, rows) {
   return h("div", { class: "table-wrap" }, h("table", { id },
     h("thead", {}, h("tr", {}, head.map((c) => h("th", {}, c)))),
@@ -39,12 +47,15 @@ export async function systemPage(view) {
     let ready;
     let metrics;
     let sys;
+    let limits;
     try {
-      const [r, m, s] = await Promise.all([text("/readyz"), text("/metrics"), api("/api/v1/system?minutes=15")]);
+      const [r, m, s, l] = await Promise.all([text("/readyz"), text("/metrics"), api("/api/v1/system?minutes=15"),
+        api("/api/v1/limits")]);
       ready = JSON.parse(r.text);
       ready.http = r.status;
       metrics = parseMetrics(m.text);
       sys = s;
+      limits = l;
     } catch (exc) {
       clear(box, h("p", { class: "form-error" }, `Cannot read the service's state: ${exc.message}`));
       timer = setTimeout(load, 5000);
@@ -81,6 +92,13 @@ export async function systemPage(view) {
       table("queues-table", ["Queue", "Waiting", "Workers"], queues.map((q) => [q,
         String(sum(metrics, "aitasks_queue_depth", (l) => l.queue === q)),
         String(sum(metrics, "aitasks_workers", (l) => l.queue === q))])),
+      h("h2", {}, `Your limits (tenant ${limits.tenant})`),
+      table("limits-table", ["Limit", "In force", "Set for you", "Now"], Object.entries(limits.limits).map(([name, value]) => [
+        name, value === null ? "—" : value === 0 && name !== "weight" ? "no limit" : String(value),
+        limits.own.includes(name) ? "yes" : "default", limitUsage(name, limits.usage)])),
+      sys.tenants ? h("h2", {}, "Tenants (busiest first)") : "",
+      sys.tenants ? table("tenants-table", ["Tenant", "Waiting", "Running"],
+        sys.tenants.map((t) => [t.tenant, String(t.waiting), String(t.running)])) : "",
       h("h2", {}, "Workers"),
       table("workers-table", ["Worker", "Queues", "Pool", "Running"], sys.workers.map((w) => [
         w.name, w.queues.join(", "), String(w.concurrency ?? "?"),
