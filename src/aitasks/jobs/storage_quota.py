@@ -16,6 +16,7 @@ releases nothing): usage is under-counted by what was stored before, until reten
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from aitasks.jobs.models import Artifact
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
+AWAY_S = 2.0
 
 # KEYS: the object's hash, the tenant's limits hash, the tenant's counter.
 # ARGV: the tenant, the file's name, its bytes, the default max_storage_mb.
@@ -78,6 +80,9 @@ class Meter:
         self.url = url
         self.default_max_mb = default_max_mb
         self._client: redis.Redis | None = None
+        # After a connection error, no Redis call for a moment: the API calls some deletes on its event loop,
+        # which must not wait out a connect timeout per file while Redis is away (the outbox takes submits).
+        self._away_until = 0.0
 
     @property
     def client(self) -> redis.Redis:
@@ -94,8 +99,13 @@ class Meter:
             pipe.hget(keys.job(object_id), "tenant")
         return next((t for t in pipe.execute() if t), None)
 
+    def _away(self) -> bool:
+        return time.monotonic() < self._away_until
+
     def add(self, kind: str, object_id: str, name: str, size: int, tenant: str | None) -> None:
         """Count ``size`` bytes of ``name`` in the object before they are written; StorageFull if over."""
+        if self._away():
+            return
         try:
             tenant = tenant or self.owner(kind, object_id)
             if tenant is None:
@@ -103,6 +113,7 @@ class Meter:
             raw: Any = self.client.eval(ADD, 3, keys.stored_object(kind, object_id), keys.tenant_limits(tenant),
                                         keys.tenant_storage(tenant), tenant, name, size, self.default_max_mb)
         except redis.ConnectionError as exc:  # Redis away (the API's outbox takes submits): written uncounted
+            self._away_until = time.monotonic() + AWAY_S
             log.warning("%s %s/%s stored without counting it (Redis unreachable): %s", kind, object_id, name, exc)
             return
         counted, used, max_mb = (int(v) for v in raw)
@@ -111,6 +122,9 @@ class Meter:
 
     def release(self, kind: str, object_ids: Sequence[str]) -> None:
         """Take deleted objects' bytes off their tenants (best effort: an error leaves them counted)."""
+        if self._away():
+            log.warning("stored bytes of %d %s objects not released: Redis was unreachable", len(object_ids), kind)
+            return
         try:
             for object_id in object_ids:
                 tenant = self._stored_owner(kind, object_id)  # a job never counted has nothing to release
@@ -118,6 +132,8 @@ class Meter:
                     self.client.eval(RELEASE, 2, keys.stored_object(kind, object_id), keys.tenant_storage(tenant),
                                      tenant)
         except redis.RedisError as exc:
+            if isinstance(exc, redis.ConnectionError):
+                self._away_until = time.monotonic() + AWAY_S
             log.warning("stored bytes of %d %s objects not released: %s", len(object_ids), kind, exc)
 
     def _stored_owner(self, kind: str, object_id: str) -> str | None:
