@@ -459,12 +459,12 @@ def run(work: Path, logs: Path, cleanup: Cleanup, *, samples: int, warmup: int, 
             print(f"  {case.label:<28} {c} worker process{'es' if c > 1 else '  '}: "
                   f"{b['jobs_per_min']:7.1f} jobs/min ({jobs} jobs in {b['seconds']:.2f} s; CPU ms/job: "
                   + ", ".join(f"{k} {v:.1f}" for k, v in b["cpu_ms_per_job"].items()) + ")", flush=True)
-    stack.stop_workers()  # the cores to the bare baseline
-    for c in concurrencies:
+        # The baseline right after (the workers idle meanwhile): load from elsewhere moves both alike.
         for label, b in bare_throughput(c, jobs).items():
             results[label].setdefault("bare_throughput", {})[str(c)] = b
             print(f"  {label:<28} {c} bare process{'es' if c > 1 else '  '}:  "
                   f"{b['jobs_per_min']:7.1f} jobs/min ({jobs} jobs in {b['seconds']:.2f} s)", flush=True)
+    stack.stop_workers()
     return {
         "image": "scikit-image astronaut 512x512 RGB PNG; face_swap source: LFW subset face 0 upscaled to 256x256",
         "worker_pool": "prefork", "preload": PRELOAD, "worker_env": worker_env or {}, "throughput_jobs": jobs,

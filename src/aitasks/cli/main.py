@@ -117,7 +117,7 @@ def worker(
     logging.getLogger("aitasks.worker").info("worker %s: queues %s, concurrency %d (prefork)",
                                              host_format(node), ",".join(wanted), pool_size)
     argv = ["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(pool_size), "-n", node, "-P", "prefork",
-            "-E", "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
+            "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
     runner.app.worker_main(argv)
 
 

@@ -13,7 +13,7 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
-from aitasks.jobs import keys, scripts
+from aitasks.jobs import keys, run_scripts, scripts
 from aitasks.jobs.models import Job, Status
 from aitasks.jobs.pager import read_page
 from aitasks.jobs.pipelined import PipelinedRedis
@@ -47,6 +47,16 @@ class QueueFull(Exception):
     def __init__(self, max_queued: int):
         super().__init__(f"max_queued {max_queued} reached")
         self.max_queued = max_queued
+
+
+@dataclass
+class Started:
+    """What ``JobStore.start`` found: ``code`` (the claim's seq when > 0; see jobs/start.lua), the delivery's
+    number (0 when not counted) and the record (after the claim; as it is for -3 and -4; None otherwise)."""
+
+    code: int
+    deliveries: int
+    job: Job | None
 
 
 @dataclass
@@ -147,6 +157,8 @@ class JobStore:
         self.fair = fair
         self._update = client.register_script(scripts.update_script(history))
         self._fan_out = client.register_script(scripts.FAN_OUT)
+        self._start = client.register_script(run_scripts.start_script(history))
+        self._run_update = client.register_script(run_scripts.run_update_script(history))
 
     def get(self, job_id: str) -> Job | None:
         raw = self.r.hgetall(keys.job(job_id))
@@ -158,31 +170,26 @@ class JobStore:
         args = update_args(fields, ttl_s, fence)
         return int(self._update(keys=[keys.job(job_id), keys.events(job_id)], args=args))
 
-    def update_and_read(self, job_id: str, fields: dict[str, Any], name: str, fence: str = "") -> tuple[int, Any]:
-        """``update`` and one field read back, in one round trip (a progress report and the cancel flag)."""
-        pipe = self.r.pipeline(transaction=False)
-        self._update(keys=[keys.job(job_id), keys.events(job_id)], args=update_args(fields, None, fence),
-                     client=pipe)
-        pipe.hget(keys.job(job_id), name)
-        applied, value = pipe.execute()
-        return int(applied), value
+    def start(self, job_id: str, generation: int, token: str, max_losses: int, now: float,
+              claim: dict[str, Any]) -> Started:
+        """A delivery begins its run in one round trip (jobs/start.lua): checked, counted, ``claim`` written
+        with the fence ``claim:<generation>:<token>``, the record read back."""
+        args = [generation, token, max_losses, repr(now), *update_args(claim, None)[1:]]
+        code, deliveries, pairs = self._start(keys=[keys.job(job_id), keys.events(job_id)], args=args)
+        raw = dict(zip(pairs[::2], pairs[1::2]))
+        return Started(int(code), int(deliveries), Job.from_hash(raw) if raw else None)
 
-    def generation(self, job_id: str) -> int:
-        """How many times the recovery queued this job again (worker/lease.py): a message must carry it."""
-        value = self.r.hget(keys.job(job_id), "generation")
-        return int(value or 0)
+    def run_update(self, job_id: str, fields: dict[str, Any], fence: str, ttl_s: int | None = None,
+                   end_delivery: bool = False) -> tuple[int, bool]:
+        """A run's own write (jobs/run_update.lua): ``update`` with the fence, the delivery's end counted too
+        when ``end_delivery``; returns the update's answer and whether a cancel was asked for."""
+        args = ["1" if end_delivery else "0", *update_args(fields, ttl_s, fence)]
+        applied, cancel = self._run_update(keys=[keys.job(job_id), keys.events(job_id)], args=args)
+        return int(applied), bool(cancel)
 
     def field(self, job_id: str, name: str) -> str | None:
         value = self.r.hget(keys.job(job_id), name)
         return value.decode() if isinstance(value, bytes) else value
-
-    def begin_delivery(self, job_id: str) -> tuple[int, int]:
-        """Count a delivery; returns (deliveries, finished_deliveries) so crashes can be told apart."""
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hincrby(keys.job(job_id), "deliveries", 1)
-        pipe.hget(keys.job(job_id), "finished_deliveries")
-        deliveries, finished = pipe.execute()
-        return int(deliveries), int(finished or 0)
 
     def end_delivery(self, job_id: str) -> None:
         self.r.hincrby(keys.job(job_id), "finished_deliveries", 1)

@@ -1,7 +1,7 @@
 """The Celery application, configured for long AI jobs that must survive dying workers.
 
-- JSON only; no result backend: the job record in Redis is the truth (Celery's AsyncResult says
-  PENDING for any id, celery#3596).
+- JSON only; no task events unless Flower asks for them; no result backend: the job record in Redis is
+  the truth (Celery's AsyncResult says PENDING for any id, celery#3596).
 - Late acknowledgement with reject-on-worker-lost and prefetch 1: a job is acknowledged only after it
   ran, a killed pool process puts it back, and a worker holds one job at a time.
 - The visibility timeout sits above the longest hard time limit, so a job still running is never
@@ -62,8 +62,11 @@ def create_celery(settings: Settings, longest_limit_s: float) -> Celery:
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_concurrency=settings.worker_concurrency,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # No task events by default: three PUBLISHes per job from the consumer that nothing of aitasks reads
+        # (the job record is the truth). Flower (`aitasks run --flower`) switches them on in the running
+        # workers itself (its periodic enable_events broadcast).
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         # A pool process that preloads models (AITASKS_PRELOAD) needs more than Celery's 4 s to come up.

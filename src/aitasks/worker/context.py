@@ -23,6 +23,7 @@ from aitasks.jobs.store import JobStore
 from aitasks.jobs.usage import UsageRow, read_usage
 from aitasks.tracing.job_spans import StageSpans
 from aitasks.worker.children import ChildSpec, Deferred, fan_out
+from aitasks.worker.progress import ProgressWriter
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ class JobContext:
     """Passed to every job function. Bookkeeping failures (Redis briefly away) never break the job."""
 
     def __init__(self, job: Job, store: JobStore, artifacts: ArtifactBackend, attempt: int, delivery: int,
-                 fence: str = ""):
+                 fence: str = "", last_write: float = 0.0):
+        """``last_write``: time.monotonic() of the run's last write (the runner's claim): the first progress
+        report is written once the throttle's interval has passed since (worker/progress.py)."""
         self.job = job
         self.fence = fence  # 'run:<token>' of this run (jobs/end_state.lua); '' writes unfenced
         self.job_id = job.id
@@ -49,10 +52,9 @@ class JobContext:
         self._store = store
         self._artifacts = artifacts
         self._saved: dict[str, Artifact] = {}
-        self._last_write = 0.0
-        self._last_cancel_check = 0.0
+        self._last_cancel_check = last_write  # (the claim read the cancel flag)
         self._progress = job.progress
-        self._pending: tuple[int, str, str | None] | None = None
+        self._writer = ProgressWriter(store, job.id, fence, PROGRESS_INTERVAL_S, last_write)
         self._stages = StageSpans()
 
     # --- progress --------------------------------------------------------------------------------
@@ -60,41 +62,39 @@ class JobContext:
     def progress(self, percent: float, message: str = "", stage: str | None = None) -> None:
         """Report progress (0-100, never backwards) with a human message; also checks for cancel.
 
-        ``stage``: the step the job is in, for machines (a document's ``embed``); None for none."""
+        ``stage``: the step the job is in, for machines (a document's ``embed``); None for none.
+        Throttled: at most one write per PROGRESS_INTERVAL_S, the job never waiting for one it held back
+        (worker/progress.py)."""
         value = max(self._progress, min(99, int(percent)))
         self._progress = value
         self._stages.enter(stage)
-        now = time.monotonic()
-        if now - self._last_write < PROGRESS_INTERVAL_S:
-            self._pending = (value, message, stage)
-            self.check_cancel()
-            return
-        self._write(value, message, stage, now)
+        if self._writer.report(value, message, stage):
+            self._last_cancel_check = time.monotonic()  # the write read the cancel flag
+        self._raise_if_told()
+        self.check_cancel()
 
     def flush(self) -> None:
-        if self._pending:
-            self._write(*self._pending, time.monotonic())
+        """Write the report held back, now."""
+        self._writer.flush()
+        self._raise_if_told()
 
-    def _write(self, value: int, message: str, stage: str | None, now: float) -> None:
-        self._pending = None
-        self._last_write = now
-        try:
-            applied, cancel = self._store.update_and_read(
-                self.job_id, {"progress": value, "message": message, "stage": stage or ""}, "cancel_requested_at",
-                self.fence)
-        except redis.RedisError as exc:
-            log.warning("progress of job %s not recorded: %s", self.job_id, exc)
-            return
-        self._last_cancel_check = now
-        if applied == -2:
+    def end_progress(self) -> dict[str, str]:
+        """Stop writing progress (the runner's end write follows); the stage of a report never written,
+        for the end write to record."""
+        report = self._writer.close()
+        return {} if report is None else {"stage": report[2] or ""}
+
+    def _raise_if_told(self) -> None:
+        if self._writer.fenced:
             raise JobFenced("this run lost the job to a newer one")
-        if cancel:
+        if self._writer.cancelled:
             raise JobCancelled("cancelled by request")
 
     # --- cancellation ----------------------------------------------------------------------------
 
     def check_cancel(self) -> None:
         """Raise JobCancelled if a client asked to cancel this job. Cheap: checks Redis at most every 100 ms."""
+        self._raise_if_told()
         now = time.monotonic()
         if now - self._last_cancel_check < CANCEL_CHECK_INTERVAL_S:
             return
@@ -153,6 +153,7 @@ class JobContext:
 
     def close(self) -> None:
         """Remove the job's scratch folder (the runner calls it once the run ends, however it ends)."""
+        self._writer.close()
         self._stages.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 

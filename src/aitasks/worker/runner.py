@@ -38,16 +38,35 @@ def backoff_s(jt: JobType, attempt: int) -> float:
     return raw * random.uniform(0.5, 1.0)
 
 
-def finish(job: Job, status: Status, message: str, fence: str = "", **fields: Any) -> bool:
+class Delivery:
+    """This delivery of the job's message, counted by START: its end is counted once, by the run's last
+    write (the end or the retry, in the same script) or, when the run writes none, by ``close``."""
+
+    def __init__(self, job_id: str, counted: bool):
+        self.job_id = job_id
+        self.open = counted
+
+    def close(self) -> None:
+        if self.open:
+            retry_redis(lambda: resources().store.end_delivery(self.job_id))
+            self.open = False
+
+
+def finish(job: Job, status: Status, message: str, fence: str = "", delivery: Delivery | None = None,
+           **fields: Any) -> bool:
     """Write a terminal state (only if the job is not finished already, and, with ``fence``, only while this
-    run still holds the job) and count it."""
+    run still holds the job) and count it; with an open ``delivery``, its end is counted in the same step."""
     res = resources()
     now = time.time()
     values: dict[str, Any] = {"status": status.value, "message": message, "finished_at": now, **fields}
     if status is Status.SUCCESS:
         values["progress"] = 100
     # The update script counts the outcome for /metrics in the same atomic step.
-    written = retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s, fence=fence))
+    if delivery is not None and delivery.open:
+        written, _ = retry_redis(lambda: res.store.run_update(job.id, values, fence, job.retention_s, True))
+        delivery.open = False
+    else:
+        written = retry_redis(lambda: res.store.update(job.id, values, ttl_s=job.retention_s, fence=fence))
     mark_end(status.value if written > 0 else f"{status.value} (not recorded)")
     if written == -2:
         log.warning("job %s: this run lost the job (taken back after its lease expired); its %s is not "
@@ -73,72 +92,74 @@ def run_job(self: Task, job_id: str, generation: int = 0) -> None:
 def execute(task: Task, job_id: str, generation: int = 0) -> None:
     res = resources()
     store = res.store
-    job = retry_redis(lambda: store.get(job_id))
-    if job is None:
+    attempt = task.request.retries + 1
+    # The run's fence token: START claims the job (if this message's generation is current) and every later
+    # write of this run carries it, so a run that lost the job writes nothing. One round trip: the checks,
+    # the delivery counted, the claim and the record (jobs/start.lua).
+    token = uuid.uuid4().hex
+    claim = {"status": Status.PROCESSING.value, "attempts": attempt,
+             "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
+             "error_type": "", "error_message": "", "worker": task.request.hostname or "",
+             "stage": ""}  # an attempt starts outside any stage (JobContext.progress names them)
+    started = retry_redis(lambda: store.start(job_id, generation, token, res.settings.max_worker_losses,
+                                              time.time(), claim))
+    claimed_at = time.monotonic()
+    job = started.job
+    if started.code == 0:
         log.warning("job %s is unknown or expired; message dropped", job_id)
         return
-    if job.status.is_terminal():
-        log.info("job %s already %s; duplicate delivery dropped", job_id, job.status.value)
+    if started.code == -1:
+        log.info("job %s already ended; duplicate delivery dropped", job_id)
         return
-    if generation != retry_redis(lambda: store.generation(job_id)) and not (generation == 0 and job.children):
+    if started.code == -2 or job is None:
         log.info("job %s: a stale copy of its message (generation %d; it was queued again since); dropped",
                  job_id, generation)
         return
-    if job.cancel_requested_at:  # (a parent's callback run comes here after its children were cancelled)
+    if started.code == -3:  # (a parent's callback run comes here after its children were cancelled)
         finish(job, Status.REVOKED, "Cancelled before it started" if job.started_at is None else "Cancelled")
         return
-    jt = load_all().get(job.type)
-    if jt is None:
-        finish(job, Status.FAILURE, "Task failed", error_type="UnknownTaskType",
-               error_message=f"this worker does not know job type {job.type!r}")
-        return
-
-    deliveries, finished = retry_redis(lambda: store.begin_delivery(job_id))
-    losses = deliveries - finished - 1
-    if losses > res.settings.max_worker_losses:
+    if started.code == -4:
+        losses = started.deliveries - job.finished_deliveries - 1
         finish(job, Status.FAILURE, "Task failed", error_type="WorkerLost",
                error_message=f"the worker running this job died {losses} times (killed, out of memory "
                              f"or crashed); not trying again")
         return
-
-    attempt = task.request.retries + 1
-    started = job.started_at or time.time()
+    # From here on the delivery is counted: whatever happens, even a Redis error that requeues the
+    # message, it is counted as finished, so a requeued run is not taken for a lost worker.
+    delivery = Delivery(job_id, counted=True)
+    fence = f"run:{token}"
     with job_log_context(task_type=job.type, tenant=job.tenant), error_reports.job_scope(job.id, job.type, job.tenant):
-        # From here on the delivery is counted: whatever happens, even a Redis error that requeues the
-        # message, it is counted as finished, so a requeued run is not taken for a lost worker.
-        # The run's fence token: the start claims the job (if this message's generation is current) and
-        # every later write of this run carries it, so a run that lost the job writes nothing.
-        token = uuid.uuid4().hex
         try:
-            state = store.update(job_id, {
-                "status": Status.PROCESSING.value, "attempts": attempt, "started_at": started,
-                "message": f"Started (attempt {attempt})" if attempt > 1 else "Started",
-                "error_type": "", "error_message": "", "worker": task.request.hostname or "",
-                "stage": "",  # an attempt starts outside any stage (JobContext.progress names them)
-            }, fence=f"claim:{generation}:{token}")
-            if state <= 0:  # cancelled, expired or queued again between the checks above and now
+            jt = load_all().get(job.type)
+            if jt is None:
+                finish(job, Status.FAILURE, "Task failed", fence, delivery, error_type="UnknownTaskType",
+                       error_message=f"this worker does not know job type {job.type!r}")
                 return
-            job.started_at = started
-            with run_span(job, attempt, deliveries):
-                _run(task, jt, job, attempt, deliveries, f"run:{token}")
+            with run_span(job, attempt, started.deliveries):
+                _run(task, jt, job, attempt, delivery, fence, claimed_at)
         finally:
-            retry_redis(lambda: store.end_delivery(job_id))
+            delivery.close()
 
 
-def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: str) -> None:
+def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: Delivery, fence: str,
+         claimed_at: float) -> None:
     res = resources()
-    ctx = JobContext(job, res.store, res.artifacts, attempt=attempt, delivery=delivery, fence=fence)
+    ctx = JobContext(job, res.store, res.artifacts, attempt=attempt, delivery=job.deliveries, fence=fence,
+                     last_write=claimed_at)
+
+    def end(status: Status, message: str, **fields: Any) -> None:
+        finish(job, status, message, fence, delivery, **ctx.end_progress(), **fields)
+
     try:
         data = jt.input_model.model_validate(job.input)
         result = jt.func(data, ctx)
-        ctx.flush()
     except JobFenced:  # the recovery took the job back (this worker was silent too long): stop, write nothing
         log.warning("job %s: this run lost the job to a newer one; stopped without writing", job.id)
     except JobCancelled:
-        finish(job, Status.REVOKED, "Cancelled while running", fence, progress=ctx.percent)
+        end(Status.REVOKED, "Cancelled while running", progress=ctx.percent)
     except SoftTimeLimitExceeded:
-        finish(job, Status.FAILURE, "Task failed", fence, error_type="TimeLimitExceeded",
-               error_message=f"soft time limit of {job.soft_time_limit_s:g}s exceeded; the job was stopped")
+        end(Status.FAILURE, "Task failed", error_type="TimeLimitExceeded",
+            error_message=f"soft time limit of {job.soft_time_limit_s:g}s exceeded; the job was stopped")
     except TransientJobError as exc:
         if attempt <= job.max_retries:
             countdown = backoff_s(jt, attempt)
@@ -146,33 +167,34 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: int, fence: 
                 # RabbitMQ's delayed delivery (Celery's, on quorum queues) counts whole seconds and refuses
                 # a countdown that rounds down to 0 (the message would be dropped): at least 1 s.
                 countdown = float(max(1, math.ceil(countdown)))
-            written = res.store.update(job.id, {
+            written, _ = res.store.run_update(job.id, {
                 "status": Status.RETRY.value,
                 "message": f"Attempt {attempt} failed; retrying in {countdown:.1f}s",
-                **error_fields(exc),
-            }, fence=fence)
+                **ctx.end_progress(), **error_fields(exc),
+            }, fence, end_delivery=True)
+            delivery.open = False
             if written == -2:  # this run lost the job: the newer run decides, no retry from here
                 return
             retry_through_broker(task, countdown, exc, job.queue, res.settings.amqp_broker)
-        finish(job, Status.FAILURE, "Task failed", fence, error_type=type(exc).__name__,
-               error_message=f"failed after {attempt} attempts: {exc}")
+        end(Status.FAILURE, "Task failed", error_type=type(exc).__name__,
+            error_message=f"failed after {attempt} attempts: {exc}")
     except ValidationError as exc:
-        finish(job, Status.FAILURE, "Task failed", fence, error_type="InvalidInput", error_message=str(exc))
+        end(Status.FAILURE, "Task failed", error_type="InvalidInput", error_message=str(exc))
     except JobError as exc:
-        finish(job, Status.FAILURE, "Task failed", fence, **error_fields(exc))
+        end(Status.FAILURE, "Task failed", **error_fields(exc))
     except REDIS_DOWN:  # the job's own record access (fan-out, children) met an outage: run it again
         raise
     except Exception as exc:  # a bug or an unexpected fault in the job: recorded, never retried blindly
         log.exception("job %s raised", job.id)
-        finish(job, Status.FAILURE, "Task failed", fence, **error_fields(exc))
+        end(Status.FAILURE, "Task failed", **error_fields(exc))
     else:
         if isinstance(result, Deferred):  # waiting for child jobs: the last one's end queues the next run
             log.info("job %s waits for %d child jobs", job.id, result.children)
             return
-        finish(job, Status.SUCCESS, "Task completed successfully", fence,
-               result=result, artifacts=[a.to_dict() for a in ctx.artifacts])
+        end(Status.SUCCESS, "Task completed successfully",
+            result=result, artifacts=[a.to_dict() for a in ctx.artifacts])
     finally:
-        ctx.close()  # the scratch copies of S3 inputs (JobContext.input_path)
+        ctx.close()  # the scratch copies of S3 inputs (JobContext.input_path); no progress write after this
 
 
 def retry_through_broker(task: Task, countdown: float, exc: Exception, queue: str, amqp: bool) -> NoReturn:

@@ -1,0 +1,37 @@
+-- START (jobs/run_scripts.py): a delivery of a job's message begins its run, in one step: checks, the
+-- delivery counted, the claim written through the UPDATE script, and the record read for the runner.
+-- KEYS: job, events channel (the UPDATE script's)
+-- ARGV: [1] the message's generation, [2] the new run token, [3] the most worker losses allowed,
+--       [4] now (started_at unless the record has one), [5..] the claim's field pairs (status, message...)
+-- Returns {code, deliveries, record as HGETALL pairs}; code: the claim's new seq (> 0, the run holds the
+-- job), 0 unknown or expired, -1 finished already, -2 a stale copy (generation) or the claim was refused,
+-- -3 cancelled before this run (nothing written: the runner ends it), -4 its worker died more than
+-- ARGV[3] times (the delivery counted, nothing else written: the runner ends it).
+local h = redis.call('HMGET', KEYS[1], 'status', 'generation', 'children_total', 'cancel_requested_at',
+                     'started_at', 'finished_deliveries')
+if not h[1] then return {0, 0, {}} end
+if h[1] == 'SUCCESS' or h[1] == 'FAILURE' or h[1] == 'REVOKED' then return {-1, 0, {}} end
+local gen = tonumber(ARGV[1])
+-- (a parent's callback message, generation 0, may run once its children exist)
+if gen ~= (tonumber(h[2]) or 0) and not (gen == 0 and h[3]) then return {-2, 0, {}} end
+if h[4] and h[4] ~= '' then return {-3, 0, redis.call('HGETALL', KEYS[1])} end
+-- From here the delivery is counted: the run's end (or the hook that records its loss) counts it finished,
+-- so deliveries - finished - 1 is how many runs before this one died without an end.
+local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+if deliveries - (tonumber(h[6]) or 0) - 1 > tonumber(ARGV[3]) then
+  return {-4, deliveries, redis.call('HGETALL', KEYS[1])}
+end
+local started = h[5]
+if not started or started == '' then started = ARGV[4] end
+local args = {''}
+for i = 5, #ARGV do args[#args + 1] = ARGV[i] end
+for _, v in ipairs({'started_at', started, '@fence', 'claim:' .. ARGV[1] .. ':' .. ARGV[2]}) do
+  args[#args + 1] = v
+end
+local seq = update(KEYS, args)
+if type(seq) == 'table' then return seq end  -- an error reply
+if seq <= 0 then  -- (refused after all: this delivery ends here)
+  redis.call('HINCRBY', KEYS[1], 'finished_deliveries', 1)
+  return {seq, deliveries, {}}
+end
+return {seq, deliveries, redis.call('HGETALL', KEYS[1])}
