@@ -181,7 +181,7 @@ def test_the_token_bucket_is_atomic_under_concurrent_takers(r: redis.Redis) -> N
 
     def take(_: int) -> bool:
         client = redis.Redis(connection_pool=r.connection_pool)
-        return limits.Decision.parse(client.eval(limits.TAKE, 3, *script_keys, *args)).allowed  # type: ignore[arg-type]
+        return limits.Decision.parse(client.eval(limits.TAKE, len(script_keys), *script_keys, *args)).allowed  # type: ignore[arg-type]
 
     with ThreadPoolExecutor(10) as pool:
         results = list(pool.map(take, range(50)))
@@ -354,12 +354,14 @@ def test_limits_show_only_the_callers_tenant(stack: Stack) -> None:
         assert body["limits"]["max_queued"] == 7 and body["limits"]["submits_per_s"] == 100
         assert body["limits"]["burst"] == 100 and body["limits"]["weight"] == 2  # burst 0: a second's worth
         assert body["own"] == ["max_queued", "submits_per_s", "weight"]
-        assert body["enforced"] == ["max_running", "max_queued", "submits_per_s", "burst", "weight"]
+        assert body["enforced"] == ["max_running", "max_queued", "submits_per_s", "burst", "max_streams",
+                                    "max_storage_mb", "weight"]
         assert 98 <= body["usage"]["submit_tokens"] <= 100
         other = b.get("/api/v1/limits").json()
         assert other["tenant"] == theirs and other["own"] == []
         assert other["limits"]["max_queued"] == 100_000 and other["limits"]["submits_per_s"] == 0
-        assert other["usage"] == {"queued": 0, "running": 0, "submit_tokens": None, "bucket_full_in_s": 0}
+        assert other["usage"] == {"queued": 0, "running": 0, "submit_tokens": None, "bucket_full_in_s": 0,
+                                  "streams": 0, "storage_bytes": 0}
         for params in ({"tenant": mine}, {"tenant_id": mine}):  # no way to name another tenant
             assert b.get("/api/v1/limits", params=params).json()["tenant"] == theirs
     assert httpx.get(f"{stack.url}/api/v1/limits").status_code == 401
@@ -377,7 +379,9 @@ def test_cli_set_and_show_round_trip_through_sql_and_redis(stack: Stack) -> None
     assert lines["max_queued"][:2] == ["50", "set"] and lines["submits_per_s"][:2] == ["2.5", "set"]
     assert lines["burst"][:2] == ["10", "set"] and lines["weight"][:2] == ["1.5", "set"]
     assert lines["max_streams"][0] == "4" and lines["max_storage_mb"][0] == "200"
-    assert shown.stdout.splitlines()[-1] == "usage: queued 0, running 0, submit tokens 10.0 of 10"
+    assert shown.stdout.splitlines()[-1] == ("usage: queued 0, running 0, submit tokens 10.0 of 10, streams open 0, "
+                                             "storage 0.00 MB")
+    assert "not enforced" not in " ".join(lines["max_streams"] + lines["max_storage_mb"])
     assert stack.redis.hgetall(keys.tenant_limits(tenant))[b"submits_per_s"] == b"2.5"
 
     out = cli(stack, "tenants", "set", tenant, "--default", "burst", "--default", "max-queued")

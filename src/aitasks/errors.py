@@ -91,6 +91,14 @@ class TooManyRequests(ApiError):
     code = "rate_limited"
 
 
+class InsufficientStorage(ApiError):
+    """Raised when a submit's tenant already stores its ``max_storage_mb`` (jobs/storage_quota.py): its job
+    could store no output; the body's ``limit`` and ``fields`` name it."""
+
+    status = 507
+    code = "storage_full"
+
+
 class ServiceUnavailable(ApiError):
     """Raised when Redis cannot be reached or a job type is not configured on this deployment."""
 

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     default_burst: int = Field(
         0, ge=0, description="Submits a tenant may make at once above its rate (the bucket's size); 0: one "
                              "second's worth of its rate (at least 1).")
+    default_max_streams: int = Field(
+        0, ge=0, description="Open SSE streams, WebSockets and waiting submits (Prefer: wait) a tenant may hold "
+                             "at once, across all API processes, before 429 (0: no limit).")
+    default_max_storage_mb: int = Field(
+        0, ge=0, description="MB of files a tenant may store (job inputs and outputs, uploaded files, documents) "
+                             "before uploads answer 413 and submits 507 (0: no limit).")
+    stream_lease_s: float = Field(
+        30.0, ge=1, description="Seconds an open stream counts after its API process last renewed it: the most a "
+                                "killed API process's streams keep counting against max_streams.")
     default_max_running: int = Field(
         0, ge=0, description="Jobs of one tenant running at once across every worker, counted from the moment "
                              "a job is handed to its queue until it ends (0: no limit).")

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from aitasks import __version__, error_reports, tracing
 from aitasks.api.responses import FastJSONResponse
 from aitasks.api.errors import install_error_handlers
+from aitasks.api.flow_control import RateHeaders
 from aitasks.api.lean_streams import LeanEventStreams
 from aitasks.api.limits import BodyLimitMiddleware
 from aitasks.api.openapi import install_openapi
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes + 64 * 1024)
     app.add_middleware(LeanEventStreams)  # open SSE streams, below the routing (api/lean_streams.py)
+    app.add_middleware(RateHeaders)  # RateLimit-* on accepted submits too (api/flow_control.py)
     for module in (tasks, stream, compat, catalog, health, system, tenant_limits, dashboard, replicate, documents):
         app.include_router(module.router)
     app.mount(dashboard.UI_PREFIX, dashboard.static_files(), name="dashboard")

@@ -149,7 +149,7 @@ BATCH_DOC: dict[str, Any] = {
         }}}}},
 }
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
-    **schemas.errors(400, 401, 403, 413, 429),
+    **schemas.errors(400, 401, 403, 413, 429, 507),
     415: {"model": schemas.ErrorBody, "description": "Not a supported type, or the extension and the content "
                                                      "disagree (`unsupported_document`, `type_mismatch`)."},
     422: {"model": schemas.ErrorBody, "description": "The file cannot be read: `encrypted_document`, "

@@ -4,7 +4,9 @@ its tokens here before a job is built, and a refusal answers ``429`` naming the 
 Over ``submits_per_s``: ``Retry-After`` (whole seconds until the tokens are there) and the IETF draft's
 ``RateLimit-Limit`` (the burst), ``RateLimit-Remaining`` (whole tokens left) and ``RateLimit-Reset`` (seconds
 until the bucket is full), with ``RateLimit-Policy`` (``<burst>;w=<seconds to fill it>``). Over ``max_queued``:
-``Retry-After: 1`` (a slot frees when one of the tenant's queued jobs starts or ends).
+``Retry-After: 1`` (a slot frees when one of the tenant's queued jobs starts or ends). A tenant already storing
+its ``max_storage_mb``: ``507`` (its job could store nothing). A tenant with a rate gets the RateLimit-* headers
+on its accepted submits too (``RateHeaders``: TAKE's answer, no extra Redis call).
 
 While Redis is unreachable and the API's outbox takes submits (api/outbox_forwarder.py), nothing can be
 counted: those submits pass unlimited, as their jobs are forwarded later without the check.
@@ -13,10 +15,13 @@ counted: those submits pass unlimited, as their jobs are forwarded later without
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aitasks.api.outbox_forwarder import unreachable
 from aitasks.api.services import Services
-from aitasks.errors import FieldError, TooManyRequests
+from aitasks.errors import ApiError, FieldError, InsufficientStorage, TooManyRequests
 from aitasks.jobs import limits
 from aitasks.jobs.limits import Decision
 
@@ -46,6 +51,40 @@ async def take(services: Services, tenant: str, n: int = 1) -> None:
         return
     if not decision.allowed:
         raise refusal(decision, n)
+    if decision.submits_per_s > 0:
+        holder = _answer_headers.get()
+        if holder is not None:
+            holder.update(rate_headers(decision))
+
+
+# The headers an accepted submit answers with: a dict per request (RateHeaders), which ``take`` fills; a dict
+# rather than a value so that it reaches the response whatever context copy ``take`` ran in.
+_answer_headers: ContextVar[dict[str, str] | None] = ContextVar("aitasks_answer_headers", default=None)
+
+
+class RateHeaders:
+    """Adds the RateLimit-* headers ``take`` left to a POST's successful answer (only POSTs submit)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        holder: dict[str, str] = {}
+        token = _answer_headers.set(holder)
+
+        async def send_with(message: Message) -> None:
+            if message["type"] == "http.response.start" and holder and message["status"] < 300:
+                message["headers"] = [*message.get("headers", []),
+                                      *((k.lower().encode(), v.encode()) for k, v in holder.items())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with)
+        finally:
+            _answer_headers.reset(token)
 
 
 def rate_headers(d: Decision) -> dict[str, str]:
@@ -55,9 +94,16 @@ def rate_headers(d: Decision) -> dict[str, str]:
             "RateLimit-Reset": str(math.ceil(d.full_in_s)), "RateLimit-Policy": f"{d.burst};w={window}"}
 
 
-def refusal(d: Decision, n: int) -> TooManyRequests:
+def refusal(d: Decision, n: int) -> ApiError:
     if d.refused == "max_queued":
         return queue_full(d.max_queued, d.queued)
+    if d.refused == "max_storage_mb":
+        message = (f"This tenant already stores its max_storage_mb of {d.max_storage_mb} MB "
+                   f"({d.stored_bytes / 1048576:.2f} MB): delete files or documents, or wait for retention to "
+                   "remove old jobs' files, then submit again")
+        return InsufficientStorage(message, [FieldError("max_storage_mb", f"at its limit of {d.max_storage_mb} MB")],
+                                   extra={"limit": "max_storage_mb", "max_storage_mb": d.max_storage_mb,
+                                          "storage_used_bytes": d.stored_bytes})
     headers = rate_headers(d)
     if d.retry_after_s < 0:  # more at once than the bucket holds: waiting does not help
         message = (f"{n} submits at once is more than this tenant's burst of {d.burst}: send at most {d.burst} "

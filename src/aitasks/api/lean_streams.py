@@ -6,7 +6,8 @@ FastAPI's solved dependencies and exit stacks, Starlette's streaming response wi
 the middleware frames. That was ~50 KB a stream (bench/streams_bench.py). This middleware serves a stream
 it can open (a valid key or stream token, the caller's job) with one task, the hub's mailbox and one
 listener for the client leaving, in the same bytes as the route; any refusal (no key, an unknown job, a
-bad token, Redis away) goes on to the route, which answers it exactly as before.
+bad token, Redis away) goes on to the route, which answers it exactly as before, except ``max_streams``'
+429, answered here (going on would count the stream again).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aitasks.api.deps import load_job, stream_key_digest, stream_tenant
+from aitasks.api.errors import error_body
 from aitasks.api.routes.stream import SSE_HEADERS, KeyRevoked, SlowConsumer, job_updates, sse_message
+from aitasks.errors import TooManyRequests
 
 log = logging.getLogger(__name__)
 PATH = re.compile(r"/api/v1/tasks/([^/]+)/events")
@@ -47,7 +50,21 @@ class LeanEventStreams:
         except Exception:  # noqa: BLE001 (every refusal is the route's to answer, in its words)
             await self.app(scope, receive, send)
             return
-        await serve(request, services, job, stream_key_digest(request), receive, send)
+        slots = services.streams
+        try:  # max_streams: one round trip to open, one to close (api/stream_slots.py)
+            member = await slots.open(tenant) if slots is not None else None
+        except TooManyRequests as exc:
+            answer = JSONResponse(error_body(exc.message, exc.code, exc.fields, exc.extra), exc.status, exc.headers)
+            await answer(scope, receive, send)
+            return
+        except Exception:  # noqa: BLE001 (Redis away: the route answers it)
+            await self.app(scope, receive, send)
+            return
+        try:
+            await serve(request, services, job, stream_key_digest(request), receive, send)
+        finally:
+            if member is not None:
+                await asyncio.shield(slots.close(tenant, member))
 
 
 async def serve(request: Request, services: Any, job: Any, key_digest: str | None, receive: Receive,

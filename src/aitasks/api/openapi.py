@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from aitasks.api.schemas import SUCCESS_RATE_HEADERS
+
 BAD_REQUEST = {
     "description": "Invalid input: the body names the field and the reason.",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
@@ -51,6 +53,10 @@ def install_openapi(app: FastAPI) -> None:
                     if _can_fail_validation(operation):
                         responses.setdefault("400", BAD_REQUEST)
                 _describe_cursor(operation)
+                if "RateLimit-Limit" in responses.get("429", {}).get("headers", {}):  # a submit: on success too
+                    for code, response in responses.items():
+                        if code.startswith("2"):
+                            response.setdefault("headers", {}).update(SUCCESS_RATE_HEADERS)
                 if "401" in responses:  # unless the route names its own (e.g. /metrics: the metrics token)
                     operation.setdefault("security", [{"bearer": []}])
         schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})

@@ -21,6 +21,7 @@ import orjson
 from aitasks.api.services import Services
 from aitasks.errors import ApiError, FieldError, NotFound, ValidationFailed
 from aitasks.jobs import keys
+from aitasks.jobs.storage_quota import StorageFull
 from aitasks.jobs.models import Job, Status, iso
 from aitasks.jobs.predictions import OWNER, prediction, version_id, version_view
 from aitasks.processors.registry import JobType
@@ -34,7 +35,8 @@ def problem(exc: ApiError) -> tuple[int, dict[str, Any]]:
     """Replicate's error body (RFC 7807, as its client reads it), with our fields kept beside."""
     status = 422 if exc.status == 400 else exc.status
     title = {401: "Unauthenticated", 403: "Forbidden", 404: "Not found", 413: "Payload too large",
-             422: "Input validation failed", 429: "Too many requests", 503: "Service unavailable"}.get(status, "Error")
+             422: "Input validation failed", 429: "Too many requests", 503: "Service unavailable",
+             507: "Insufficient storage"}.get(status, "Error")
     body: dict[str, Any] = {"title": title, "detail": exc.message, "status": status,
                             "error": exc.message, "code": exc.code}
     if status == 422:
@@ -127,7 +129,10 @@ async def save_file(services: Services, tenant: str, name: str, content_type: st
         "sha256": hashlib.sha256(data).hexdigest(), "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
         "metadata": orjson.dumps(metadata).decode(), "created_at": repr(now), "expires_at": repr(now + ttl_s),
     }
-    await asyncio.to_thread(services.artifacts.save_file, tenant, file_id, data)
+    try:
+        await asyncio.to_thread(services.artifacts.save_file, tenant, file_id, data)
+    except StorageFull as exc:  # over max_storage_mb: nothing stored
+        raise exc.api_error() from None
     pipe = services.redis.pipeline(transaction=True)
     mapping: dict[Any, Any] = dict(record)
     pipe.hset(keys.replicate_file(file_id), mapping=mapping)

@@ -131,23 +131,36 @@ class TaskTypeInfo(BaseModel):
 class RateLimitedBody(ErrorBody):
     """429: a submit over one of its tenant's limits; ``limit`` and ``fields`` name it."""
 
-    limit: str = Field(description="The limit passed: `submits_per_s` (the token bucket) or `max_queued`.",
-                       examples=["submits_per_s"])
+    limit: str = Field(description="The limit passed: `submits_per_s` (the token bucket), `max_queued`, or "
+                                   "`max_streams` (open streams and waiting submits; the body adds `max_streams` "
+                                   "and `streams`, the count open).", examples=["submits_per_s"])
     retry_after_s: float | None = Field(None, description="Seconds until a submit may pass (as `Retry-After`, "
                                                           "unrounded); null when waiting cannot help (a batch "
                                                           "larger than the burst).")
+    max_streams: int | None = Field(None, description="`max_streams` refusals: the tenant's limit.")
+    streams: int | None = Field(None, description="`max_streams` refusals: its streams open now.")
 
 
+class StorageFullBody(ErrorBody):
+    """413/507 over the tenant's ``max_storage_mb`` (jobs/storage_quota.py); a plain 413 (a body or file over the
+    size limit) has only the error's fields."""
+
+    limit: str | None = Field(None, description="`max_storage_mb` when the tenant's storage refused it.")
+    max_storage_mb: int | None = Field(None, description="The tenant's limit, in MB.")
+    storage_used_bytes: int | None = Field(None, description="Bytes the tenant stores now.")
+    refused_bytes: int | None = Field(None, description="413: the bytes that would have gone over it.")
+
+
+# On a refusal over `submits_per_s`, and on every accepted submit of a tenant with a submit rate.
+SUCCESS_RATE_HEADERS: dict[str, Any] = {
+    "RateLimit-Limit": {"description": "The tenant's burst (the bucket's size).", "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "Whole submits left in the bucket.", "schema": {"type": "integer"}},
+    "RateLimit-Reset": {"description": "Seconds until the bucket is full again.", "schema": {"type": "integer"}},
+    "RateLimit-Policy": {"description": "`<burst>;w=<seconds to refill it>`.", "schema": {"type": "string"}},
+}
 RATE_LIMIT_HEADERS: dict[str, Any] = {
     "Retry-After": {"description": "Whole seconds to wait before submitting again.", "schema": {"type": "integer"}},
-    "RateLimit-Limit": {"description": "`submits_per_s` refusals: the tenant's burst (the bucket's size).",
-                        "schema": {"type": "integer"}},
-    "RateLimit-Remaining": {"description": "`submits_per_s` refusals: whole submits left in the bucket.",
-                            "schema": {"type": "integer"}},
-    "RateLimit-Reset": {"description": "`submits_per_s` refusals: seconds until the bucket is full again.",
-                        "schema": {"type": "integer"}},
-    "RateLimit-Policy": {"description": "`submits_per_s` refusals: `<burst>;w=<seconds to refill it>`.",
-                         "schema": {"type": "string"}},
+    **SUCCESS_RATE_HEADERS,
 }
 
 
@@ -158,10 +171,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                                                "names its scope), or a job type the deployment keeps off "
                                                "(`diagnostic`: the body names the setting)."},
     404: {"model": ErrorBody, "description": "Unknown, expired, or another tenant's task."},
-    413: {"model": ErrorBody, "description": "Body or file over the size limit."},
+    413: {"model": StorageFullBody, "description": "Body or file over the size limit, or over the tenant's "
+                                               "`max_storage_mb` (`limit`, `max_storage_mb`, `storage_used_bytes` "
+                                               "name it): nothing was stored."},
     429: {"model": RateLimitedBody, "headers": RATE_LIMIT_HEADERS,
           "description": "Over the tenant's submit rate (`submits_per_s`/`burst`) or its `max_queued` jobs waiting "
                          "to start (`aitasks tenants set`; GET /api/v1/limits shows them): nothing was accepted."},
+    507: {"model": StorageFullBody, "description": "The tenant already stores its `max_storage_mb` (`limit`, "
+                                               "`max_storage_mb`, `storage_used_bytes` name it): nothing was accepted."},
     503: {"model": UnavailableBody, "description": "Redis unreachable, or the job type is not configured "
           "here (the body names the missing setting): nothing was accepted. With `task_id`: Redis got the job "
           "but its answer was lost, so it may have been accepted (see Retry-After and the message)."},

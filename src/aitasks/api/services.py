@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 
 from aitasks.api.outbox import Outbox
 from aitasks.api.outbox_forwarder import OutboxForwarder, unreachable
+from aitasks.api.stream_slots import StreamSlots
 from aitasks.jobs import keys, limits
 from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest, refill
 from aitasks.jobs.artifacts import ArtifactBackend, open_artifacts
@@ -53,6 +54,8 @@ class Services:
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The event queues of the open streams, by the digest of the key that opened them (revocation ends them).
     _key_streams: dict[str, set[asyncio.Queue[dict[str, Any]]]] = field(default_factory=dict)
+    # This process's open streams and waiting submits, counted cluster-wide for max_streams (api/stream_slots.py).
+    streams: StreamSlots | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -76,6 +79,7 @@ class Services:
             registry=load_all(),
         )
         services.hub.on_control = services._on_control
+        services.streams = StreamSlots(client, settings.default_max_streams, settings.stream_lease_s)
         if settings.outbox_max_mb > 0:
             instance = settings.api_instance or f"port{settings.port}"
             outbox = Outbox(settings.data_dir / "outbox", instance, int(settings.outbox_max_mb * 1_000_000))
@@ -171,6 +175,8 @@ class Services:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._write_last_used()))
         self._tasks.append(loop.create_task(self._refill_at_start()))
+        if self.streams is not None:
+            self._tasks.append(loop.create_task(self.streams.refresh_forever()))
 
     async def _refill_at_start(self) -> None:
         """Keys only Redis holds (a deployment from before the store of record) copied to SQL, and SQL's

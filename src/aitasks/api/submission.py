@@ -33,6 +33,7 @@ from aitasks.jobs.keys import PRIORITIES
 from aitasks.jobs.files import CheckedFile, check_file, decode_base64
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.pipelined import OutcomeUnknown
+from aitasks.jobs.storage_quota import StorageFull
 from aitasks.jobs.store import QueueFull
 from aitasks.jobs.models import Job
 from aitasks.processors.registry import JobType
@@ -207,7 +208,11 @@ async def _accept(
         priority=priority,
     )
     if sub.files:
-        await asyncio.to_thread(_save_inputs, services, job_id, sub.files)
+        try:
+            await asyncio.to_thread(_save_inputs, services, tenant, job_id, sub.files)
+        except StorageFull as exc:  # over max_storage_mb: 413, and what was stored of it goes
+            await asyncio.to_thread(services.artifacts.delete_job, job_id)
+            raise exc.api_error() from None
     message = job_message(job_id, queue, limits["soft_time_limit_s"], limits["time_limit_s"])
     key = options.idempotency_key
     idem = hashlib.sha256(key.encode()).hexdigest() if key else None
@@ -300,9 +305,9 @@ def outcome_unknown(job_id: str, keyed: bool) -> ServiceUnavailable:
                               f"accepted. {how}", headers={"Retry-After": "2"}, extra={"task_id": job_id})
 
 
-def _save_inputs(services: Services, job_id: str, files: dict[str, tuple[str, CheckedFile]]) -> None:
+def _save_inputs(services: Services, tenant: str, job_id: str, files: dict[str, tuple[str, CheckedFile]]) -> None:
     for artifact, checked in files.values():
-        services.artifacts.save(job_id, artifact, checked.data, checked.media_type)
+        services.artifacts.save(job_id, artifact, checked.data, checked.media_type, tenant=tenant)
 
 
 def new_job_id() -> str:

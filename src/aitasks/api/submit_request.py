@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from aitasks.api import stream_slots
 from aitasks.api.deps import is_admin
 from aitasks.api.services import Services
 from aitasks.api.submission import Accepted, SubmitOptions, submit
@@ -46,8 +47,9 @@ async def submit_request(request: Request, services: Services, tenant: str,
         raise ValidationFailed(f"task_type must be {task_type} on this path (or left out)",
                                [FieldError("task_type", f"must be {task_type} or absent")])
     options = SubmitOptions(idempotency_key=key, base_url=base_url(services, request), admin=is_admin(request))
-    accepted = await submit(services, tenant, task_type or named, fields, uploads, options)
-    final = await wait_for_end(services, tenant, accepted.job.id, wait_s) if wait_s is not None else None
+    async with stream_slots.slot(services, tenant, wanted=wait_s is not None):  # a waiting submit: max_streams
+        accepted = await submit(services, tenant, task_type or named, fields, uploads, options)
+        final = await wait_for_end(services, tenant, accepted.job.id, wait_s) if wait_s is not None else None
     return Submitted(accepted, final, wait_s, preferred)
 
 

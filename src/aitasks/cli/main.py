@@ -247,9 +247,10 @@ def tenants_set(
     submits_per_s: Annotated[float | None, typer.Option(help="Its sustained submit rate (token bucket) before 429.")] = None,
     burst: Annotated[int | None, typer.Option(help="Submits at once above the rate (the bucket's size); 0: one "
                                                    "second's worth of the rate.")] = None,
-    max_streams: Annotated[int | None, typer.Option(help="Open streams and waiting submits (stored; not enforced "
-                                                         "yet).")] = None,
-    max_storage_mb: Annotated[int | None, typer.Option(help="Its stored files in MB (stored; not enforced yet).")] = None,
+    max_streams: Annotated[int | None, typer.Option(help="Its open SSE streams, WebSockets and waiting submits "
+                                                         "before 429.")] = None,
+    max_storage_mb: Annotated[int | None, typer.Option(help="Its stored files in MB (job files, uploads, documents) "
+                                                            "before 413/507.")] = None,
     weight: Annotated[float | None, typer.Option(help="Its share of the workers (stored; not enforced yet).")] = None,
     default: Annotated[list[str] | None, typer.Option(
         "--default", help="A limit to set back to the deployment's default (repeatable), e.g. --default burst.")] = None,
@@ -319,7 +320,8 @@ def _show_limits(tenant: str, own: dict[str, int | float | None] | None) -> None
     usage = limits.peek(r, settings, tenant)
     running = r.zcard(keys.tenant_running(tenant))
     tokens = f"{usage.tokens:.1f} of {usage.burst}" if usage.submits_per_s > 0 else "no rate limit"
-    typer.echo(f"usage: queued {usage.queued}, running {running}, submit tokens {tokens}")
+    typer.echo(f"usage: queued {usage.queued}, running {running}, submit tokens {tokens}, streams open "
+               f"{usage.streams}, storage {usage.stored_bytes / 1048576:.2f} MB")
 
 
 def _schema_at_start(url: str, retry_in_background: bool) -> None:

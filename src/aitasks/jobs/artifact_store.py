@@ -60,7 +60,10 @@ class ArtifactBackend(Protocol):
     never sees half a file) and a name written again is replaced, so a job run again overwrites its own
     outputs. A missing file reads as ``FileNotFoundError``."""
 
-    def save(self, job_id: str, name: str, data: bytes, media_type: str | None = None) -> Artifact: ...
+    def save(self, job_id: str, name: str, data: bytes, media_type: str | None = None,
+             tenant: str | None = None) -> Artifact:
+        """``tenant``: whose storage it counts against (jobs/storage_quota.py), when the job has no record yet."""
+        ...
 
     def read(self, job_id: str, name: str) -> bytes: ...
 

@@ -41,12 +41,19 @@ __all__ = ["ArtifactBackend", "ArtifactStore", "ArtifactStream", "artifact_url",
 
 
 def open_artifacts(settings: Settings) -> ArtifactBackend:
-    """The store the settings name: an S3-compatible bucket with AITASKS_ARTIFACTS_URL, else the folder."""
+    """The store the settings name: an S3-compatible bucket with AITASKS_ARTIFACTS_URL, else the folder;
+    metered for max_storage_mb."""
+    from aitasks.jobs.storage_quota import Meter, MeteredArtifacts  # it imports this module's neighbours
+
+    inner: ArtifactBackend
     if settings.artifacts_url:
         from aitasks.jobs.s3_artifacts import S3ArtifactStore  # boto3 only where a bucket is configured
 
-        return S3ArtifactStore.from_settings(settings)
-    return ArtifactStore(settings.artifacts_path)
+        inner = S3ArtifactStore.from_settings(settings)
+    else:
+        inner = ArtifactStore(settings.artifacts_path)
+    # Every write and delete counted against its tenant's max_storage_mb (jobs/storage_quota.py).
+    return MeteredArtifacts(inner, Meter(settings.resolved_redis_url(), settings.default_max_storage_mb))
 
 
 class ArtifactStore:
@@ -63,7 +70,8 @@ class ArtifactStore:
     def path(self, job_id: str, name: str) -> Path:
         return self.job_dir(job_id) / check_name(name)
 
-    def save(self, job_id: str, name: str, data: bytes, media_type: str | None = None) -> Artifact:
+    def save(self, job_id: str, name: str, data: bytes, media_type: str | None = None,
+             tenant: str | None = None) -> Artifact:
         target = self.path(job_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{name}.{os.getpid()}.tmp")

@@ -45,6 +45,21 @@ def tenant_queued(tenant: str) -> str:
     return f"{TENANT_PREFIX}{tenant}:queued"
 
 
+def tenant_streams(tenant: str) -> str:
+    """Sorted set of the tenant's open streams (api/stream_slots.py), scored by when their lease ends (ms)."""
+    return f"{TENANT_PREFIX}{tenant}:streams"
+
+
+def tenant_storage(tenant: str) -> str:
+    """The tenant's stored bytes (jobs/storage_quota.py): an integer counter."""
+    return f"{TENANT_PREFIX}{tenant}:storage"
+
+
+def stored_object(kind: str, object_id: str) -> str:
+    """Hash of one stored object's owner and bytes (kind: ``job`` folder or uploaded ``file``)."""
+    return f"{PREFIX}:stored:{kind}:{object_id}"
+
+
 def idempotency(tenant: str, key_digest: str) -> str:
     return f"{PREFIX}:idem:{tenant}:{key_digest}"
 

@@ -33,7 +33,7 @@ class Decision:
     """TAKE's answer: whether the submit may go on, which limit refused it, and the tenant's usage after it."""
 
     allowed: bool
-    refused: str  # '', 'submits_per_s' or 'max_queued'
+    refused: str  # '', 'submits_per_s', 'max_queued' or 'max_storage_mb'
     submits_per_s: float  # 0: no rate limit
     burst: int
     tokens: float  # left in the bucket
@@ -41,20 +41,26 @@ class Decision:
     retry_after_s: float  # until the tokens asked for are there; -1: never (more than the burst at once)
     queued: int
     max_queued: int  # 0: no limit
+    streams: int = 0  # open now (api/stream_slots.py)
+    max_streams: int = 0
+    stored_bytes: int = 0  # jobs/storage_quota.py
+    max_storage_mb: int = 0
 
     @classmethod
     def parse(cls, raw: list[Any]) -> Decision:
         text = [v.decode() if isinstance(v, bytes) else v for v in raw]
         return cls(bool(int(text[0])), str(text[1]), float(text[2]), int(float(text[3])), float(text[4]),
-                   float(text[5]), float(text[6]), int(text[7]), int(text[8]))
+                   float(text[5]), float(text[6]), int(text[7]), int(text[8]), int(text[9]), int(text[10]),
+                   int(text[11]), int(text[12]))
 
 
 def take_call(settings: Settings, tenant: str, n: int) -> tuple[list[str], list[str | int | float]]:
     """TAKE's keys and arguments for ``n`` submits of ``tenant`` (0: only read the usage)."""
     oldest_ms = int(time.time() * 1000) - settings.pending_ttl_s * 1000
-    return ([keys.tenant_limits(tenant), keys.tenant_bucket(tenant), keys.tenant_queued(tenant)],
+    return ([keys.tenant_limits(tenant), keys.tenant_bucket(tenant), keys.tenant_queued(tenant),
+             keys.tenant_streams(tenant), keys.tenant_storage(tenant)],
             [n, repr(float(settings.default_submits_per_s)), settings.default_burst, settings.default_max_queued,
-             oldest_ms])
+             oldest_ms, settings.default_max_streams, settings.default_max_storage_mb])
 
 
 def peek(r: redis.Redis, settings: Settings, tenant: str) -> Decision:
@@ -98,6 +104,7 @@ def effective(settings: Settings, own: dict[str, int | float | None] | None) -> 
     defaults: dict[str, int | float | None] = {name: None for name in tenant_limits.LIMITS}
     defaults.update(max_queued=settings.default_max_queued, submits_per_s=float(settings.default_submits_per_s),
                     burst=settings.default_burst, max_running=settings.default_max_running,
+                    max_streams=settings.default_max_streams, max_storage_mb=settings.default_max_storage_mb,
                     weight=float(settings.default_weight))
     return {name: (own or {}).get(name) if (own or {}).get(name) is not None else defaults[name]
             for name in tenant_limits.LIMITS}

@@ -148,7 +148,8 @@ class S3ArtifactStore:
 
     # --- job files -------------------------------------------------------------------------------
 
-    def save(self, job_id: str, name: str, data: bytes, media_type: str | None = None) -> Artifact:
+    def save(self, job_id: str, name: str, data: bytes, media_type: str | None = None,
+             tenant: str | None = None) -> Artifact:
         media_type = media_type or media_type_for(name)
         self._put(self.key(job_id, name), data, media_type)
         return Artifact(name=name, media_type=media_type, bytes=len(data))

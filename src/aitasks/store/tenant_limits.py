@@ -18,7 +18,7 @@ LIMITS: dict[str, type[int] | type[float]] = {
     "max_streams": int, "max_storage_mb": int, "weight": float,
 }
 # What the API enforces so far; the others are stored and shown, and wait for the rest of issue 18.
-ENFORCED = ("max_running", "max_queued", "submits_per_s", "burst", "weight")
+ENFORCED = ("max_running", "max_queued", "submits_per_s", "burst", "max_streams", "max_storage_mb", "weight")
 
 
 def check(values: dict[str, Any]) -> dict[str, int | float | None]:

@@ -75,7 +75,7 @@ def fan_out(parent: Job, store: JobStore, artifacts: ArtifactBackend, specs: lis
         limits = jt.limits(settings)
         cid = child_id(parent.id, index)
         for name, raw in spec.files.items():  # idempotent: a redelivery rewrites the same files
-            artifacts.save(cid, name, raw, media_type_for(name))
+            artifacts.save(cid, name, raw, media_type_for(name), tenant=parent.tenant)  # before its record: named
         child = Job(id=cid, type=jt.name, tenant=parent.tenant, queue=jt.queue_for(data), created_at=now,
                     input=data.model_dump(mode="json", exclude_none=True), retention_s=limits["retention_s"],
                     soft_time_limit_s=limits["soft_time_limit_s"], time_limit_s=limits["time_limit_s"],

@@ -53,7 +53,7 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
           "description": "`?async_processing=false` and the job ended in time: its status with `result` (as "
           "`Prefer: wait` answers on `POST /api/v1/tasks/submit/`); or the same `Idempotency-Key` sent again: "
           "the first task, in the accepted shape."},
-    **schemas.errors(400, 401, 403, 413, 429, 503),
+    **schemas.errors(400, 401, 403, 413, 429, 503, 507),
 }
 
 

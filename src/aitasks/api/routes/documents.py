@@ -224,6 +224,8 @@ async def delete_document(document_id: str, services: ServicesDep, tenant: Tenan
     except sa.exc.SQLAlchemyError as exc:
         raise ServiceUnavailable("The store of record did not delete the document's record; try again.") from exc
     await records.delete(tenant, document_id)
+    if record.get("task_id"):  # its uploaded file (its job's input) goes too: its bytes leave max_storage_mb
+        await anyio.to_thread.run_sync(services.artifacts.delete_job, record["task_id"])
     return JSONResponse({"document_id": document_id, "deleted": True, "chunks_deleted": removed})
 
 

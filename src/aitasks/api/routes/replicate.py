@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import Headers, UploadFile
 
 from aitasks.api import replicate_views as rv
-from aitasks.api import schemas
+from aitasks.api import schemas, stream_slots
 from aitasks.errors import pydantic_fields, summary
 from aitasks.api.deps import ServicesDep, Tenant, is_admin, load_job
 from aitasks.store.history import list_page
@@ -66,9 +66,15 @@ ERRORS = {**schemas.errors(401, 404),
 # Also a `read` key writing (the problem body names its scope).
 FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "Not allowed here (Replicate's problem body)."}}
 # Over the tenant's submit limits (api/flow_control.py): Replicate's problem body, with our `limit` beside.
-LIMITED: dict[int | str, dict[str, Any]] = {429: {"description": "Over the tenant's `submits_per_s` or `max_queued` "
-                                                                 "(Replicate's problem body; `limit` names it).",
-                                                  "headers": schemas.RATE_LIMIT_HEADERS}}
+LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Over the tenant's `submits_per_s` or `max_queued`, or `max_streams` with `Prefer: wait` "
+                         "(Replicate's problem body; `limit` names it).", "headers": schemas.RATE_LIMIT_HEADERS},
+    507: {"description": "The tenant already stores its `max_storage_mb` (Replicate's problem body; `limit` names "
+                         "it)."}}
+
+TOO_LARGE: dict[int | str, dict[str, Any]] = {413: {
+    "description": "A file over the size limit, or over the tenant's `max_storage_mb` (Replicate's problem body; "
+                   "`limit`, `max_storage_mb`, `storage_used_bytes` name it): nothing was stored."}}
 
 CREATE_BODY: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -185,24 +191,25 @@ async def _create(request: Request, services: Services, tenant: str, jt: JobType
             uploads[name] = upload
             fields.pop(name)
     job_id = new_job_id()
-    # Subscribed before the job exists, so the prediction's logs miss no message.
-    collector = await rv.start_log_collector(services, job_id, jt.limits(services.settings)["retention_s"])
     options = SubmitOptions(job_id=job_id, base_url=base_url(services, request), webhook_format="replicate",
                             admin=is_admin(request))
-    try:
-        job = (await submit(services, tenant, jt.name, fields, uploads, options)).job
-    except BaseException as exc:
-        if not (isinstance(exc, ApiError) and exc.extra.get("task_id") == job_id):
-            collector.cancel()  # no job; a maybe-accepted one keeps it (it stops once it finds no record)
-        raise
     headers: dict[str, str] = {}
-    if wait_s is not None:
-        final = await wait_for_end(services, tenant, job.id, wait_s)
-        headers["Preference-Applied"] = f"wait={wait_s:g}"
-        if final is not None:
-            job = final
-        else:
-            job = await load_job(services, tenant, job.id)
+    async with stream_slots.slot(services, tenant, wanted=wait_s is not None):  # a waiting submit: max_streams
+        # Subscribed before the job exists, so the prediction's logs miss no message.
+        collector = await rv.start_log_collector(services, job_id, jt.limits(services.settings)["retention_s"])
+        try:
+            job = (await submit(services, tenant, jt.name, fields, uploads, options)).job
+        except BaseException as exc:
+            if not (isinstance(exc, ApiError) and exc.extra.get("task_id") == job_id):
+                collector.cancel()  # no job; a maybe-accepted one keeps it (it stops once it finds no record)
+            raise
+        if wait_s is not None:
+            final = await wait_for_end(services, tenant, job.id, wait_s)
+            headers["Preference-Applied"] = f"wait={wait_s:g}"
+            if final is not None:
+                job = final
+            else:
+                job = await load_job(services, tenant, job.id)
     base = base_url(services, request)
     headers["Location"] = f"{base}/v1/predictions/{job.id}"
     view = await _view(services, job, base)
@@ -242,7 +249,7 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 @router.post("/models/{owner}/{name}/predictions", status_code=201, openapi_extra=CREATE_BODY,
-             responses={**ERRORS, **FORBIDDEN, **LIMITED, **schemas.errors(413, 503)},
+             responses={**ERRORS, **FORBIDDEN, **LIMITED, **TOO_LARGE, **schemas.errors(503)},
              summary="Run a model (Replicate)")
 async def create_model_prediction(owner: str, name: str, request: Request, services: ServicesDep,
                                   tenant: Tenant) -> JSONResponse:
@@ -252,7 +259,7 @@ async def create_model_prediction(owner: str, name: str, request: Request, servi
 
 
 @router.post("/predictions", status_code=201, openapi_extra=CREATE_NAMED_BODY,
-             responses={**ERRORS, **FORBIDDEN, **LIMITED, **schemas.errors(413, 503)},
+             responses={**ERRORS, **FORBIDDEN, **LIMITED, **TOO_LARGE, **schemas.errors(503)},
              summary="Create a prediction (Replicate)")
 async def create_prediction(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:
     """By ``version`` (an id from the model's ``latest_version``, or ``owner/name[:id]``) or ``model``."""
@@ -301,7 +308,7 @@ async def cancel_prediction(prediction_id: str, request: Request, services: Serv
 # --- files ---------------------------------------------------------------------------------------
 
 
-@router.post("/files", status_code=201, responses={**ERRORS, **FORBIDDEN, **schemas.errors(413)},
+@router.post("/files", status_code=201, responses={**ERRORS, **FORBIDDEN, **TOO_LARGE},
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {
                  "encoding": {"metadata": {"contentType": "application/json"}}, "schema": {
                      "type": "object", "required": ["content"],

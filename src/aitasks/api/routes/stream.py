@@ -5,31 +5,39 @@ is), then every newer change in order (by the record's sequence number), and end
 state. A client that reads slower than its job changes fills its mailbox (jobs/events.py): its stream
 ends with an error naming that (SSE ``event: error``, WebSocket close 1013), and it reconnects to the
 current state. An open SSE stream is served by api/lean_streams.py; this route answers its refusals.
+Each open stream holds one of its tenant's ``max_streams`` slots (api/stream_slots.py): over it, SSE answers
+429 before the stream opens, a WebSocket gets the JSON error and close code 4429.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from aitasks.api.routing import ApiRoute
 from aitasks.api import schemas
+from aitasks.api.errors import error_body
+from aitasks.api.stream_slots import WS_CLOSE_CODE
 from aitasks.api.deps import ServicesDep, StreamTenant, load_job, stream_key_digest, websocket_grant
 from aitasks.api.services import REVOKED, Services
 from aitasks.jobs.events import OVERFLOW
 from aitasks.api.views import base_url
-from aitasks.errors import NotFound
+from aitasks.errors import NotFound, TooManyRequests
 from aitasks.jobs.models import STATUS_MESSAGES, Job, Status
 from aitasks.jobs.status_document import status_document
 
 router = APIRouter(tags=["live updates"], route_class=ApiRoute)
 KEEPALIVE_S = 15.0
+MAX_STREAMS: dict[str, Any] = {"model": schemas.RateLimitedBody, "headers": {"Retry-After": schemas.RATE_LIMIT_HEADERS[
+    "Retry-After"]}, "description": "The tenant already holds its `max_streams` open streams, WebSockets and "
+                                    "waiting submits (`limit`: `max_streams`, with `streams` open): none opened."}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -124,7 +132,7 @@ async def _full(services: Services, request: Request | WebSocket, job: Job) -> d
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {"example": 'id: 3\ndata: {"task_id": "...", "status": '
                                                                   '"PROCESSING", "progress": 50, ...}\n\n'}}},
-               **schemas.errors(401, 404)},
+               **schemas.errors(401, 404), 429: MAX_STREAMS},
     summary="Live updates (Server-Sent Events)",
 )
 async def task_events(request: Request, task_id: str, services: ServicesDep,
@@ -135,6 +143,8 @@ async def task_events(request: Request, task_id: str, services: ServicesDep,
     Browsers (EventSource cannot send headers) pass `?token=` from `POST /api/v1/stream-tokens` instead."""
     job = await load_job(services, tenant, task_id)
     key_digest = stream_key_digest(request)
+    slots = services.streams
+    member = await slots.open(tenant) if slots is not None else None  # max_streams: 429 before it opens
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 2000\n\n"
@@ -154,7 +164,23 @@ async def task_events(request: Request, task_id: str, services: ServicesDep,
         if final is not None:
             yield b"event: end\ndata: %s\n\n" % orjson.dumps({"task_id": task_id, "status": final["status"]})
 
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+    response = CountedStream(stream(), media_type="text/event-stream", headers=SSE_HEADERS)
+    if slots is not None and member is not None:
+        response.on_close = lambda: slots.close(tenant, member)
+    return response
+
+
+class CountedStream(StreamingResponse):
+    """Releases its stream slot however the response ends (a generator never started runs no ``finally``)."""
+
+    on_close: Callable[[], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.on_close is not None:
+                await asyncio.shield(self.on_close())
 
 
 async def ws_job(ws: WebSocket, services: Services, task_id: str) -> tuple[Job, str] | None:
@@ -188,6 +214,13 @@ async def serve_ws(ws: WebSocket, task_id: str, render: Callable[[dict[str, Any]
     if opened is None:
         return
     job, key_digest = opened
+    slots = services.streams
+    try:  # max_streams: refused with the JSON error, then close code 4429
+        member = await slots.open(job.tenant) if slots is not None else None
+    except TooManyRequests as exc:
+        await ws.send_json(error_body(exc.message, exc.code, exc.fields, exc.extra))
+        await ws.close(code=WS_CLOSE_CODE, reason="max_streams")
+        return
     try:
         async for update in job_updates(services, ws, job, key_digest):
             if update is not None:
@@ -201,4 +234,7 @@ async def serve_ws(ws: WebSocket, task_id: str, render: Callable[[dict[str, Any]
         await ws.close(code=1013)  # try again later
     except WebSocketDisconnect:
         pass
+    finally:
+        if slots is not None and member is not None:
+            await asyncio.shield(slots.close(job.tenant, member))
 

@@ -42,7 +42,7 @@ def _alias(path: str) -> str:
     responses={200: {"model": schemas.SubmitResponse | schemas.FinishedResponse,
                      "description": "Idempotency-Key repeated: the first task; or, with `Prefer: wait`, "
                                     "the finished task with its result."},
-               **schemas.errors(400, 401, 403, 413, 429, 503)},
+               **schemas.errors(400, 401, 403, 413, 429, 503, 507)},
     summary="Submit a task",
 )
 async def submit(request: Request, services: ServicesDep, tenant: Tenant) -> JSONResponse:

@@ -34,8 +34,10 @@ class LimitValues(BaseModel):
     max_queued: int = Field(description="Jobs waiting to start (PENDING) before a submit answers 429.")
     submits_per_s: float = Field(description="Sustained submit rate (token bucket) before 429.")
     burst: int = Field(description="Submits at once above the rate: the bucket's size.")
-    max_streams: int | None = Field(None, description="Open streams and waiting submits (stored; not enforced yet).")
-    max_storage_mb: int | None = Field(None, description="Stored files in MB (stored; not enforced yet).")
+    max_streams: int = Field(description="Open SSE streams, WebSockets and waiting submits (`Prefer: wait`) at "
+                                         "once, across all API processes, before 429.")
+    max_storage_mb: int = Field(description="Stored files in MB (job inputs and outputs, uploaded files, "
+                                            "documents) before uploads answer 413 and submits 507.")
     weight: float = Field(description="Share of the worker slots against other waiting tenants (2: twice "
                                       "a tenant of weight 1's).")
 
@@ -45,6 +47,9 @@ class LimitUsage(BaseModel):
     running: int = Field(description="The tenant's jobs handed to the workers and not ended (max_running).")
     submit_tokens: float | None = Field(description="Submits the bucket allows at once now; null: no rate limit.")
     bucket_full_in_s: float = Field(description="Seconds until the bucket is full again.")
+    streams: int = Field(description="Open SSE streams, WebSockets and waiting submits now (a killed API "
+                                     "process's count until their lease, AITASKS_STREAM_LEASE_S, ends).")
+    storage_bytes: int = Field(description="Bytes stored now (counted since Redis last lost its data).")
 
 
 class LimitsResponse(BaseModel):
@@ -79,7 +84,8 @@ async def view(services: Services, tenant: str) -> dict[str, Any]:
     running = await services.redis.zcard(keys.tenant_running(tenant))
     values: dict[str, int | float | None] = {
         name: LIMITS[name](float(own[name])) if name in own else None for name in LIMITS}
-    values.update(max_queued=d.max_queued, submits_per_s=d.submits_per_s, burst=d.burst)
+    values.update(max_queued=d.max_queued, submits_per_s=d.submits_per_s, burst=d.burst,
+                  max_streams=d.max_streams, max_storage_mb=d.max_storage_mb)
     settings = services.settings
     if values["max_running"] is None:
         values["max_running"] = settings.default_max_running
@@ -88,16 +94,18 @@ async def view(services: Services, tenant: str) -> dict[str, Any]:
     return {
         "tenant": tenant, "limits": values, "own": [name for name in LIMITS if name in own],
         "enforced": list(ENFORCED),
-        "usage": {"queued": d.queued, "running": int(running), "submit_tokens": round(d.tokens, 3) if d.submits_per_s > 0 else None,
-                  "bucket_full_in_s": round(d.full_in_s, 3)},
+        "usage": {"queued": d.queued, "running": int(running),
+                  "submit_tokens": round(d.tokens, 3) if d.submits_per_s > 0 else None,
+                  "bucket_full_in_s": round(d.full_in_s, 3), "streams": d.streams, "storage_bytes": d.stored_bytes},
     }
 
 
 @router.get("/api/v1/limits", response_model=LimitsResponse, responses=schemas.errors(401),
             summary="Your limits and usage")
 async def tenant_limits(services: ServicesDep, tenant: Tenant) -> JSONResponse:
-    """The caller's tenant: its submit limits in force (set by an operator with `aitasks tenants set`, else
-    the deployment's defaults), and its usage now: jobs queued, submit tokens left. Nothing is taken."""
+    """The caller's tenant: its limits in force (set by an operator with `aitasks tenants set`, else the
+    deployment's defaults), and its usage now: jobs queued, submit tokens left, streams open, bytes stored.
+    Nothing is taken; another tenant's usage is never shown."""
     return JSONResponse(await view(services, tenant))
 
 
