@@ -242,7 +242,7 @@ def _tenant_name(tenant: str) -> None:
 @tenants_app.command("set")
 def tenants_set(
     tenant: Annotated[str, typer.Argument(help="The tenant.")],
-    max_running: Annotated[int | None, typer.Option(help="Its running jobs at once (stored; not enforced yet).")] = None,
+    max_running: Annotated[int | None, typer.Option(help="Its jobs handed to the workers and not ended, at once, on every worker.")] = None,
     max_queued: Annotated[int | None, typer.Option(help="Its queued jobs (PENDING) before submits answer 429.")] = None,
     submits_per_s: Annotated[float | None, typer.Option(help="Its sustained submit rate (token bucket) before 429.")] = None,
     burst: Annotated[int | None, typer.Option(help="Submits at once above the rate (the bucket's size); 0: one "
@@ -251,7 +251,7 @@ def tenants_set(
                                                          "before 429.")] = None,
     max_storage_mb: Annotated[int | None, typer.Option(help="Its stored files in MB (job files, uploads, documents) "
                                                             "before 413/507.")] = None,
-    weight: Annotated[float | None, typer.Option(help="Its share of the workers (stored; not enforced yet).")] = None,
+    weight: Annotated[float | None, typer.Option(help="Its share of the worker slots against other waiting tenants (2: twice).")] = None,
     default: Annotated[list[str] | None, typer.Option(
         "--default", help="A limit to set back to the deployment's default (repeatable), e.g. --default burst.")] = None,
 ) -> None:

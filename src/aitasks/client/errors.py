@@ -46,7 +46,8 @@ class ServiceUnavailable(ApiError):
 
 
 class RateLimited(ApiError):
-    """429: a submit over the tenant's limits; ``limit`` names it (``submits_per_s`` or ``max_queued``),
+    """429: a submit over the tenant's limits; ``limit`` names it (``submits_per_s``, ``max_queued`` or
+    ``max_streams``),
     ``retry_after_s`` says when to try again (None: waiting cannot help, e.g. a batch larger than the burst)."""
 
     def __init__(self, status: int, message: str, code: str = "error", fields: list[FieldProblem] | None = None,
