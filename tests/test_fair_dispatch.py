@@ -285,3 +285,28 @@ def test_a_job_that_waits_past_its_pending_limit_ends_failure_with_its_event(mak
         assert final["status"] == "FAILURE" and final["error_type"] == "PendingTimeout", final
         assert "pending limit (3 s)" in final["error"], final
         assert stack.redis.hlen(keys.dispatch("cpu", "messages")) == 0
+
+
+@pytest.mark.slow
+def test_weights_share_one_worker_slot_and_a_replicate_input_sets_the_priority(make_stack: Any):
+    """One cpu slot held by a third tenant while tenants of weight 3 and 1 queue 12 short jobs each (the
+    heavy one first): once it is free, the first 16 of them to start are about 3 heavy to 1 light. A
+    Replicate prediction's `priority` input is the job's priority, not a parameter of its type."""
+    stack: Stack = make_stack()
+    stack.wait_workers()
+    heavy, light = tenant("heavy"), tenant("light")
+    cli(stack, "tenants", "set", heavy, "--weight", "3")
+    with stack.client() as holder, stack.client(tenant=heavy) as ch, stack.client(tenant=light) as cl:
+        with queue_held(holder):
+            jobs = [(ch, submit(ch, parameters={"duration_s": 0.05})) for _ in range(12)]
+            jobs += [(cl, submit(cl, parameters={"duration_s": 0.05})) for _ in range(12)]
+        ends = [(c is ch, wait_status(c, j)) for c, j in jobs]
+        assert all(e["status"] == "SUCCESS" for _, e in ends), ends
+        first = sorted(ends, key=lambda x: x[1]["started_at"])[:16]
+        assert 11 <= sum(is_heavy for is_heavy, _ in first) <= 13, [h for h, _ in first]
+
+        r = cl.post("/v1/models/aitasks/diagnostic/predictions",
+                    json={"input": {"priority": "high", "parameters": {"steps": 1}}})
+        assert r.status_code in (201, 202), r.text
+        job = wait_status(cl, r.json()["id"])
+        assert job["status"] == "SUCCESS" and job["priority"] == "high", job

@@ -27,6 +27,7 @@ import replicate
 from pydantic import ValidationError
 
 from aitasks.jobs.artifacts import ArtifactStore, ArtifactStream, open_artifacts
+from aitasks.jobs.storage_quota import MeteredArtifacts
 from aitasks.jobs.files import FileRef
 from aitasks.jobs.models import Job
 from aitasks.errors import ServiceUnavailable, TransientJobError
@@ -80,7 +81,7 @@ class S3Server:
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     server = S3Server(tmp_path_factory.mktemp("s3")).start()
     try:
-        store = open_artifacts(server.settings("setup"))
+        store = unmetered(open_artifacts(server.settings("setup")))
         assert isinstance(store, S3ArtifactStore)
         store.client.create_bucket(Bucket=BUCKET)
         yield server
@@ -91,9 +92,15 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 @pytest.fixture
 def store(s3: S3Server) -> S3ArtifactStore:
     """A store on a prefix of its own (tests share the bucket, never a prefix)."""
-    opened = open_artifacts(s3.settings(f"t/{uuid.uuid4().hex[:8]}"))
+    opened = unmetered(open_artifacts(s3.settings(f"t/{uuid.uuid4().hex[:8]}")))
     assert isinstance(opened, S3ArtifactStore)
     return opened
+
+
+def unmetered(store: Any) -> Any:
+    """The backend under the storage meter open_artifacts wraps every store in (jobs/storage_quota.py)."""
+    assert isinstance(store, MeteredArtifacts)
+    return store.inner
 
 
 def keys_under(store: S3ArtifactStore, prefix: str = "") -> list[str]:
@@ -105,7 +112,7 @@ def keys_under(store: S3ArtifactStore, prefix: str = "") -> list[str]:
 
 
 def test_the_folder_stays_the_default_and_a_bad_url_names_the_setting(tmp_path: Path) -> None:
-    default = open_artifacts(Settings(data_dir=tmp_path))
+    default = unmetered(open_artifacts(Settings(data_dir=tmp_path)))
     assert isinstance(default, ArtifactStore) and default.root == (tmp_path / "artifacts").resolve()
     for bad in ("http://bucket/x", "s3://", "s3://UPPER/x", "/srv/artifacts"):
         with pytest.raises(ValidationError) as err:
@@ -251,7 +258,7 @@ def split(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tu
     env = {**s3.env(prefix), "AITASKS_SECRET_KEY": "one-secret-for-both-hosts",
            "AITASKS_PRELOAD": "document_ingestion"}
     s = SplitStack(tmp_path_factory.mktemp("split"), env=env, worker_queues=("cpu,gpu",))
-    bucket = open_artifacts(s3.settings(prefix))
+    bucket = unmetered(open_artifacts(s3.settings(prefix)))
     assert isinstance(bucket, S3ArtifactStore)
     try:
         s.start()

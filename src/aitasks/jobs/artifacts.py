@@ -43,6 +43,7 @@ __all__ = ["ArtifactBackend", "ArtifactStore", "ArtifactStream", "artifact_url",
 def open_artifacts(settings: Settings) -> ArtifactBackend:
     """The store the settings name: an S3-compatible bucket with AITASKS_ARTIFACTS_URL, else the folder;
     metered for max_storage_mb."""
+    from aitasks.errors import ConfigurationError
     from aitasks.jobs.storage_quota import Meter, MeteredArtifacts  # it imports this module's neighbours
 
     inner: ArtifactBackend
@@ -52,8 +53,13 @@ def open_artifacts(settings: Settings) -> ArtifactBackend:
         inner = S3ArtifactStore.from_settings(settings)
     else:
         inner = ArtifactStore(settings.artifacts_path)
-    # Every write and delete counted against its tenant's max_storage_mb (jobs/storage_quota.py).
-    return MeteredArtifacts(inner, Meter(settings.resolved_redis_url(), settings.default_max_storage_mb))
+    # Every write and delete counted against its tenant's max_storage_mb (jobs/storage_quota.py); with no
+    # Redis configured (a tool or test that only handles files) there is nothing to count against.
+    try:
+        url: str | None = settings.resolved_redis_url()
+    except ConfigurationError:
+        url = None
+    return MeteredArtifacts(inner, Meter(url, settings.default_max_storage_mb))
 
 
 class ArtifactStore:
