@@ -94,7 +94,10 @@ def test_a_worker_host_cut_off_mid_job_loses_it_to_the_other_and_rejoins_when_pl
         statuses = [e["status"] for e in events]
         assert statuses and statuses[-1] == "SUCCESS", statuses
         assert [s for s in statuses if s in ("SUCCESS", "FAILURE", "REVOKED")] == ["SUCCESS"], statuses
-        assert "PROCESSING" in statuses and "RETRY" in statuses, statuses  # taken back, then run again
+        # Taken back, then run again on the survivor (its worker above). The RETRY in between is written after
+        # the message is queued again, fenced: an idle survivor can claim the job first, and then its
+        # PROCESSING stands and no RETRY is seen (worker/lease.py ``requeue``).
+        assert "PROCESSING" in statuses, statuses
         seqs = [e["seq"] for e in events]
         assert seqs == sorted(seqs), seqs
         rec = redis.Redis.from_url(cluster.redis_url).hgetall(keys.job(task_id))
