@@ -309,7 +309,8 @@ def test_every_bad_input_is_refused_at_upload_naming_the_file_and_the_worker_sur
     # Bad fields next to a good file.
     good = SOURDOUGH.encode()
     for fields, field in [({"document_id": "no spaces here"}, "document_id"), ({"metadata": "{not json"}, "metadata"),
-                          ({"metadata": '{"nested": {"a": 1}}'}, "metadata"), ({"metadata": "[1]"}, "metadata")]:
+                          ({"metadata": '{"nested": {"a": 1}}'}, "metadata"), ({"metadata": "[1]"}, "metadata"),
+                          ({"priority": "urgent"}, "priority")]:
         r = dclient.post(f"{DOCS}/", files={"file": ("a.txt", good)}, data=fields)
         assert r.status_code == 400 and field in {f["field"] for f in r.json()["fields"]}, (fields, r.text)
     r = dclient.post(f"{DOCS}/", data={"document_id": "x"})
@@ -400,7 +401,7 @@ def test_a_batch_runs_one_job_per_file_under_one_batch_id(docs_stack, dclient):
     files = [("file", ("a.txt", "\n\n".join(BEES).encode(), "text/plain")),
              ("file", ("b.pdf", text_pdf([EXPENSES]), "application/pdf")),
              ("file", ("c.docx", policies_docx(), "application/octet-stream"))]
-    r = dclient.post(f"{DOCS}/batch", files=files, data={"metadata": '{"source": "batch"}'})
+    r = dclient.post(f"{DOCS}/batch", files=files, data={"metadata": '{"source": "batch"}', "priority": "low"})
     assert r.status_code == 202, r.text
     body = r.json()
     batch_id = body["batch_id"]
@@ -408,7 +409,7 @@ def test_a_batch_runs_one_job_per_file_under_one_batch_id(docs_stack, dclient):
     assert len(docs) == 3 and len({d["task_id"] for d in docs}) == 3 and len({d["document_id"] for d in docs}) == 3
     for d in docs:  # each a job of its own
         task = dclient.get(f"/api/v1/tasks/{d['task_id']}/status/").json()
-        assert task["task_type"] == "document_ingestion"
+        assert task["task_type"] == "document_ingestion" and task["priority"] == "low", task
     summary = poll(lambda: (lambda b: b if b["processing"] == 0 else None)(
         dclient.get(body["status_url"]).json()), "the batch to finish", timeout_s=300, interval_s=0.2)
     assert summary["status"] == "completed" and (summary["total"], summary["completed"], summary["failed"]) == (3, 3, 0)
@@ -419,6 +420,8 @@ def test_a_batch_runs_one_job_per_file_under_one_batch_id(docs_stack, dclient):
     r = dclient.post(f"{DOCS}/batch", files=[("file", ("ok.txt", b"fine text here", "text/plain")),
                                              ("file", ("bad.pdf", b"%PDF-1.4 garbage", "application/pdf"))])
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "file[1]", r.text
+    r = dclient.post(f"{DOCS}/batch", files=files[:1], data={"priority": "soon"})
+    assert r.status_code == 400 and r.json()["fields"][0]["field"] == "priority", r.text
     assert dclient.get(f"{DOCS}/batches/nope").status_code == 404
     with new_client(docs_stack) as other:
         assert other.get(body["status_url"]).status_code == 404

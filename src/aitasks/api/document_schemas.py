@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from aitasks.api import schemas
+from aitasks.jobs.keys import PRIORITIES
 
 ACCEPTED_MESSAGE = "Processing started in background."
 
@@ -126,6 +127,8 @@ class SearchResponse(BaseModel):
 METADATA_PART: dict[str, Any] = {**METADATA_SCHEMA, "description": "A flat JSON object (string, number or boolean "
                                                                    "values) that search `filters` match."}
 JSON_PARTS = {"metadata": {"contentType": "application/json"}}
+PRIORITY_PART: dict[str, Any] = {"type": "string", "enum": list(PRIORITIES), "default": "normal",
+                                 "description": "The ingestion job's place in your own line (fair dispatch)."}
 INGEST_DOC: dict[str, Any] = {
     "requestBody": {"required": True, "content": {"multipart/form-data": {"encoding": JSON_PARTS, "schema": {
         "type": "object", "required": ["file"], "additionalProperties": False,
@@ -136,6 +139,7 @@ INGEST_DOC: dict[str, Any] = {
                             "description": "Your id for it (default: a new one). The same id again replaces "
                                            "the document's chunks and record."},
             "metadata": METADATA_PART,
+            "priority": PRIORITY_PART,
         }}}}},
 }
 BATCH_DOC: dict[str, Any] = {
@@ -146,6 +150,7 @@ BATCH_DOC: dict[str, Any] = {
                      "description": "Several parts named `file`, one per document (at most AITASKS_MAX_BATCH_FILES; "
                                     "all together within AITASKS_MAX_UPLOAD_BYTES)."},
             "metadata": {**METADATA_PART, "description": "A flat JSON object given to every document."},
+            "priority": {**PRIORITY_PART, "description": "Every document's ingestion job's place in your own line."},
         }}}}},
 }
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {

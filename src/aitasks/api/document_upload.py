@@ -56,7 +56,7 @@ def document_error(exc: DocumentError, field: str = "file") -> ApiError:
 
 
 async def read_form(request: Request, max_files: int) -> tuple[dict[str, str], list[UploadFile]]:
-    """The form's fields (``document_id``, ``metadata``) and its ``file`` parts, at most ``max_files``."""
+    """The form's fields (``document_id``, ``metadata``, ``priority``) and its ``file`` parts, at most ``max_files``."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data":
         raise ValidationFailed("send multipart/form-data with the document in the part `file`",
@@ -76,7 +76,7 @@ async def read_form(request: Request, max_files: int) -> tuple[dict[str, str], l
                 raise ValidationFailed(f"{name} is not a file field: send documents in the part `file`",
                                        [FieldError(name, "is not a known file field (use `file`)")])
             files.append(value)
-        elif name in ("document_id", "metadata"):
+        elif name in ("document_id", "metadata", "priority"):
             fields[name] = value
         elif name == "file":
             raise ValidationFailed("file must be a file part, not a text field",

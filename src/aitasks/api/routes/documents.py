@@ -36,7 +36,7 @@ from aitasks.api.responses import FastJSONResponse as JSONResponse
 from aitasks.api.routes.tasks import request_cancel
 from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
-from aitasks.api.submission import PreparedFile, SubmitOptions, new_job_id, submit
+from aitasks.api.submission import PreparedFile, SubmitOptions, new_job_id, read_priority, submit
 from aitasks.documents import service
 from aitasks.documents.errors import InvalidStoreArgument
 from aitasks.documents.records import DocumentRecords, Record, Upload
@@ -73,18 +73,20 @@ def _ingestion_type(services: Services) -> JobType:
     return jt
 
 
-async def submit_ingestion(services: Services, tenant: str, doc: Prepared, job_id: str, record_key: str) -> Job:
+async def submit_ingestion(services: Services, tenant: str, doc: Prepared, job_id: str, record_key: str,
+                           priority: str = "normal") -> Job:
     """The document's ``document_ingestion`` job, through the one submit service: the file is already
     checked, the job id already in the record, and the job names the record for its atomic end."""
     media_type, ext = doc.media
     fields = {"document_id": doc.document_id, "filename": doc.filename, "content_type": doc.content_type,
-              "metadata": doc.metadata}
+              "metadata": doc.metadata, "priority": priority}
     upload = PreparedFile(doc.data, media_type, ext, doc.filename)
     options = SubmitOptions(job_id=job_id, document=record_key, internal=True, counted=True)  # by its upload
     return (await submit(services, tenant, JOB_TYPE, fields, {"file": upload}, options)).job
 
 
-async def _start(services: Services, tenant: str, doc: Prepared, batch_id: str | None = None) -> Job:
+async def _start(services: Services, tenant: str, doc: Prepared, batch_id: str | None = None,
+                 priority: str = "normal") -> Job:
     """Write the document's record, then accept its job (which names the record)."""
     _ingestion_type(services)  # before the record: no record for a job that cannot exist
     records = DocumentRecords(services.redis)
@@ -98,7 +100,7 @@ async def _start(services: Services, tenant: str, doc: Prepared, batch_id: str |
         if old is not None:
             await request_cancel(services, old)
     try:
-        return await submit_ingestion(services, tenant, doc, job_id, records.key(tenant, doc.document_id))
+        return await submit_ingestion(services, tenant, doc, job_id, records.key(tenant, doc.document_id), priority)
     except BaseException as exc:
         await records.mark_failed(tenant, doc.document_id, f"The job could not be queued: {exc}", type(exc).__name__)
         raise
@@ -110,9 +112,10 @@ async def ingest(request: Request, services: Services, tenant: str) -> JSONRespo
     if len(files) > 1:
         raise ValidationFailed("send one file here; POST /api/v1/documents/batch takes many",
                                [FieldError("file", "one file per request on this path")])
+    priority = read_priority({"priority": fields.get("priority")})  # 400 before any record is written
     await flow_control.take(services, tenant)  # the tenant's submit limits (429), before the file is checked
     doc = await prepare(services, files[0], fields.get("document_id"), parse_metadata(fields.get("metadata")))
-    job = await _start(services, tenant, doc)
+    job = await _start(services, tenant, doc, priority=priority)
     status_url = f"{V1}/{doc.document_id}/status"
     return JSONResponse({"message": ACCEPTED_MESSAGE, "task_id": job.id, "document_id": doc.document_id,
                          "status": "processing", "status_url": status_url}, 202, headers={"Location": status_url})
@@ -138,10 +141,11 @@ async def upload_batch(request: Request, services: ServicesDep, tenant: Tenant) 
         raise ValidationFailed("document_id is not taken by a batch (each document gets its own)",
                                [FieldError("document_id", "is not taken by a batch")])
     metadata = parse_metadata(fields.get("metadata"))
+    priority = read_priority({"priority": fields.get("priority")})
     await flow_control.take(services, tenant, len(files))  # each file is a submit (429: none is started)
     docs = [await prepare(services, f, None, metadata, f"file[{i}]") for i, f in enumerate(files)]
     batch_id = await DocumentRecords(services.redis).create_batch(tenant, [d.document_id for d in docs])
-    started = [await _start(services, tenant, d, batch_id) for d in docs]
+    started = [await _start(services, tenant, d, batch_id, priority) for d in docs]
     status_url = f"{V1}/batches/{batch_id}"
     return JSONResponse({
         "message": ACCEPTED_MESSAGE, "batch_id": batch_id, "status": "processing", "status_url": status_url,
