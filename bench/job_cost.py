@@ -8,6 +8,13 @@ milliseconds of the worker (main and pool processes), the API and Redis.
 
     .venv/bin/python -m bench.job_cost                 # 1,000 jobs
     .venv/bin/python -m bench.job_cost --jobs 3000
+    .venv/bin/python -m bench.job_cost --raw           # CPU by process next to raw Celery's, rounds alternating
+
+``--raw`` answers where a no-op job's CPU goes against raw Celery's (bench/raw_celery.py: the same
+reliability settings, the same pool size), process by process, in the same run: on a machine whose cores
+are all busy, jobs/s is CPU per job over the cores, so this split is what sustained throughput's ratio
+is made of. The benchmark's own CPU counts as the client's: raw Celery's ``delay()`` and result waits,
+aitasks' HTTP submits and the counter polls.
 
 To compare two revisions, run it from each one's tree (as bench/compare_revisions.py does:
 ``PYTHONPATH=<tree>/src:<tree>``).
@@ -17,15 +24,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import redis
 
-from bench.e2e_bench import aitasks_sustained
+from bench.e2e_bench import aitasks_sustained, raw_sustained
 from bench.procs import Cleanup
-from bench.stacks import AitasksStack
+from bench.stacks import AitasksStack, RawCelery
 
 
 def _stat(pid: int) -> list[str]:
@@ -69,10 +77,79 @@ def command_calls(r: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in r.info("commandstats").items()}
 
 
+def own_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (not its children)."""
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_stat(int(entry))[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, ValueError):
+                pass
+    return sorted(found)
+
+
+def split(worker_pid: int, api_pid: int | None, r: redis.Redis) -> dict[str, float]:
+    """CPU seconds so far by part: Celery's consumer (the worker's main process), its pool (and, for
+    aitasks, the store recorder: every child of the main process), the API, Redis and this process."""
+    parts = {"consumer": own_cpu_s(worker_pid),
+             "pool and recorder": sum(cpu_s(child) for child in children(worker_pid)),
+             "redis": redis_cpu_s(r), "client (this process)": time.process_time()}
+    if api_pid is not None:
+        parts["api"] = own_cpu_s(api_pid)
+    return parts
+
+
+def compare_with_raw(stack: AitasksStack, key: str, raw: RawCelery, n: int, rounds: int,
+                     connections: int) -> None:
+    assert stack.api is not None and stack.worker is not None
+    totals: dict[str, dict[str, list[float]]] = {"aitasks": {}, "raw Celery": {}}
+    for i in range(rounds):
+        order = [("raw Celery", None), ("aitasks", stack)] if i % 2 == 0 else [("aitasks", stack), ("raw Celery", None)]
+        for name, which in order:
+            if which is None:
+                before = split(raw.worker.pid, None, raw.redis())
+                t0 = time.perf_counter()
+                raw_sustained(raw, n)
+                rate = n / (time.perf_counter() - t0)
+                after = split(raw.worker.pid, None, raw.redis())
+            else:
+                before = split(stack.worker.pid, stack.api.pid, stack.redis())
+                rate = aitasks_sustained(stack, key, n, connections)["jobs_per_s"]
+                after = split(stack.worker.pid, stack.api.pid, stack.redis())
+            per_job = {part: 1000 * (after[part] - before[part]) / n for part in before}
+            for part, ms in per_job.items():
+                totals[name].setdefault(part, []).append(ms)
+            totals[name].setdefault("jobs/s", []).append(rate)
+            print(f"  round {i + 1}, {name}: {rate:.0f} jobs/s, CPU ms per job "
+                  + ", ".join(f"{p} {v:.2f}" for p, v in per_job.items()) + f", total {sum(per_job.values()):.2f}",
+                  flush=True)
+    print(f"\nmedian of {rounds} rounds, CPU ms per no-op job (jobs/s depends on the load; the split much less):")
+    parts = ["consumer", "pool and recorder", "redis", "api", "client (this process)"]
+    print(f"  {'part':24} {'aitasks':>8} {'raw Celery':>11}")
+    for part in [*parts, "total", "jobs/s"]:
+        row = []
+        for name in ("aitasks", "raw Celery"):
+            if part == "total":
+                value = sum(statistics.median(totals[name][p]) for p in parts if p in totals[name])
+            else:
+                value = statistics.median(totals[name][part]) if part in totals[name] else float("nan")
+            row.append(value)
+        print(f"  {part:24} {row[0]:8.2f} {row[1]:11.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--raw", action="store_true", help="CPU by process next to raw Celery's (see above)")
+    parser.add_argument("--rounds", type=int, default=3, help="with --raw: rounds of --jobs each, alternating")
     args = parser.parse_args()
     cleanup = Cleanup()
     try:
@@ -81,6 +158,11 @@ def main() -> None:
             assert stack.api is not None and stack.worker is not None
             key, r = stack.new_key(), stack.redis()
             aitasks_sustained(stack, key, 200, args.connections)  # warm-up: imports, scripts, connections
+            if args.raw:
+                raw = RawCelery(Path(tmp), Path(tmp) / "logs", cleanup, 2)
+                raw_sustained(raw, 200)
+                compare_with_raw(stack, key, raw, args.jobs, args.rounds, args.connections)
+                return
             time.sleep(1)
             calls0, worker0, api0, redis0 = (command_calls(r), cpu_s(stack.worker.pid), cpu_s(stack.api.pid),
                                              redis_cpu_s(r))
