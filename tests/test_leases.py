@@ -21,7 +21,7 @@ from aitasks.jobs import keys
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.store import JobStore
 from aitasks.worker import lease
-from redis_events import drain, subscribed
+from redis_events import drain, drain_job, every_job_subscribed, states, subscribed
 from stack import Process, Stack, poll, submit, wait_status
 
 LEASE_S = 5
@@ -209,8 +209,8 @@ def test_a_job_lost_with_its_worker_is_seen_retry_before_the_idle_survivor_runs_
     events, heard from before it started, go PROCESSING (progress), RETRY, PROCESSING, SUCCESS: the
     survivor cannot take the job back before its RETRY is written (worker/requeue.lua)."""
     stack = two_workers(make_stack)
-    ps = stack.redis.pubsub()
-    ps.psubscribe(keys.EVENTS_PATTERN)
+    r = stack.redis  # kept: a client let go closes its connections, the subscription's too
+    ps = every_job_subscribed(r)
     with stack.client() as c:
         task_id = submit(c, parameters={"duration_s": 3, "steps": 6})
         wait_status(c, task_id, {"PROCESSING"})
@@ -219,14 +219,8 @@ def test_a_job_lost_with_its_worker_is_seen_retry_before_the_idle_survivor_runs_
         final = wait_status(c, task_id, timeout_s=60)
         assert final["status"] == "SUCCESS", f"{final}\n{stack.logs()}"
         assert holder(stack, task_id) is not victim
-    events = []
-    while (m := ps.get_message(timeout=0.5)) is not None:
-        if m["type"] == "pmessage" and (event := json.loads(m["data"]))["task_id"] == task_id:
-            events.append(event)
-    ps.close()
-    statuses = [e["status"] for e in events]
-    runs = [s for i, s in enumerate(statuses) if i == 0 or s != statuses[i - 1]]  # progress reports folded
-    assert runs == ["PROCESSING", "RETRY", "PROCESSING", "SUCCESS"], events
+    events = drain_job(ps, task_id)
+    assert states(events) == ["PROCESSING", "RETRY", "PROCESSING", "SUCCESS"], events
     assert "heartbeating" in next(e for e in events if e["status"] == "RETRY")["message"], events
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events), events
 
