@@ -204,11 +204,12 @@ def test_a_sigkilled_worker_host_loses_its_job_to_the_live_worker_in_seconds(mak
 
 
 @pytest.mark.slow
-def test_a_job_lost_with_its_worker_is_seen_retry_before_the_idle_survivor_runs_it(make_stack: Any) -> None:
-    """The worker running a job SIGKILLed (main and pool) while the other one idles on the queue: the job's
-    events, heard from before it started, go PROCESSING (progress), RETRY, PROCESSING, SUCCESS: the
-    survivor cannot take the job back before its RETRY is written (worker/requeue.lua)."""
-    stack = two_workers(make_stack)
+@pytest.mark.parametrize("fair", ["true", "false"])
+def test_a_job_lost_with_its_worker_is_seen_retry_before_the_idle_survivor_runs_it(make_stack: Any, fair: str) -> None:
+    """The worker running a job SIGKILLed (main and pool) while the other one idles on the queue, with fair
+    dispatch and without: the job's events, heard from before it started, go PROCESSING (progress), RETRY,
+    PROCESSING, SUCCESS: the survivor cannot take the job back before its RETRY is written (worker/requeue.lua)."""
+    stack = two_workers(make_stack, AITASKS_FAIR_DISPATCH=fair)
     r = stack.redis  # kept: a client let go closes its connections, the subscription's too
     ps = every_job_subscribed(r)
     with stack.client() as c:
