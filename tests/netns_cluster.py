@@ -5,6 +5,7 @@ commands (`aitasks api`, `aitasks worker`) with URLs only and a data folder of i
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -29,6 +30,9 @@ from stack import TEST_ENV, poll
 LEASE_S = 5
 PASSWORD = "cluster-secret"
 BUCKET = "aitasks-cluster"
+# The code under test on every host: a checkout run with PYTHONPATH=<its src> (a worktree sharing another's
+# virtualenv) runs its own code there too, not the one the virtualenv installed.
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
 
 
 class Cluster:
@@ -53,7 +57,8 @@ class Cluster:
             "AITASKS_ARTIFACTS_URL": f"s3://{BUCKET}/cluster", "AITASKS_S3_ENDPOINT_URL": self.s3_url,
             "AITASKS_S3_ACCESS_KEY_ID": "testing", "AITASKS_S3_SECRET_ACCESS_KEY": "testing",
             "AITASKS_S3_REGION": "us-east-1", "AITASKS_SECRET_KEY": "one-secret-for-every-host-of-this-cluster",
-            "AITASKS_DATA_DIR": str(self.root / host / "data"), "AITASKS_LEASE_S": str(LEASE_S), **self.extra_env,
+            "AITASKS_DATA_DIR": str(self.root / host / "data"), "AITASKS_LEASE_S": str(LEASE_S),
+            **PYTHONPATH, **self.extra_env,
         }
 
     def start(self, name: str, host: str, *command: str) -> LoggedProcess:

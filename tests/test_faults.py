@@ -21,6 +21,7 @@ import pytest
 import redis
 
 from aitasks.jobs import keys
+from redis_events import drain_job, every_job_subscribed, states
 from stack import TERMINAL, Process, Stack, poll, submit, wait_status
 
 pytestmark = pytest.mark.slow  # kills and restarts workers and Redis, a stack per test
@@ -241,6 +242,29 @@ def test_pool_process_killed_mid_job_runs_again_and_succeeds_once(make_stack):
         assert (rec["deliveries"], rec["finished_deliveries"]) == ("2", "1"), rec
         assert worker.alive(), worker.tail()
         assert finished_counts(c) == {"SUCCESS": 1}
+
+
+def test_pool_process_killed_with_an_idle_worker_beside_is_seen_retry_before_it_runs_again(make_stack):
+    """The pool process running a job is SIGKILLed while a second worker idles on the queue, ready to take
+    the message the moment Celery gives it back: the job's events go PROCESSING, RETRY, PROCESSING,
+    SUCCESS (the loss is written before the message goes back, worker/request.py), never a RETRY on the
+    new run."""
+    stack = make_stack()
+    stack.start_worker("cpu", name="worker-cpu-2")
+    poll(lambda: stack.redis.zcard(keys.LEASES) >= 3, "every worker's lease", timeout_s=60)
+    r = stack.redis  # kept: a client let go closes its connections, the subscription's too
+    ps = every_job_subscribed(r)
+    with stack.client() as c:
+        task_id = submit(c, parameters={"duration_s": 3, "steps": 6})
+        wait_running(stack, c, task_id)
+        name = stack.redis.hget(keys.job(task_id), "worker").decode()  # its Celery node name: <name>.<pid>@host
+        worker = next(w for w in stack.workers.values() if w.pid == int(name.split("@")[0].rsplit(".", 1)[1]))
+        os.kill(pool_child(stack, worker), signal.SIGKILL)
+        final = wait_end(stack, c, task_id)
+        assert final["status"] == "SUCCESS", explain(stack, final)
+    events = drain_job(ps, task_id)
+    assert states(events) == ["PROCESSING", "RETRY", "PROCESSING", "SUCCESS"], events
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events), events
 
 
 def test_whole_worker_killed_mid_job_is_redelivered_to_a_new_worker(make_stack):

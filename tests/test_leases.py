@@ -21,7 +21,7 @@ from aitasks.jobs import keys
 from aitasks.jobs.messages import job_message
 from aitasks.jobs.store import JobStore
 from aitasks.worker import lease
-from redis_events import drain, subscribed
+from redis_events import drain, drain_job, every_job_subscribed, states, subscribed
 from stack import Process, Stack, poll, submit, wait_status
 
 LEASE_S = 5
@@ -74,6 +74,60 @@ def test_a_stale_runs_writes_are_refused_and_only_the_current_generation_may_cla
     record(r, "p", generation=2, children_total=1, children_done=1)
     assert store.update("p", {"status": "PROCESSING"}, fence="claim:0:callback") > 0
     assert store.update("p", {"message": "unfenced writers (cancel, monitor) still write"}) > 0
+
+
+class ClaimsOnPush(redis.Redis):
+    """The recovery's client, with an idle survivor on the other side: the moment the job's message is on its
+    list, the survivor takes it and claims the job (START, as a worker's delivery does), before the recovery's
+    next command. A state the recovery wrote after queueing the message would come too late."""
+
+    job_id = queue = ""
+    survivor: JobStore
+    claimed: int | None = None  # the survivor's START answer
+
+    @classmethod
+    def to(cls, url: str, job_id: str, queue: str) -> ClaimsOnPush:
+        client = cls.from_url(url, decode_responses=True)
+        client.job_id, client.queue = job_id, queue
+        client.survivor = JobStore(redis.Redis.from_url(url, decode_responses=True))
+        return client
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        out = super().execute_command(*args, **options)
+        if self.claimed is None and (raw := self.survivor.r.rpop(self.queue)) is not None:
+            self.claimed = self.survivor.start(self.job_id, generation_of(raw), "survivor", 3, time.time(),
+                                               {"status": "PROCESSING", "message": "Running again"}).code
+        return out
+
+
+@pytest.mark.parametrize(("taken_back", "outbox", "history"), [
+    ("delivery", False, True), ("orphan", False, True), ("delivery", True, False), ("orphan", True, True)])
+def test_a_job_taken_back_is_retry_before_any_worker_can_claim_it(
+        r: redis.Redis, server: Any, taken_back: str, outbox: bool, history: bool) -> None:
+    """An idle survivor claims the job as soon as its message is queued again (the lease's recovery of a
+    delivery, or the orphan sweep; the queue's list, or RabbitMQ's outbox): the RETRY is written in the same
+    step, so the job's events go PROCESSING, RETRY, PROCESSING, SUCCESS, and the stale run is still refused."""
+    record(r, "k", queue="cpu")
+    ps = subscribed(r, "k")
+    assert JobStore(r).update("k", {"status": "PROCESSING"}, fence="claim:0:first") > 0
+    recovery = ClaimsOnPush.to(server.url, "k", keys.queue_list("cpu", outbox))
+    store = JobStore(recovery, history=history, outbox=outbox)
+    if taken_back == "delivery":
+        message = delivered(r, "k", "tag-k", ago_s=60)
+        assert lease.requeue(recovery, store, "k", "taken back", message=message, queue="cpu", tag="tag-k")
+    else:
+        assert lease.requeue(recovery, store, "k", "taken back")
+    assert recovery.claimed is not None and recovery.claimed > 0  # the survivor holds the job
+    job = r.hgetall(keys.job("k"))
+    assert (job["status"], job["generation"], job["run_token"]) == ("PROCESSING", "1", "survivor"), job
+    assert store.update("k", {"status": "SUCCESS"}, ttl_s=60, fence="run:first") == -2  # the stale run
+    assert store.run_update("k", {"status": "SUCCESS"}, "run:survivor", ttl_s=60, end_delivery=True)[0] > 0
+    events = drain(ps)
+    assert [e["status"] for e in events] == ["PROCESSING", "RETRY", "PROCESSING", "SUCCESS"], events
+    assert events[1]["message"] == "taken back"
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
+    recovery.survivor.r.close()
+    recovery.close()
 
 
 def test_recovery_takes_back_only_deliveries_no_live_lease_holds(r: redis.Redis) -> None:
@@ -147,6 +201,29 @@ def test_a_sigkilled_worker_host_loses_its_job_to_the_live_worker_in_seconds(mak
         assert result["deliveries"] == 2 and result["attempts"] == 1, result
         assert succeeded_total(stack) == 1
         assert stack.redis.hlen(keys.UNACKED) == 0 and not stack.redis.zscore(keys.JOBS_LIVE, task_id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fair", ["true", "false"])
+def test_a_job_lost_with_its_worker_is_seen_retry_before_the_idle_survivor_runs_it(make_stack: Any, fair: str) -> None:
+    """The worker running a job SIGKILLed (main and pool) while the other one idles on the queue, with fair
+    dispatch and without: the job's events, heard from before it started, go PROCESSING (progress), RETRY,
+    PROCESSING, SUCCESS: the survivor cannot take the job back before its RETRY is written (worker/requeue.lua)."""
+    stack = two_workers(make_stack, AITASKS_FAIR_DISPATCH=fair)
+    r = stack.redis  # kept: a client let go closes its connections, the subscription's too
+    ps = every_job_subscribed(r)
+    with stack.client() as c:
+        task_id = submit(c, parameters={"duration_s": 3, "steps": 6})
+        wait_status(c, task_id, {"PROCESSING"})
+        victim = holder(stack, task_id)
+        victim.kill_group()
+        final = wait_status(c, task_id, timeout_s=60)
+        assert final["status"] == "SUCCESS", f"{final}\n{stack.logs()}"
+        assert holder(stack, task_id) is not victim
+    events = drain_job(ps, task_id)
+    assert states(events) == ["PROCESSING", "RETRY", "PROCESSING", "SUCCESS"], events
+    assert "heartbeating" in next(e for e in events if e["status"] == "RETRY")["message"], events
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events), events
 
 
 @pytest.mark.slow

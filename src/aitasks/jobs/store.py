@@ -159,6 +159,7 @@ class JobStore:
         self._fan_out = client.register_script(scripts.FAN_OUT)
         self._start = client.register_script(run_scripts.start_script(history))
         self._run_update = client.register_script(run_scripts.run_update_script(history))
+        self._requeue = client.register_script(run_scripts.requeue_script(history))
 
     def get(self, job_id: str) -> Job | None:
         raw = self.r.hgetall(keys.job(job_id))
@@ -186,6 +187,17 @@ class JobStore:
         args = ["1" if end_delivery else "0", *update_args(fields, ttl_s, fence)]
         applied, cancel = self._run_update(keys=[keys.job(job_id), keys.events(job_id)], args=args)
         return int(applied), bool(cancel)
+
+    def requeue(self, job_id: str, queue: str, generation: int, message: str, tag: str, token: str,
+                reason: str) -> bool:
+        """The recovery's fenced requeue (worker/requeue.lua; worker/lease.py builds ``message``): the delivery
+        ``tag`` leaves kombu's unacked hash, the generation (read as ``generation``) goes up, ``token`` becomes
+        the run token, the state is written (``reason``; RETRY once started) and ``message`` is pushed onto
+        ``queue``'s list, in one step. False (nothing pushed or written) when the record moved on."""
+        done = self._requeue(keys=[keys.job(job_id), keys.events(job_id), keys.queue_list(queue, self.outbox),
+                                   keys.UNACKED, keys.UNACKED_INDEX],
+                             args=[generation, message, tag, token, reason])
+        return int(done) == 1
 
     def field(self, job_id: str, name: str) -> str | None:
         value = self.r.hget(keys.job(job_id), name)

@@ -10,7 +10,10 @@ answering (SIGSTOP, a swap storm).
 
 Taking a job back is *fenced* (``requeue``, worker/requeue.lua, one atomic step): the delivery leaves
 the unacked hash (kombu can no longer restore a second copy), the record's ``generation`` goes up and
-its ``run_token`` changes, and the message pushed again carries the new generation. So the late
+its ``run_token`` changes, the job's state is written through the UPDATE script (``RETRY`` once it had
+started, with its event; ``PENDING`` kept otherwise), and the message pushed again carries the new
+generation. The state comes before the push in that one step, so a client always sees ``RETRY`` between
+the lost run and the new one: an idle worker cannot claim the job first. So the late
 original, if it comes back, writes nothing (every write of a run carries its token, jobs/end_state.lua),
 and an older copy of the message is acked without running (its generation is stale). The new run counts
 the lost delivery as the worker-lost path does (``deliveries``), so the poison cap
@@ -29,13 +32,12 @@ import orjson
 import redis
 from celery.worker import state as worker_state
 
-from aitasks.jobs import keys, lua
+from aitasks.jobs import keys
 from aitasks.jobs.messages import RUN_JOB_TASK, job_message
 from aitasks.jobs.models import Status
 from aitasks.jobs.store import JobStore
 
 log = logging.getLogger(__name__)
-REQUEUE = lua.load("aitasks.worker", "requeue.lua")
 FORGET_AFTER_S = 300.0  # names in the leases set this long past their expiry are dropped (clock skew room)
 TERMINAL = {Status.SUCCESS.value, Status.FAILURE.value, Status.REVOKED.value}
 UNACKED_PAGE = 200  # deliveries examined in one pass (the oldest first)
@@ -104,15 +106,9 @@ def requeue(r: redis.Redis, store: JobStore, job_id: str, reason: str, message: 
         soft, hard = float(h[3] or 0), float(h[4] or 0)
         built = with_generation(job_message(job_id, queue, soft, hard), generation + 1)
     token = f"requeued-{generation + 1}-{uuid.uuid4().hex[:8]}"
-    done = int(r.eval(REQUEUE, 4, keys.job(job_id), keys.queue_list(queue, store.outbox), keys.UNACKED, keys.UNACKED_INDEX,
-                      generation, built, tag, token))
-    if done != 1:
+    # The state (RETRY once it had started) is written in the same step: no new run claims the job before it.
+    if not store.requeue(job_id, queue, generation, built, tag, token, reason):
         return False
-    fields = {"message": reason}
-    if status != Status.PENDING.value:  # it had started: it waits to run again, as after a lost worker
-        fields["status"] = Status.RETRY.value
-    # Fenced by the token just written: if the new run already claimed the job, its state stands.
-    store.update(job_id, fields, fence=f"run:{token}")
     log.warning("job %s queued again (generation %d): %s", job_id, generation + 1, reason)
     return True
 

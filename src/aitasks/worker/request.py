@@ -43,11 +43,12 @@ class JobRequest(Request):
             log.exception("could not record the hard time limit of job %s", self.job_id)
 
     def on_failure(self, exc_info, send_failed_event=True, return_ok=False):  # type: ignore[no-untyped-def]
-        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         exc = getattr(exc_info, "exception", None)
         exc = getattr(exc, "exc", exc)
         if isinstance(exc, WorkerLostError) and self.job_id:
-            # The message went back to the queue (reject_on_worker_lost): say so on the record.
+            # Celery gives the message back to the queue below (reject_on_worker_lost), where an idle worker
+            # may take it at once: say so on the record first, so this RETRY never lands on the new run.
+            # (A job that ended before its process died refuses it; Celery then acknowledges the message.)
             try:
                 resources().store.update(self.job_id, {
                     "status": Status.RETRY.value,
@@ -55,3 +56,4 @@ class JobRequest(Request):
                 })
             except Exception:
                 log.exception("could not record the loss of job %s", self.job_id)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
