@@ -11,7 +11,8 @@ that announce nothing always get that wait). So a
 job running alone (a prefork pool process runs one job at a time) never waits for company that cannot
 come; several jobs in one process (``aitasks worker --pool threads``) share the model's calls.
 
-Cancel stays per job: a waiting job checks its own cancel; when it stops, its items not yet in a batch
+Errors stay per job too: when a batch fails, each job's items are tried again alone, and only the job
+whose items fail gets the error. Cancel stays per job: a waiting job checks its own cancel; when it stops, its items not yet in a batch
 are withdrawn and never computed; a batch already running finishes for the others.
 
 ``workers``: batches computed at once, each by its own thread (a model with one copy per thread, each
@@ -152,6 +153,12 @@ class Batcher(Generic[I, R]):
 
     # --- the batching thread -------------------------------------------------------------------------
 
+    def _call(self, items: list[I]) -> list[R]:
+        results = list(self.fn(items))
+        if len(results) != len(items):
+            raise RuntimeError(f"batch step {self.name} returned {len(results)} results for {len(items)} items")
+        return results
+
     def _start_thread(self) -> None:
         """Under the lock. A forked child inherits no thread: it starts its own."""
         self._threads = [t for t in self._threads if t.is_alive()]
@@ -217,13 +224,17 @@ class Batcher(Generic[I, R]):
     def _compute(self, taken: list[_Slice[I, R]]) -> None:
         items = [item for piece in taken for item in piece.items]
         try:
-            results = list(self.fn(items))
-            if len(results) != len(items):
-                raise RuntimeError(f"batch step {self.name} returned {len(results)} results for {len(items)} items")
-        except Exception as exc:  # every caller in the batch gets the error; the thread goes on
+            results = self._call(items)
+        except Exception as exc:
+            if len(taken) == 1:  # the caller gets the error; the thread goes on
+                taken[0].error = exc
+                taken[0].done.set()
+                return
+            # One job's items must not fail the others': each slice again alone, only a failing one fails.
+            log.warning("batch step %s: a batch of %d failed (%s); its %d parts are tried one by one",
+                        self.name, len(items), exc, len(taken))
             for piece in taken:
-                piece.error = exc
-                piece.done.set()
+                self._compute([piece])
             return
         with self._cond:
             self.stats.batches += 1
