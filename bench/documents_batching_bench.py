@@ -10,10 +10,13 @@
    time, each embedding its own chunks. **Batched:** one worker ``--pool threads --concurrency 8``:
    8 jobs at once in one process, their chunks embedded together (``documents/batched.py``). And, to
    tell the shared model calls from running jobs side by side, the same threads worker with
-   ``AITASKS_EMBEDDING_MAX_BATCH=1`` (each chunk its own model call). Rounds alternate the order (a
-   worker is started for each mode and round); best round of each.
+   ``AITASKS_EMBEDDING_MAX_BATCH=1`` (each chunk its own model call). And a reference that is not the
+   baseline: today's worker with torch on one thread (``OMP_NUM_THREADS=1``), to tell what the threads
+   worker's one-thread model calls alone would give it. Rounds alternate the order (a worker is started
+   for each mode and round); best round of each.
 2. The pipeline alone (``--in-process`` runs only this part): the same 50 documents through
-   ``ingest_document`` in this process, one at a time vs 8 threads through the batched step; 3 rounds.
+   ``ingest_document`` in this process, one at a time vs 8 threads through the batched steps (shared
+   model calls, shared store commits), and the one-thread reference; 3 rounds.
 3. Search quality: both labelled sets' documents (bench/search_corpus.py, bench/search_tuning_set.py)
    ingested in this process one at a time (the embedder's own call) and by 8 threads through the batched
    step; the stored vectors compared, and hit@1 / MRR of ``store.search()`` on every question of both sets.
@@ -38,6 +41,9 @@ from bench.search_corpus import text_pdf
 
 V1 = "/api/v1/documents"
 THREADS = 8
+REFERENCE = "reference: one at a time, torch on 1 thread (prefork, OMP_NUM_THREADS=1)"
+IN_PROCESS_REFERENCE = "reference: one at a time, torch on 1 thread"
+_torch_default: list[int] = []  # torch's own default (one per core), read before anything sets it
 TENANT = "bench"
 
 
@@ -73,34 +79,57 @@ def service_part(root: Path, cleanup: Cleanup, docs: int, rounds: int) -> dict[s
     stack = AitasksStack("batching", root, root / "logs", cleanup).start_api()
     client = httpx.Client(base_url=stack.url, headers={"Authorization": f"Bearer {stack.new_key()}"}, timeout=120)
     cleanup.push("batching client", client.close)
-    # (pool, jobs at once, chunks per model call): the third mode runs the jobs at once without sharing
-    # model calls, to tell what the shared calls add from what running jobs side by side adds.
-    modes = {"one at a time (prefork, 1 process)": ("prefork", 1, 16),
-             f"batched (threads, {THREADS} jobs in 1 process)": ("threads", THREADS, 16),
-             f"threads, {THREADS} jobs, no shared calls (max batch 1)": ("threads", THREADS, 1)}
+    # (pool, jobs at once, chunks per model call, more environment): the third mode runs the jobs at once
+    # without sharing model calls, to tell what the shared calls add from what running jobs side by side
+    # adds; the fourth is a reference, not the baseline: today's worker with torch on one thread
+    # (OMP_NUM_THREADS=1), to tell what the threads worker's one-thread calls alone would give it.
+    modes = {"one at a time (prefork, 1 process)": ("prefork", 1, 16, {}),
+             f"batched (threads, {THREADS} jobs in 1 process)": ("threads", THREADS, 16, {}),
+             f"threads, {THREADS} jobs, no shared calls (max batch 1)": ("threads", THREADS, 1, {}),
+             REFERENCE: ("prefork", 1, 16, {"OMP_NUM_THREADS": "1"})}
     runs: dict[str, list[float]] = {m: [] for m in modes}
     for i in range(rounds):
         order = list(modes) if i % 2 == 0 else list(reversed(modes))
         for mode in order:
-            pool, concurrency, max_batch = modes[mode]
+            pool, concurrency, max_batch, more = modes[mode]
             stack.start_worker(concurrency, "cpu", env={"AITASKS_PRELOAD": "document_ingestion",
                                                         "AITASKS_WORKER_POOL": pool,
-                                                        "AITASKS_EMBEDDING_MAX_BATCH": str(max_batch)})
+                                                        "AITASKS_EMBEDDING_MAX_BATCH": str(max_batch), **more})
             _batch_through_api(client, one_page_pdfs(4, f"warm{i}{pool}"))  # first jobs: connections, copies
             runs[mode].append(_batch_through_api(client, one_page_pdfs(docs, f"r{i}{pool}"))["docs_per_s"])
             stack.stop_workers()
     best = {m: max(v) for m, v in runs.items()}
-    base, batched, unshared = (best[m] for m in modes)
+    base, batched, unshared, reference = (best[m] for m in modes)
     return {"documents": docs, "rounds": rounds, "docs_per_s": {m: [round(x, 2) for x in v] for m, v in runs.items()},
             "best": {m: round(x, 2) for m, x in best.items()}, "ratio": round(batched / base, 2),
-            "ratio_unshared": round(unshared / base, 2)}
+            "ratio_unshared": round(unshared / base, 2), "ratio_reference": round(batched / reference, 2)}
 
 
-def _ingest_all(store: Any, embedder: Any, docs: list[tuple[str, str, bytes]], batched: bool) -> None:
+def _torch_threads(batched: bool, one_thread: bool = False) -> None:
+    """This process plays both workers: torch's threads as the default worker has them (torch's default)
+    for one at a time, as a threads worker sets them (documents/batched.py) for the batched mode;
+    ``one_thread``: the reference mode, one at a time on one torch thread."""
+    import torch
+
+    from aitasks.documents.batched import parallel_calls
+    from aitasks.worker.batching import set_jobs_in_process
+
+    if not _torch_default:
+        _torch_default.append(torch.get_num_threads())
+    set_jobs_in_process(THREADS if batched else 1)
+    if batched:
+        parallel_calls()
+    else:
+        torch.set_num_threads(1 if one_thread else _torch_default[0])
+
+
+def _ingest_all(store: Any, embedder: Any, docs: list[tuple[str, str, bytes]], batched: bool,
+                one_thread: bool = False) -> None:
     """``docs``: (document id, file name, bytes), made before the clock starts."""
     from aitasks.documents.batched import BatchedEncode
     from aitasks.documents.pipeline import ingest_document
 
+    _torch_threads(batched, one_thread)
     if not batched:
         for document_id, filename, data in docs:
             ingest_document(store, embedder, TENANT, document_id, data, filename=filename)
@@ -118,7 +147,8 @@ def _ingest_all(store: Any, embedder: Any, docs: list[tuple[str, str, bytes]], b
                 return
             try:
                 with BatchedEncode() as encode:
-                    ingest_document(store, embedder, TENANT, document_id, data, filename=filename, encode=encode)
+                    ingest_document(store, embedder, TENANT, document_id, data, filename=filename, encode=encode,
+                                    write=encode.write)
             except BaseException as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
@@ -140,7 +170,7 @@ def in_process_part(docs: int, rounds: int) -> dict[str, Any]:
     from aitasks.documents.lancedb_store import LanceDBStore
     embedder = load_embedder()
     embed_chunks(["warm"])
-    runs: dict[str, list[float]] = {"one at a time": [], "batched, 8 threads": []}
+    runs: dict[str, list[float]] = {"one at a time": [], "batched, 8 threads": [], IN_PROCESS_REFERENCE: []}
     with tempfile.TemporaryDirectory(prefix="aitasks-bench-batching-") as tmp:
         store = LanceDBStore(Path(tmp) / "vectors", dimension=embedder.dimension)
         for i in range(rounds):
@@ -148,11 +178,12 @@ def in_process_part(docs: int, rounds: int) -> dict[str, Any]:
                 batch = [(f"{mode[:3]}{i}-{n}", name, data)
                          for n, (name, data) in enumerate(one_page_pdfs(docs, f"{mode[:3]}{i}"))]
                 started = time.perf_counter()
-                _ingest_all(store, embedder, batch, mode != "one at a time")
+                _ingest_all(store, embedder, batch, mode == "batched, 8 threads", mode == IN_PROCESS_REFERENCE)
                 runs[mode].append(round(docs / (time.perf_counter() - started), 2))
     best = {m: max(v) for m, v in runs.items()}
     return {"documents": docs, "docs_per_s": runs, "best": best,
-            "ratio": round(best["batched, 8 threads"] / best["one at a time"], 2)}
+            "ratio": round(best["batched, 8 threads"] / best["one at a time"], 2),
+            "ratio_reference": round(best["batched, 8 threads"] / best[IN_PROCESS_REFERENCE], 2)}
 
 
 def quality_part() -> dict[str, Any]:
@@ -200,13 +231,14 @@ def render(result: dict[str, Any]) -> str:
     lines = [f"  (d'') {s['documents']} one-page PDFs as one batch through the service, best of {s['rounds']}:"]
     lines += [f"        {mode}: {rate:.2f} documents/s (rounds {s['docs_per_s'][mode]})" for mode, rate in s["best"].items()]
     lines.append(f"        batched / one at a time = {s['ratio']:.2f}x; jobs side by side without shared calls / one at "
-                 f"a time = {s['ratio_unshared']:.2f}x")
+                 f"a time = {s['ratio_unshared']:.2f}x; batched / the one-thread reference = {s['ratio_reference']:.2f}x")
     if "in_process" in result:
         p = result["in_process"]
         lines.append(f"        in-process pipeline, {p['documents']} documents: one at a time {p['best']['one at a time']:.2f}"
                      f" documents/s (rounds {p['docs_per_s']['one at a time']}), batched by 8 threads "
                      f"{p['best']['batched, 8 threads']:.2f} (rounds {p['docs_per_s']['batched, 8 threads']}) = "
-                     f"{p['ratio']:.2f}x")
+                     f"{p['ratio']:.2f}x; the one-thread reference {p['best'][IN_PROCESS_REFERENCE]:.2f} (rounds "
+                     f"{p['docs_per_s'][IN_PROCESS_REFERENCE]}): batched / reference = {p['ratio_reference']:.2f}x")
     for set_name, q in result["quality"].items():
         if set_name == "batch_sizes":
             continue

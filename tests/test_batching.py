@@ -85,6 +85,35 @@ def test_a_caller_larger_than_max_batch_is_split() -> None:
     assert np.allclose(np.stack(got.results), np.stack(items) @ WEIGHTS)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_with_two_workers_two_batches_run_at_once_sharing_the_waiting_items(workers: int) -> None:
+    """A threads worker's embedding step: one model call per core at once. 8 callers' items wait together;
+    two idle threads take half each and run at the same time; one thread takes them all."""
+    running, most = [0], [0]
+    lock = threading.Lock()
+    both_in = threading.Barrier(workers, timeout=5)
+    fn_inner = Recorded()
+
+    def fn(items: list[np.ndarray]) -> Sequence[np.ndarray]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        both_in.wait()  # (with two threads: returns only once both calls are running)
+        try:
+            return fn_inner(items)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    batcher: Batcher[np.ndarray, np.ndarray] = Batcher(fn, max_batch=8, max_wait_ms=2000, name=f"t-w{workers}",
+                                                       workers=workers)
+    inputs = [vectors(1, seed) for seed in range(8)]
+    out = run_callers(batcher, inputs)
+    for items, got in zip(inputs, out, strict=True):
+        assert np.allclose(np.stack(got.results), np.stack(items) @ WEIGHTS)
+    assert sorted(fn_inner.calls) == ([4, 4] if workers == 2 else [8]) and most[0] == workers, fn_inner.calls
+
+
 def test_a_lone_participant_does_not_wait_for_company() -> None:
     """One job in the process (prefork): its batch runs at once, not after max_wait_ms."""
     fn = Recorded()
@@ -147,7 +176,7 @@ def test_a_cancelled_caller_is_withdrawn_and_the_others_are_served() -> None:
     assert batcher.stats.withdrawn == 3
 
 
-def test_an_error_reaches_every_caller_of_that_batch_and_the_step_goes_on() -> None:
+def test_an_error_in_a_batch_fails_only_the_caller_whose_items_fail_and_the_step_goes_on() -> None:
     calls: list[int] = []
 
     def fragile(items: list[int]) -> list[int]:
@@ -158,7 +187,9 @@ def test_an_error_reaches_every_caller_of_that_batch_and_the_step_goes_on() -> N
 
     batcher: Batcher[int, int] = Batcher(fragile, max_batch=8, max_wait_ms=300, name="t6")
     out = run_callers(batcher, [[1, 2], [-1], [3]])  # one batch of all three callers
-    assert calls == [4] and all(isinstance(o, ValueError) for o in out)
+    assert calls[0] == 4 and sorted(calls[1:]) == [1, 1, 2], calls  # then each caller's items alone
+    assert isinstance(out[1], ValueError)
+    assert out[0].results == [2, 4] and out[2].results == [6]
     assert batcher.run([5, 6]).results == [10, 12]
 
 

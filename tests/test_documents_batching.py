@@ -21,7 +21,8 @@ from test_documents import DOCS, status, wait_done, words_text
 pytestmark = pytest.mark.slow  # the sentence-transformers model
 
 THREADS = 6
-ENV = {"AITASKS_PRELOAD": "document_ingestion"}
+# A killed worker's jobs are queued again by a live one after the lease (30 s by default).
+ENV = {"AITASKS_PRELOAD": "document_ingestion", "AITASKS_LEASE_S": "10"}
 TOPICS = ["harbour cranes", "violin varnish", "glacier melt", "orchard frost", "turbine blades", "parcel lockers",
           "lantern wicks", "meadow hay", "quarry blasting", "ledger audits", "bee swarms", "tide tables"]
 
@@ -78,6 +79,8 @@ def test_concurrent_documents_share_model_calls_and_get_the_same_vectors(tstack:
     # Chunks of different jobs went through the model together (each note is one chunk)...
     assert all(r["chunks"] == 1 for r in results)
     assert max(r["embedding_batch"] for r in results) > 1, [r["embedding_batch"] for r in results]
+    # ...and their documents went into the store in shared commits.
+    assert max(r["store_batch"] for r in results) > 1, [r["store_batch"] for r in results]
     assert {r["model_loads_in_process"] for r in results} == {1}  # one model for the process's 6 job threads
     # ...and each got its own vector: the model's plain call on the stored text gives the search's cosine.
     from aitasks.documents.embedding import load_embedder
@@ -126,3 +129,35 @@ def test_a_cancel_inside_a_batch_stops_that_document_only(tstack: Stack, client:
     r = client.post(f"{DOCS}/", files={"file": ("after.txt", note("salt marsh").encode(), "text/plain")})
     assert r.status_code == 202, r.text
     assert wait_done(client, r.json()["document_id"], timeout_s=120)["status"] == "completed"
+
+
+def test_a_worker_killed_mid_batch_loses_and_doubles_no_document(tstack: Stack) -> None:
+    """SIGKILL the whole threads worker (its 6 job threads, the shared model calls and store commits)
+    while a batch of documents is in flight, start another: every document ends completed, each with
+    exactly its own chunks in the store (a commit is all its documents or none; a run again replaces)."""
+    from aitasks.documents.lancedb_store import LanceDBStore
+    from test_documents import tenant_of
+
+    with tstack.client(tenant="killed-batch", timeout=120) as client:
+        tenant = tenant_of(tstack, client)
+        files = [(f"k{i}.txt", (note(t) + " " + note(t[::-1])).encode()) for i, t in enumerate(TOPICS)]
+        status_url = upload_batch(client, files)
+
+        def in_flight() -> bool:
+            body = client.get(status_url).json()
+            assert body["status"] == "processing", body  # (not all done before the kill)
+            return bool(body["completed"] >= 1 and body["completed"] + body["failed"] <= len(files) - 3)
+
+        poll(in_flight, "some documents completed and others in flight", timeout_s=180, interval_s=0.05)
+        worker = tstack.workers["worker-cpu,gpu"]
+        worker.kill_group()
+        assert not worker.alive()
+        tstack.start_worker("cpu,gpu")
+        done = wait_batch(client, status_url, timeout_s=300)
+        assert done["status"] == "completed" and done["completed"] == len(files), done
+        store = LanceDBStore(tstack.root / "data" / "vectors", dimension=384)
+        listed = {d.document_id: d.chunks for d in store.list_documents(tenant)}
+        assert listed == {d["document_id"]: d["chunks"] for d in done["documents"]}, listed
+        assert store.count(tenant) == sum(d["chunks"] for d in done["documents"])
+        assert any(tstack.redis.hget(f"aitasks:job:{d['task_id']}", "deliveries") == b"2"
+                   for d in done["documents"])  # some ran again on the new worker

@@ -18,7 +18,7 @@ from aitasks.documents.embedding import Embedder, load_embedder
 from aitasks.documents.errors import InvalidStoreArgument
 from aitasks.documents.lancedb_store import LanceDBStore
 from aitasks.documents.pg_store import PgVectorStore
-from aitasks.documents.store import StoredChunk, VectorStore
+from aitasks.documents.store import DocumentWrite, StoredChunk, VectorStore
 from aitasks.documents.vector_stores import open_store
 from pg_server import PgServer, running_postgres
 from test_documents_pipeline import BEES, EXPENSES, LIGHTHOUSE, SOURDOUGH
@@ -102,6 +102,30 @@ def test_replace_is_idempotent_and_leaves_no_stale_tail(store: VectorStore, embe
     store.replace_document("acme", "doc", chunks[:1], filename="doc.pdf")  # a shorter new version
     assert store.count("acme", "doc") == 1 and [r[0] for r in rows(store, "acme", "doc")] == [0]
     assert store.replace_document("acme", "doc", []) == 0 and store.count("acme", "doc") == 0
+
+
+def test_several_documents_replaced_at_once_each_get_their_own_outcome(store: VectorStore) -> None:
+    """The group commit of a threads worker's jobs (documents/batched.py): every document ends as if
+    replaced alone (an earlier longer run's tail gone), a bad write fails alone, a document named twice
+    ends with its later write; on LanceDB the good ones are one table version, not one each."""
+    def doc(seed: int, n: int) -> list[StoredChunk]:
+        return [StoredChunk(i, f"text {seed}.{i}", 1, unit(seed * 10 + i)) for i in range(n)]
+
+    store.replace_document("acme", "a", doc(1, 3))  # a's earlier, longer run
+    store.replace_document("other", "a", doc(2, 2))  # another tenant's document of the same id
+    before = store._table.version if isinstance(store, LanceDBStore) else 0
+    bad = [StoredChunk(0, "wrong size", 1, unit(9, DIM + 1))]
+    outcomes = store.replace_documents([
+        DocumentWrite("acme", "a", doc(3, 1)), DocumentWrite("acme", "b", doc(4, 2), "b.pdf", {"team": "x"}),
+        DocumentWrite("acme", "bad", bad), DocumentWrite("beta", "c", doc(5, 1)),
+        DocumentWrite("acme", "b", doc(6, 1))])  # b again (uploaded again): the later write wins
+    assert outcomes[:2] == [1, 2] and outcomes[3:] == [1, 1], outcomes
+    assert isinstance(outcomes[2], InvalidStoreArgument)
+    assert store.count("acme", "a") == 1 and rows(store, "acme", "a") == [(0, "text 3.0", 1)]
+    assert rows(store, "acme", "b") == [(0, "text 6.0", 1)] and store.count("acme", "bad") == 0
+    assert store.count("beta", "c") == 1 and store.count("other", "a") == 2  # the other tenant's a untouched
+    if isinstance(store, LanceDBStore):  # a, b, c in one commit; b's second write alone after it
+        assert store._table.version == before + 2
 
 
 def test_delete_removes_all_and_count_and_list(store: VectorStore, embedder: Embedder) -> None:

@@ -180,6 +180,10 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(50, gt=0, description="Most files in one POST /api/v1/documents/batch.")
     embedding_max_batch: int = Field(16, ge=1, description="Most chunks in one call of the embedding model, "
                                                            "gathered from the jobs running in one process.")
+    embedding_parallel_calls: int = Field(
+        0, ge=0, description="In a --pool threads worker: embedding model calls running at once, each on its own "
+                             "copy of the model with cores/N torch threads; 0: one per core (at most 4). A prefork "
+                             "pool process makes one call at a time with torch's default threads.")
 
     # Webhooks (docs/security.md).
     webhook_allow_private: str = Field(

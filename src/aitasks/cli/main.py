@@ -121,6 +121,9 @@ def worker(
         fail("--pool must be prefork or threads")
     if pool_kind == "threads":  # no pool process starts: what worker_process_init does runs here, once
         from aitasks import error_reports, tracing
+        from aitasks.worker.batching import set_jobs_in_process
+
+        set_jobs_in_process(pool_size)  # the batchable steps size their threads (and torch's) by it
 
         tracing.setup("worker")  # (runner.py does these two per pool process under prefork)
         error_reports.setup("worker", settings.environment)

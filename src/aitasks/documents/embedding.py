@@ -62,6 +62,20 @@ class Embedder:
                 own = self._local.tokenizer = copy.deepcopy(self.tokenizer)
         return own
 
+    def thread_replica(self) -> Embedder:
+        """The model for this thread's calls in parallel with other threads' (a batching step's threads):
+        the first thread to ask uses this one, every other thread its own deep copy (the same weights:
+        the same vectors), so calls need not queue on ``_lock`` and no tokenizer is shared."""
+        own = getattr(self._local, "replica", None)
+        if own is None:
+            with self._lock:
+                if not getattr(self, "_lent", False):
+                    self._lent, own = True, self
+                else:
+                    own = Embedder(copy.deepcopy(self.model), self.name, self.load_ms)
+            self._local.replica = own
+        return own
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 

@@ -24,6 +24,7 @@ from aitasks.documents.errors import InvalidStoreArgument
 from aitasks.documents.store import (
     Candidate,
     DocumentSummary,
+    DocumentWrite,
     Scalar,
     StoredChunk,
     VectorStore,
@@ -109,23 +110,33 @@ class LanceDBStore(VectorStore):
 
     def _replace(self, tenant: str, document_id: str, chunks: Sequence[StoredChunk], filename: str | None,
                  metadata: dict[str, Scalar]) -> int:
-        meta_json = json.dumps(metadata, sort_keys=True)
-        tags = metadata_tags(metadata)
-        rows = pa.Table.from_pylist([
-            {"id": f"{tenant}/{document_id}/{c.index}", "tenant": tenant, "document_id": document_id,
-             "chunk_index": c.index, "page": c.page, "text": c.text, "filename": filename, "metadata": meta_json,
-             "tags": tags, "vector": np.asarray(c.vector, dtype=np.float32).tolist()}
-            for c in chunks], schema=self._table.schema)
-        # One commit: upsert this run's chunks and delete the document's others (a longer earlier run's
-        # tail), so a reader never sees the document half replaced or empty.
+        return self._replace_many([DocumentWrite(tenant, document_id, chunks, filename, metadata)])[0]
+
+    def _replace_many(self, writes: Sequence[DocumentWrite]) -> list[int]:
+        rows = pa.Table.from_pylist([self._row(w, c) for w in writes for c in w.chunks], schema=self._table.schema)
+        by_tenant: dict[str, list[str]] = {}
+        for w in writes:
+            by_tenant.setdefault(w.tenant, []).append(w.document_id)
+        others = " OR ".join(f"({self._where(tenant, ids, [])})" for tenant, ids in by_tenant.items())
+        # One commit: upsert these runs' chunks and delete the documents' others (a longer earlier run's
+        # tail), so a reader never sees a document half replaced or empty. For several documents at once
+        # it is one table version and one merge instead of one each (measured ~50 -> ~6 ms a document).
         with self._write_lock():
             (self._table.merge_insert("id")
              .when_matched_update_all()
              .when_not_matched_insert_all()
-             .when_not_matched_by_source_delete(self._where(tenant, [document_id], []))
+             .when_not_matched_by_source_delete(others)
              .execute(rows))
             self._after_write()
-        return len(chunks)
+        return [len(w.chunks) for w in writes]
+
+    @staticmethod
+    def _row(write: DocumentWrite, c: StoredChunk) -> dict[str, Any]:
+        return {"id": f"{write.tenant}/{write.document_id}/{c.index}", "tenant": write.tenant,
+                "document_id": write.document_id, "chunk_index": c.index, "page": c.page, "text": c.text,
+                "filename": write.filename, "metadata": json.dumps(dict(write.metadata or {}), sort_keys=True),
+                "tags": metadata_tags(dict(write.metadata or {})),
+                "vector": np.asarray(c.vector, dtype=np.float32).tolist()}
 
     def _delete(self, tenant: str, document_id: str) -> int:
         where = self._where(tenant, [document_id], [])

@@ -16,7 +16,7 @@ from aitasks.documents.embedding import Embedder
 from aitasks.documents.errors import EmptyDocument
 from aitasks.documents.extract import DEFAULT_LIMITS, DocType, Limits, Page, extract
 from aitasks.documents.pdf import open_pdf
-from aitasks.documents.store import VectorStore, check_document_id, check_tenant, with_vectors
+from aitasks.documents.store import DocumentWrite, VectorStore, check_document_id, check_tenant, with_vectors
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,6 +26,8 @@ Progress = Callable[[str, float], None]  # (stage, fraction of that stage done i
 # (chunk texts, check_cancel, progress(fraction)) -> one unit vector per text: a job's hook into a shared,
 # batched model call
 Encode = Callable[[list[str], Callable[[], None], Callable[[float], None]], "np.ndarray"]
+# (store, the document's write) -> chunks stored: a job's hook into a shared commit of several documents
+Write = Callable[[VectorStore, DocumentWrite], int]
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,11 @@ def ingest_document(store: VectorStore, embedder: Embedder, tenant: str, documen
                     metadata: Mapping[str, Any] | None = None, limits: Limits = DEFAULT_LIMITS,
                     chunk_tokens: int = 200, overlap_tokens: int = 40, batch_size: int = 32,
                     progress: Progress = _noop, check_cancel: Callable[[], None] = lambda: None,
-                    encode: Encode | None = None) -> IngestResult:
+                    encode: Encode | None = None, write: Write | None = None) -> IngestResult:
     """Read, chunk, embed and store one document, replacing any chunks it had. ``encode``: where the
     chunks are embedded (documents/batched.py shares the model between jobs); default the embedder's own
-    call, ``batch_size`` chunks at a time."""
+    call, ``batch_size`` chunks at a time. ``write``: where they are stored (documents/batched.py
+    commits several jobs' documents at once); default the store's own ``replace_document``."""
     check_tenant(tenant)
     check_document_id(document_id)  # refuse a bad id before minutes of OCR, not after
     read = read_document(data, filename, content_type, limits, progress=progress, check_cancel=check_cancel)
@@ -105,7 +108,11 @@ def ingest_document(store: VectorStore, embedder: Embedder, tenant: str, documen
     import numpy as np
 
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, embedder.dimension), dtype=np.float32)
-    store.replace_document(tenant, document_id, with_vectors(chunks, matrix), filename=filename, metadata=metadata)
+    stored = with_vectors(chunks, matrix)
+    if write is None:
+        store.replace_document(tenant, document_id, stored, filename=filename, metadata=metadata)
+    else:
+        write(store, DocumentWrite(tenant, document_id, stored, filename, metadata))
     progress("store", 1.0)
     return IngestResult(read.doc_type.value, len(read.pages), read.ocr_pages, len(chunks),
                         sum(c.token_count for c in chunks))

@@ -104,6 +104,17 @@ def with_vectors(chunks: Sequence[Chunk], vectors: np.ndarray) -> list[StoredChu
 
 
 @dataclass(frozen=True)
+class DocumentWrite:
+    """One document's ``replace_document`` arguments, for ``replace_documents``."""
+
+    tenant: str
+    document_id: str
+    chunks: Sequence[StoredChunk]
+    filename: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class SearchHit:
     document_id: str
     filename: str | None
@@ -179,16 +190,55 @@ class VectorStore(abc.ABC):
                          filename: str | None = None, metadata: Mapping[str, Any] | None = None) -> int:
         """Make ``chunks`` the document's only chunks, in one atomic step where the backend allows:
         running it twice (a retried job) leaves exactly one set. Returns the number stored."""
-        tenant, document_id = check_tenant(tenant), check_document_id(document_id)
-        checked = check_metadata(metadata)
-        for chunk in chunks:
-            self._check_vector(chunk.vector)
-        if len({c.index for c in chunks}) != len(chunks):
-            raise InvalidStoreArgument("Chunk indexes must be unique within a document.")
-        if not chunks:
-            self._delete(tenant, document_id)
+        write = self._checked(DocumentWrite(tenant, document_id, chunks, filename, metadata))
+        if not write.chunks:
+            self._delete(write.tenant, write.document_id)
             return 0
-        return self._replace(tenant, document_id, chunks, filename, checked)
+        return self._replace(write.tenant, write.document_id, write.chunks, write.filename, dict(write.metadata or {}))
+
+    def replace_documents(self, writes: Sequence[DocumentWrite]) -> list[int | Exception]:
+        """``replace_document`` for several documents, in one commit where the backend allows (a group
+        commit: LanceDB's per-write cost is a table version and a merge over the table, not the rows).
+        One outcome per write, in order: the chunks stored, or that write's own error, so one bad
+        document fails alone. Should the group's commit fail, each write is tried alone."""
+        outcomes: list[int | Exception] = [0] * len(writes)
+        group: list[tuple[int, DocumentWrite]] = []
+        alone: list[tuple[int, DocumentWrite]] = []
+        seen: set[tuple[str, str]] = set()
+        for i, write in enumerate(writes):
+            try:
+                checked = self._checked(write)
+            except InvalidStoreArgument as exc:
+                outcomes[i] = exc
+                continue
+            key = (checked.tenant, checked.document_id)
+            # A document twice in one group (uploaded again meanwhile): the later write goes after, alone.
+            (alone if key in seen or not checked.chunks else group).append((i, checked))
+            seen.add(key)
+        if len(group) > 1:
+            try:
+                counts = self._replace_many([w for _, w in group])
+                for (i, _), count in zip(group, counts, strict=True):
+                    outcomes[i] = count
+                group = []
+            except Exception:  # noqa: BLE001 - each write is tried alone below and keeps its own error
+                pass
+        for i, write in sorted(group + alone, key=lambda pair: pair[0]):
+            try:
+                outcomes[i] = self.replace_document(write.tenant, write.document_id, write.chunks,
+                                                    filename=write.filename, metadata=write.metadata)
+            except Exception as exc:  # noqa: BLE001 - the caller raises its own
+                outcomes[i] = exc
+        return outcomes
+
+    def _checked(self, write: DocumentWrite) -> DocumentWrite:
+        tenant, document_id = check_tenant(write.tenant), check_document_id(write.document_id)
+        checked = check_metadata(write.metadata)
+        for chunk in write.chunks:
+            self._check_vector(chunk.vector)
+        if len({c.index for c in write.chunks}) != len(write.chunks):
+            raise InvalidStoreArgument("Chunk indexes must be unique within a document.")
+        return DocumentWrite(tenant, document_id, write.chunks, write.filename, checked)
 
     def delete_document(self, tenant: str, document_id: str) -> int:
         """Remove every chunk of the document; returns how many there were."""
@@ -242,6 +292,10 @@ class VectorStore(abc.ABC):
 
     @abc.abstractmethod
     def _delete(self, tenant: str, document_id: str) -> int: ...
+
+    def _replace_many(self, writes: Sequence[DocumentWrite]) -> list[int]:
+        """Checked writes of different documents, each with chunks: one commit where the backend can."""
+        return [self._replace(w.tenant, w.document_id, w.chunks, w.filename, dict(w.metadata or {})) for w in writes]
 
     @abc.abstractmethod
     def _vector_candidates(self, tenant: str, vector: np.ndarray, limit: int, document_ids: list[str] | None,

@@ -110,13 +110,14 @@ def document_ingestion(data: DocumentIngestionInput, ctx: JobContext) -> dict[st
     except Exception as exc:  # a server store not reachable yet: worth another attempt
         raise TransientJobError(f"the vector store cannot be opened: {exc}") from exc
     stages = _Stages(ctx)
-    encode = BatchedEncode()  # shares model calls with the other jobs of this process (--pool threads)
+    # shares model calls and store commits with the other jobs of this process (--pool threads)
+    encode = BatchedEncode()
     try:
         with encode:
             result = ingest_document(
                 store, model, ctx.job.tenant, data.document_id, raw, filename=data.filename or data.file.filename,
                 content_type=data.content_type, metadata=data.metadata, limits=service.limits(settings),
-                progress=stages, check_cancel=ctx.check_cancel, encode=encode)
+                progress=stages, check_cancel=ctx.check_cancel, encode=encode, write=encode.write)
     except (DocumentError, JobCancelled, JobError):
         raise
     except InvalidStoreArgument as exc:
@@ -129,4 +130,5 @@ def document_ingestion(data: DocumentIngestionInput, ctx: JobContext) -> dict[st
     return {"document_id": data.document_id, "filename": data.filename or data.file.filename,
             "doc_type": result.doc_type, "pages": result.pages, "ocr_pages": result.ocr_pages,
             "chunks": result.chunks, "tokens": result.tokens, "embedding_model": model.name,
-            "model_loads_in_process": embedding.LOADS, "embedding_batch": encode.largest_batch}
+            "model_loads_in_process": embedding.LOADS, "embedding_batch": encode.largest_batch,
+            "store_batch": encode.largest_write}
