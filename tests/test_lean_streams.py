@@ -1,9 +1,11 @@
 """What an open SSE stream keeps in memory while it waits (issue 22: 10,000 streams a process), and that it
-still follows its job while keeping so little: the API served in this process by uvicorn, on a real Redis; the objects left alive are counted with gc."""
+still follows its job while keeping so little: the API served in this process by uvicorn with the protocol
+`aitasks api` uses (api/lean_http.py), on a real Redis; the objects left alive are counted with gc."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import redis
 import uvicorn
 
 from aitasks.api import app as app_module
+from aitasks.api.lean_http import LeanHttpToolsProtocol
 from aitasks.api.routes import stream as stream_module
 from aitasks.jobs import keys
 from aitasks.jobs.apikeys import create_key
@@ -55,7 +58,7 @@ def test_an_open_stream_keeps_no_job_record_nor_deques_and_still_follows_its_job
     async def run() -> tuple[int, int, int, int, dict[str, Any]]:
         port = free_port()
         config = uvicorn.Config(app_module.create_app(settings), host="127.0.0.1", port=port,
-                                http="httptools", log_level="warning", lifespan="on")
+                                http=LeanHttpToolsProtocol, log_level="warning", lifespan="on")
         uv = uvicorn.Server(config)
         serving = asyncio.create_task(uv.serve())
         while not uv.started:
@@ -74,6 +77,13 @@ def test_an_open_stream_keeps_no_job_record_nor_deques_and_still_follows_its_job
                 assert (await _next_data(reader))["status"] == "PENDING"
             await asyncio.sleep(1.0)  # keepalives: each stream re-read the record, and let it go again
             jobs1, queues1 = _count(Job), _count(asyncio.Queue)
+            connections = [o for o in gc.get_objects() if isinstance(o, LeanHttpToolsProtocol) and o.cycle
+                           and o.cycle.scope["path"].endswith("/events") and not o.cycle.response_complete]
+            assert len(connections) == STREAMS
+            for c in connections:  # lists where uvicorn's own protocol has deques (~760 B each)
+                assert type(c.pipeline) is not collections.deque
+                assert type(c.cycle.message_event._waiters) is list  # type: ignore[attr-defined]
+                assert type(c.flow._is_writable_event._waiters) is list  # type: ignore[attr-defined]
             # A change whose event was lost (written without publishing): the next quiet re-read sends it.
             r.hset(keys.job(task_id), mapping={"progress": "40", "seq": str(int(r.hget(keys.job(task_id), "seq")) + 1)})
             seen = await asyncio.wait_for(_next_data(streams[0][0]), 5)
