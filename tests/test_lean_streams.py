@@ -58,10 +58,12 @@ def test_an_open_stream_keeps_no_job_record_nor_deques_and_still_follows_its_job
     async def run() -> tuple[int, int, int, int, dict[str, Any]]:
         port = free_port()
         config = uvicorn.Config(app_module.create_app(settings), host="127.0.0.1", port=port,
-                                http=LeanHttpToolsProtocol, log_level="warning", lifespan="on")
+                                http=LeanHttpToolsProtocol, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=2)
         uv = uvicorn.Server(config)
         serving = asyncio.create_task(uv.serve())
         while not uv.started:
+            assert not serving.done(), "uvicorn did not start"
             await asyncio.sleep(0.05)
         try:
             rd, w, head = await _request(port, "POST", "/api/v1/tasks/submit/", key, orjson.dumps(
@@ -94,7 +96,7 @@ def test_an_open_stream_keeps_no_job_record_nor_deques_and_still_follows_its_job
             uv.should_exit = True
             await serving
 
-    jobs0, jobs1, queues0, queues1, seen = asyncio.run(run())
+    jobs0, jobs1, queues0, queues1, seen = asyncio.run(asyncio.wait_for(run(), 30))
     assert seen["progress"] == 40 and seen["status"] == "PENDING", seen
     # Before issue 22's work each open stream held 2-3 Job records (~2.5 KB each) and an asyncio.Queue
     # (4 deques, ~3 KB) as its mailbox.

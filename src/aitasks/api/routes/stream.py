@@ -107,6 +107,9 @@ async def job_updates(services: Services, base: str, job: Job,
                     raise SlowConsumer()
                 if event.get("resync"):
                     del event
+                    seq = await services.store.seq(job_id)  # one field; the record only when it changed
+                    if seq is not None and seq <= last_seq:
+                        continue
                     fresh = await _state(services, job_id, base)
                     if fresh is None:
                         return
