@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from aitasks.api.stream_slots import StreamSlots
 from aitasks.jobs import keys, limits
 from aitasks.jobs.apikeys import DEFAULT_SCOPE, Grant, digest, refill
 from aitasks.jobs.artifacts import ArtifactBackend, open_artifacts
-from aitasks.jobs.events import EventHub, offer
+from aitasks.jobs.events import EventHub, Mailbox, offer
 from aitasks.jobs.pipelined import PipelinedRedis, supports
 from aitasks.jobs.store import AsyncJobStore
 from aitasks.processors.registry import Registry, load_all
@@ -53,7 +53,7 @@ class Services:
     _refill_after: dict[str, float] = field(default_factory=dict)  # per mark: no second look before then
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # The event queues of the open streams, by the digest of the key that opened them (revocation ends them).
-    _key_streams: dict[str, set[asyncio.Queue[dict[str, Any]]]] = field(default_factory=dict)
+    _key_streams: dict[str, set[Mailbox]] = field(default_factory=dict)
     # This process's open streams and waiting submits, counted cluster-wide for max_streams (api/stream_slots.py).
     streams: StreamSlots | None = None
 
@@ -97,17 +97,18 @@ class Services:
             for queue in self._key_streams.get(str(revoked), ()):
                 offer(queue, REVOKED, overflow=REVOKED)  # revocation wins over a full mailbox
 
-    @contextlib.contextmanager
-    def key_streams(self, key_digest: str, queue: asyncio.Queue[dict[str, Any]]) -> Iterator[None]:
-        """While inside, revoking the key puts ``REVOKED`` on the stream's event queue."""
-        streams = self._key_streams.setdefault(key_digest, set())
-        streams.add(queue)
-        try:
-            yield
-        finally:
+    def watch_key(self, key_digest: str, queue: Mailbox) -> bool:
+        """Until ``unwatch_key``, revoking the key puts ``REVOKED`` on the stream's mailbox. (A pair of calls,
+        not a context manager: an open stream keeps no extra frame or ExitStack for it.) True."""
+        self._key_streams.setdefault(key_digest, set()).add(queue)
+        return True
+
+    def unwatch_key(self, key_digest: str, queue: Mailbox) -> None:
+        streams = self._key_streams.get(key_digest)
+        if streams is not None:
             streams.discard(queue)
             if not streams:
-                self._key_streams.pop(key_digest, None)
+                del self._key_streams[key_digest]
 
     async def grant_for_key(self, key: str) -> Grant | None:
         """What the key may do; None when unknown or revoked; Unauthorized (saying so) when expired."""

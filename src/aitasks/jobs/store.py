@@ -120,6 +120,16 @@ class AsyncJobStore:
         raw = await self.r.hgetall(keys.job(job_id))
         return Job.from_hash(raw) if raw else None
 
+    async def seq(self, job_id: str) -> int | None:
+        """The record's sequence number (None: no record): what an open stream's quiet re-read compares
+        before it reads the whole record. One field, on the pipelined connection when there is one: 10,000
+        open streams re-read every 15 s, ~670 reads a second (issue 22)."""
+        if self.pipe is not None:
+            raw = await self.pipe.execute("HGET", keys.job(job_id), "seq")
+        else:
+            raw = await self.r.hget(keys.job(job_id), "seq")  # type: ignore[misc]
+        return int(raw) if raw is not None else None
+
     async def webhook_deliveries(self, job_id: str) -> list[dict[str, Any]]:
         return [orjson.loads(x) for x in await self.r.lrange(keys.webhook_log(job_id), 0, -1)]
 
