@@ -18,6 +18,7 @@ import redis
 
 from aitasks.jobs import keys
 from broker_fixtures import empty_queues, outbox_drained
+from redis_events import drain_job, every_job_subscribed, states
 from stack import poll, sse_events, submit
 from test_faults import cpu_worker, explain, finished_counts, quick_job, record, wait_end, wait_running
 
@@ -45,9 +46,13 @@ def test_time_limits_fail_the_job_and_the_worker_goes_on(make_stack, broker_env)
 def test_worker_killed_mid_job_the_job_succeeds_once_on_the_other(make_stack, broker_env):
     """The whole worker (main process and pool) SIGKILLed mid-job, a second cpu worker alive: RabbitMQ
     gives the unacknowledged message to the other consumer once the connection dies; with Redis the
-    lease recovery takes it back (AITASKS_LEASE_S=3). One SUCCESS, run by the other worker."""
+    lease recovery takes it back (AITASKS_LEASE_S=3). One SUCCESS, run by the other worker, and the loss
+    seen as RETRY between the two runs: written by the recovery's REQUEUE (Redis) or, where the broker
+    itself gives the message again (RabbitMQ), by the next run's START (jobs/start.lua)."""
     stack = make_stack(env={**broker_env, "AITASKS_LEASE_S": "3"})
     other = stack.start_worker("cpu", name="worker-cpu-2")
+    r = stack.redis  # kept: a client let go closes its connections, the subscription's too
+    ps = every_job_subscribed(r)
     with stack.client() as c:
         poll(lambda: c.get("/readyz").json()["workers"]["cpu"] >= 2, "two cpu workers", 90)
         task_id = submit(c, parameters={"duration_s": 3, "steps": 30})
@@ -65,6 +70,8 @@ def test_worker_killed_mid_job_the_job_succeeds_once_on_the_other(make_stack, br
         assert finished_counts(c) == {"SUCCESS": 1}
         events = list(sse_events(c, task_id))
         assert [e["status"] for e in events].count("SUCCESS") == 1, events
+    seen = states(drain_job(ps, task_id))
+    assert seen[-4:] == ["PROCESSING", "RETRY", "PROCESSING", "SUCCESS"] and "RETRY" not in seen[:-3], seen
 
 
 # --- RabbitMQ itself restarted -------------------------------------------------------------------

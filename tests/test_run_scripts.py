@@ -46,10 +46,19 @@ def test_start_claims_counts_and_reads_the_record_in_one_step(r: redis.Redis) ->
     assert started.job.deliveries == 1 and started.job.worker == "w1"
     assert r.hget(keys.job("j"), "run_token") == "tok"
     assert [e["status"] for e in events] == ["PROCESSING"]  # the UPDATE script's event, fragments and all
-    # A second delivery keeps the first start time and counts itself; the first run is fenced out.
+    # A second delivery while the first never ended (the broker gave the message again): the lost run is
+    # said with a RETRY first, then the claim; it keeps the first start time and counts itself; the first
+    # run is fenced out.
+    sub = subscribed(r, "j")
     again = store.start("j", 0, "tok2", 3, 999.0, {**CLAIM, "attempts": 2})
-    assert again.code == 2 and again.deliveries == 2 and again.job is not None and again.job.started_at == 123.5
+    assert again.code == 3 and again.deliveries == 2 and again.job is not None and again.job.started_at == 123.5
+    assert [(e["status"], e["seq"]) for e in drain(sub)] == [("RETRY", 2), ("PROCESSING", 3)]
     assert store.run_update("j", {"progress": 5}, "run:tok") == (-2, False)
+    # A delivery after a run that ended its delivery (a retry's next attempt) claims without a RETRY of its own.
+    assert store.run_update("j", {"status": "RETRY", "message": "again"}, "run:tok2", end_delivery=True)[0] == 4
+    sub = subscribed(r, "j")
+    third = store.start("j", 0, "tok3", 3, 999.0, {**CLAIM, "attempts": 3})
+    assert third.code == 5 and [e["status"] for e in drain(sub)] == ["PROCESSING"]
 
 
 def test_start_refuses_unknown_finished_and_stale_deliveries_without_counting_them(r: redis.Redis) -> None:

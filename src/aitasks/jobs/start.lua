@@ -21,6 +21,16 @@ local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 if deliveries - (tonumber(h[6]) or 0) - 1 > tonumber(ARGV[3]) then
   return {-4, deliveries, redis.call('HGETALL', KEYS[1])}
 end
+-- Still PROCESSING with an earlier delivery that never ended: its run was lost and nothing said so (the
+-- broker gave the message again: RabbitMQ when the consumer's connection died, kombu's visibility timeout).
+-- Say so before this run's claim, as the recovery's REQUEUE and the worker-lost hook do: clients see RETRY
+-- between the two runs. (A RETRY already written by them, or a parent's callback run, is not PROCESSING
+-- with a lost delivery.)
+if h[1] == 'PROCESSING' and deliveries - (tonumber(h[6]) or 0) - 1 > 0 then
+  local said = update(KEYS, {'', 'status', 'RETRY',
+                             'message', 'The run before this one was lost; the broker delivered the job again'})
+  if type(said) == 'table' then return said end  -- an error reply
+end
 local started = h[5]
 if not started or started == '' then started = ARGV[4] end
 local args = {''}
