@@ -18,6 +18,10 @@ TARGETS = [
     # and a Redis result backend, the same worker processes (bench/raw_celery.py).
     ("sustained_ratio", "no-op jobs/s: API / raw Celery (same workers)", ">=", 1.0, "x"),
     ("redis_bytes_per_job", "Redis memory per finished job", "<", 4096, "B"),
+    # (c') issue 22: open SSE streams held by one API process (bench/streams_bench.py).
+    ("stream_bytes", "API RSS per open SSE stream", "<", 20_000, "B"),
+    ("stream_submit_ratio", "submits/s with the streams open / without", ">=", 0.8, "x"),
+    ("stream_finish_p99_ms", "job finished -> its SSE end read, p99", "<", 10.0, "ms"),
 ]
 # (c) per image case (issue 22): API median / bare job function median, and the job's run in the worker
 # (started_at -> finished_at: the function and the worker's bookkeeping around it) / bare; jobs/min through
@@ -81,6 +85,11 @@ def ratios(result: dict[str, Any]) -> dict[str, float | None]:
         out["e2e_p50_overhead_ms"] = round(rt["api_sse"]["p50_ms"] - rt["raw_celery"]["p50_ms"], 3)
         out["sustained_ratio"] = round(e2e["sustained"]["api"]["jobs_per_s"] / e2e["sustained"]["raw"]["jobs_per_s"], 3)
         out["redis_bytes_per_job"] = e2e["memory"]["bytes_per_finished_job"]
+    streams = result.get("streams")
+    if streams:
+        out["stream_bytes"] = streams["bytes_per_stream"]
+        out["stream_submit_ratio"] = streams["submit_ratio_with_streams"]
+        out["stream_finish_p99_ms"] = streams["finish_to_client"]["p99_ms"]
     for label, case in (result.get("images") or {}).get("cases", {}).items():
         out[IMAGE_RATIO_PREFIX + label] = case["overhead_ratio"]
         out[IMAGE_RUN_PREFIX + label] = round(case["api_segments_ms"]["run"] / case["bare_ms"], 3)

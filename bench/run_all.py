@@ -1,8 +1,9 @@
 """`make bench`: the platform benchmarks, each next to its baseline measured in the same run.
 
-    .venv/bin/python -m bench.run_all                 # full run (about 5 minutes: 2.5 for (a)-(c), 2.5 for (d)-(e))
+    .venv/bin/python -m bench.run_all                 # full run (about 11 minutes: 2.5 for (a)-(c), 1.5 for (c'), 7 for (d)-(e))
     .venv/bin/python -m bench.run_all --quick         # smoke run (about 2 minutes)
     .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only (about 70 seconds)
+    .venv/bin/python -m bench.run_all --only streams  # (c') 10,000 SSE streams held by one API process (about 90 s)
     .venv/bin/python -m bench.run_all --only documents      # (d) document pipeline throughput (about 70 s)
     .venv/bin/python -m bench.run_all --only documents-e2e  # (d') a document through the API and a worker (60 s)
     .venv/bin/python -m bench.run_all --only documents-batching  # (d'') 50 one-page documents, batched vs one at a time (about 4 min)
@@ -33,6 +34,7 @@ from bench import (
     report,
     search_set,
     search_tuning_set,
+    streams_bench,
     submit_bench,
 )
 from bench.procs import ROOT, Cleanup
@@ -49,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a short smoke run: fewer, shorter rounds")
-    p.add_argument("--only", choices=("submit", "e2e", "images", "documents", "documents-e2e",
+    p.add_argument("--only", choices=("submit", "e2e", "images", "streams", "documents", "documents-e2e",
                                        "documents-batching", "search"),
                    help="run one part only")
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
@@ -135,7 +137,16 @@ def main(argv: list[str] | None = None) -> int:
             result["images"] = image_bench.run(
                 work, logs, cleanup, samples=cfg["image_samples"], warmup=cfg["image_warmup"],
                 jobs=cfg["image_jobs"], worker_env=dict(args.worker_env))
-        cleanup.run()  # (d) and (e) run in this process and start nothing: free the cores first
+        cleanup.run()  # free the cores
+        if args.only in (None, "streams"):
+            print("(c') live streams: memory per open SSE stream, submits with them open vs without, finish -> "
+                  "client", flush=True)
+            streams_cleanup = Cleanup()
+            try:
+                result["streams"] = streams_bench.run(work, logs, streams_cleanup, quick=args.quick)
+            finally:
+                streams_cleanup.run()
+        # (d) and (e) run in this process and start nothing
         if args.only in (None, "documents"):
             print("(d) document pipeline: pages/s and chunks/s next to the library calls they wrap", flush=True)
             result["documents"] = documents_bench.run(quick=args.quick)

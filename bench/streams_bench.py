@@ -178,6 +178,22 @@ async def measure(stack: AitasksStack, key: str, args: argparse.Namespace) -> di
     }
 
 
+def run(work: Path, logs: Path, cleanup: Cleanup, *, quick: bool = False) -> dict[str, Any]:
+    """`make bench`'s part: the defaults (10,000 streams), or with ``quick`` 1,000 (200 for the latency part,
+    500 submits a round). The file limit is raised for this process and the API it starts."""
+    args = argparse.Namespace(streams=1_000 if quick else 10_000, latency_streams=200 if quick else 1_000,
+                              submits=500 if quick else 3_000, concurrency=2)
+    raise_file_limit(args.streams + 1000)
+    stack = AitasksStack("streams", work / "streams", logs, cleanup).start_api()
+    return asyncio.run(measure(stack, stack.new_key(), args))
+
+
+def raise_file_limit(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))  # the API inherits it
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, default=10_000)
@@ -186,10 +202,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2, help="cpu worker processes for the latency part")
     parser.add_argument("--json", type=Path, default=Path("var/streams_bench.json"))
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = args.streams + 1000
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(need, soft)), hard))  # the API inherits it
+    raise_file_limit(args.streams + 1000)
     cleanup = Cleanup()
     try:
         with tempfile.TemporaryDirectory(prefix="aitasks-streams-") as tmp:
