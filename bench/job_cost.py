@@ -42,9 +42,8 @@ def _stat(pid: int) -> list[str]:
     return raw[raw.rindex(")") + 2:].split()
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (a worker's pool processes), from
-    /proc (Linux)."""
+def _parents() -> dict[int, int]:
+    """Every live process's parent, from /proc (Linux)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -52,20 +51,32 @@ def cpu_s(pid: int) -> float:
                 parents[int(entry)] = int(_stat(int(entry))[1])
             except (OSError, ValueError):
                 pass
+    return parents
+
+
+def own_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (not its children); 0 when it is gone."""
+    try:
+        fields = _stat(pid)
+    except (OSError, ValueError):  # a pool process replaced meanwhile
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    return sorted(p for p, parent in _parents().items() if parent == pid)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (a worker's pool processes)."""
+    parents = _parents()
     family, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == parent and p not in family]
-        family.update(children)
-        frontier.extend(children)
-    ticks = 0
-    for member in family:
-        try:
-            fields = _stat(member)
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, ValueError):  # a pool process replaced meanwhile
-            pass
-    return ticks / os.sysconf("SC_CLK_TCK")
+        kids = [p for p, pp in parents.items() if pp == parent and p not in family]
+        family.update(kids)
+        frontier.extend(kids)
+    return sum(own_cpu_s(member) for member in family)
 
 
 def redis_cpu_s(r: redis.Redis) -> float:
@@ -75,24 +86,6 @@ def redis_cpu_s(r: redis.Redis) -> float:
 
 def command_calls(r: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in r.info("commandstats").items()}
-
-
-def own_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (not its children)."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if int(_stat(int(entry))[1]) == pid:
-                    found.append(int(entry))
-            except (OSError, ValueError):
-                pass
-    return sorted(found)
 
 
 def split(worker_pid: int, api_pid: int | None, r: redis.Redis) -> dict[str, float]:
