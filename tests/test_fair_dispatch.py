@@ -149,6 +149,40 @@ def test_a_job_ended_while_waiting_leaves_its_line_and_the_tick_gives_back_lost_
     assert (handed, freed) == (1, 1) and pushed_ids(r) == ["a0", "a2"]
 
 
+def test_a_retry_lends_its_slot_through_the_countdown_and_its_next_run_takes_one_back(r: redis.Redis):
+    """One slot: a0 runs, fails transiently and waits out a countdown (RUN_UPDATE with lend_slot): its slot
+    goes to a1 in the same step. a0's retried run (START) takes a slot back although the queue is full, so
+    a1's end hands nothing over; a0's end frees the last. A write that lends nothing (a progress report)
+    and a job holding no slot (never handed over through a line) change no count."""
+    store = JobStore(r)
+    r.set(keys.dispatch("cpu", "capacity"), 1)
+    for i in range(3):
+        accept(r, "A", f"a{i}")
+    inflight, running = keys.dispatch("cpu", "inflight"), keys.tenant_running("A")
+    claim = {"status": "PROCESSING", "attempts": 1}
+    assert store.start("a0", 0, "t1", 3, time.time(), claim).code > 0
+    assert store.run_update("a0", {"progress": 10}, "run:t1", lend_slot=False)[0] > 0
+    assert pushed_ids(r) == ["a0"] and r.zrange(inflight, 0, -1) == ["a0"]
+    written, _ = store.run_update("a0", {"status": "RETRY"}, "run:t1", end_delivery=True, lend_slot=True)
+    assert written > 0 and r.hget(keys.job("a0"), "slot") == "lent"
+    assert pushed_ids(r) == ["a0", "a1"] and r.zrange(inflight, 0, -1) == ["a1"]
+    assert r.zrange(running, 0, -1) == ["a1"] and r.zscore(keys.DISPATCH_BUSY, "A") == 1
+
+    assert store.start("a0", 0, "t2", 3, time.time(), {"status": "PROCESSING", "attempts": 2}).code > 0
+    assert sorted(r.zrange(inflight, 0, -1)) == ["a0", "a1"] and not r.hexists(keys.job("a0"), "slot")
+    assert r.zcard(running) == 2 and r.zscore(keys.DISPATCH_BUSY, "A") == 2
+    assert store.update("a1", {"status": "SUCCESS"}) > 0
+    assert pushed_ids(r) == ["a0", "a1"]  # still one over the capacity: nothing handed over
+    assert store.run_update("a0", {"status": "SUCCESS"}, "run:t2", end_delivery=True)[0] > 0
+    assert pushed_ids(r) == ["a0", "a1", "a2"] and r.zrange(inflight, 0, -1) == ["a2"]
+
+    r.flushall()
+    r.hset(keys.job("direct"), mapping={"id": "direct", "type": "diagnostic", "tenant": "B", "queue": "cpu",
+                                        "status": "PROCESSING", "run_token": "t3"})
+    assert store.run_update("direct", {"status": "RETRY"}, "run:t3", lend_slot=True)[0] > 0
+    assert not r.hexists(keys.job("direct"), "slot") and r.zcard(keys.DISPATCH_BUSY) == 0
+
+
 # --- a deployment -------------------------------------------------------------------------------------
 
 
@@ -310,3 +344,39 @@ def test_weights_share_one_worker_slot_and_a_replicate_input_sets_the_priority(m
         assert r.status_code in (201, 202), r.text
         job = wait_status(cl, r.json()["id"])
         assert job["status"] == "SUCCESS" and job["priority"] == "high", job
+
+
+@pytest.mark.slow
+def test_a_job_waiting_out_its_retry_countdown_lends_its_slot_and_takes_one_back_to_run(make_stack: Any):
+    """One cpu slot. Tenant A's job fails transiently 3 times (its most) before a 1.5 s run (backoff from 0.5 s,
+    doubling, jittered: 1.75-3.5 s of countdowns in all). The slot is not held through a countdown, where the
+    worker would sit idle: tenant B's job, submitted after A's first failure, runs and ends before A's
+    last attempt. A's retried runs take a slot back (counted in flight and as its tenant's running job
+    while they run), and once both ended no slot is held."""
+    stack: Stack = make_stack()
+    stack.wait_workers()
+    a, b = tenant("a"), tenant("b")
+    r = stack.redis
+    inflight = keys.dispatch("cpu", "inflight")
+    with stack.client(tenant=a) as ca, stack.client(tenant=b) as cb:
+        retrying = submit(ca, parameters={"fail_times": 3, "duration_s": 1.5})
+        wait_status(ca, retrying, {"RETRY"} | TERMINAL)
+        single = submit(cb, parameters={"steps": 1})
+        b_end = wait_status(cb, single, timeout_s=60)
+        assert b_end["status"] == "SUCCESS", b_end
+        assert ca.get(f"{TASKS}/{retrying}/status/").json()["status"] != "SUCCESS", "A ended before B"
+
+        def last_attempt_running() -> dict[str, Any] | None:
+            job: dict[str, Any] = ca.get(f"{TASKS}/{retrying}/status/").json()
+            assert job["status"] not in TERMINAL, job
+            return job if job["status"] == "PROCESSING" and job["attempts"] == 4 else None
+
+        poll(last_attempt_running, "A's last attempt to run", timeout_s=60, interval_s=0.02)
+        assert r.zscore(inflight, retrying) is not None, "A's retried run holds no slot"
+        assert r.zscore(keys.tenant_running(a), retrying) is not None, "A's retried run is not counted running"
+        a_end = wait_status(ca, retrying, timeout_s=60)
+        assert a_end["status"] == "SUCCESS" and a_end["attempts"] == 4, a_end
+        assert b_end["finished_at"] < a_end["finished_at"]
+        poll(lambda: r.zcard(inflight) == 0, "every slot given back", timeout_s=10)
+        assert r.zcard(keys.tenant_running(a)) == 0 and r.zcard(keys.tenant_running(b)) == 0
+        assert r.zscore(keys.DISPATCH_BUSY, a) is None and r.zscore(keys.DISPATCH_BUSY, b) is None

@@ -45,6 +45,15 @@ local function dispatch_release(queue, tenant, id)
   end
 end
 
+-- A job takes a slot: it counts in its queue's flight and as its tenant's running job (dispatch_run hands
+-- it over; a retried run that lent its slot through the countdown takes one back, jobs/start.lua).
+local function dispatch_take(queue, tenant, id, now)
+  redis.call('ZADD', dispatch_key(queue, 'inflight'), now, id)
+  if redis.call('ZADD', '@TENANT_PREFIX@' .. tenant .. ':running', now, id) == 1 then
+    redis.call('ZINCRBY', '@DISPATCH_BUSY@', 1, tenant)
+  end
+end
+
 -- A job that ends while it waits (cancelled, or past its pending limit) leaves its line.
 local function dispatch_forget(queue, tenant, priority, id)
   if redis.call('HDEL', dispatch_key(queue, 'messages'), id) == 1 then
@@ -98,9 +107,7 @@ local function dispatch_run(queue, budget)
       if entry and (status == 'PENDING' or status == 'RETRY') then
         local cut = string.find(entry, '\n', 1, true)
         redis.call('LPUSH', string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1))
-        redis.call('ZADD', inflight, now, id)
-        redis.call('ZADD', '@TENANT_PREFIX@' .. tenant .. ':running', now, id)
-        redis.call('ZINCRBY', '@DISPATCH_BUSY@', 1, tenant)
+        dispatch_take(queue, tenant, id, now)
         if weight <= 0 then weight = 1 end
         next_pass = pass + 1 / weight
         local vtime = tonumber(redis.call('GET', dispatch_key(queue, 'vtime')) or '0')

@@ -1,14 +1,17 @@
 -- START (jobs/run_scripts.py): a delivery of a job's message begins its run, in one step: checks, the
 -- delivery counted, the claim written through the UPDATE script, and the record read for the runner.
 -- KEYS: job, events channel (the UPDATE script's)
+-- A run of a job that lent its slot through a retry's countdown (run_update.lua) takes a slot back.
 -- ARGV: [1] the message's generation, [2] the new run token, [3] the most worker losses allowed,
 --       [4] now (started_at unless the record has one), [5..] the claim's field pairs (status, message...)
 -- Returns {code, deliveries, record as HGETALL pairs}; code: the claim's new seq (> 0, the run holds the
 -- job), 0 unknown or expired, -1 finished already, -2 a stale copy (generation) or the claim was refused,
 -- -3 cancelled before this run (nothing written: the runner ends it), -4 its worker died more than
 -- ARGV[3] times (the delivery counted, nothing else written: the runner ends it).
+@DISPATCH_LIB@
+
 local h = redis.call('HMGET', KEYS[1], 'status', 'generation', 'children_total', 'cancel_requested_at',
-                     'started_at', 'finished_deliveries')
+                     'started_at', 'finished_deliveries', 'slot')
 if not h[1] then return {0, 0, {}} end
 if h[1] == 'SUCCESS' or h[1] == 'FAILURE' or h[1] == 'REVOKED' then return {-1, 0, {}} end
 local gen = tonumber(ARGV[1])
@@ -43,5 +46,13 @@ if type(seq) == 'table' then return seq end  -- an error reply
 if seq <= 0 then  -- (refused after all: this delivery ends here)
   redis.call('HINCRBY', KEYS[1], 'finished_deliveries', 1)
   return {seq, deliveries, {}}
+end
+-- Its queue may be full meanwhile: then it runs one over, as a worker's Celery already holds its message,
+-- and the next end hands over no new job.
+if h[7] == 'lent' then
+  local j = redis.call('HMGET', KEYS[1], 'id', 'queue', 'tenant')
+  local t = redis.call('TIME')
+  dispatch_take(j[2], j[3], j[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('HDEL', KEYS[1], 'slot')
 end
 return {seq, deliveries, redis.call('HGETALL', KEYS[1])}

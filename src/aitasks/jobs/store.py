@@ -191,10 +191,11 @@ class JobStore:
         return Started(int(code), int(deliveries), Job.from_hash(raw) if raw else None)
 
     def run_update(self, job_id: str, fields: dict[str, Any], fence: str, ttl_s: int | None = None,
-                   end_delivery: bool = False) -> tuple[int, bool]:
+                   end_delivery: bool = False, lend_slot: bool = False) -> tuple[int, bool]:
         """A run's own write (jobs/run_update.lua): ``update`` with the fence, the delivery's end counted too
-        when ``end_delivery``; returns the update's answer and whether a cancel was asked for."""
-        args = ["1" if end_delivery else "0", *update_args(fields, ttl_s, fence)]
+        when ``end_delivery``, the job's dispatch slot lent until its next run when ``lend_slot`` (a retry
+        waiting out its countdown); returns the update's answer and whether a cancel was asked for."""
+        args = ["1" if end_delivery else "0", "1" if lend_slot else "0", *update_args(fields, ttl_s, fence)]
         applied, cancel = self._run_update(keys=[keys.job(job_id), keys.events(job_id)], args=args)
         return int(applied), bool(cancel)
 

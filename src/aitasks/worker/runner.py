@@ -171,7 +171,7 @@ def _run(task: Task, jt: JobType, job: Job, attempt: int, delivery: Delivery, fe
                 "status": Status.RETRY.value,
                 "message": f"Attempt {attempt} failed; retrying in {countdown:.1f}s",
                 **ctx.end_progress(), **error_fields(exc),
-            }, fence, end_delivery=True)
+            }, fence, end_delivery=True, lend_slot=True)
             delivery.open = False
             if written == -2:  # this run lost the job: the newer run decides, no retry from here
                 return
