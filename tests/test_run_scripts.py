@@ -157,3 +157,21 @@ def test_job_from_a_started_record_round_trips(r: redis.Redis) -> None:
     record(r, "x", input='{"a": 1}', retention_s=77)
     started = JobStore(r).start("x", 0, "t", 3, 1.0, CLAIM)
     assert isinstance(started.job, Job) and started.job.input == {"a": 1} and started.job.retention_s == 77
+
+
+def test_a_write_fenced_by_generation_is_refused_once_the_recovery_queued_the_job_again(r: redis.Redis) -> None:
+    """The worker's main process writes for a delivery whose run cannot carry its token (its pool process
+    died, or the hard time limit killed it): 'gen:<n>' applies while the record's generation is the
+    message's, never on the run that took over after the recovery bumped it, and no run token is set."""
+    store = JobStore(r)
+    record(r, "g", status="PROCESSING", run_token="old")
+    assert store.update("g", {"status": "RETRY", "message": "lost"}, fence="gen:0") > 0
+    assert r.hget(keys.job("g"), "run_token") == "old"
+    r.hset(keys.job("g"), mapping={"generation": "1", "status": "PROCESSING", "run_token": "new"})
+    assert store.update("g", {"status": "RETRY", "message": "lost"}, fence="gen:0") == -2
+    assert store.update("g", {"status": "FAILURE", "finished_at": 2.0}, fence="gen:0") == -2
+    assert r.hget(keys.job("g"), "status") == "PROCESSING"
+    assert store.update("g", {"progress": 50}, fence="gen:1") > 0
+    # A parent's callback message (generation 0) still writes once its children exist, as its claim may.
+    record(r, "p", status="PROCESSING", generation="2", children_total="3")
+    assert store.update("p", {"status": "RETRY"}, fence="gen:0") > 0

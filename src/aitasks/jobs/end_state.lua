@@ -8,6 +8,10 @@
 --                   the record's (the recovery bumps it when it queues a job again, so an older copy is
 --                   stale; a parent's callback message, generation 0, may claim once its children exist);
 --                   on success the record's run_token becomes <token>.
+--   'gen:<generation>' : a write for a delivery whose run cannot carry its token (the worker's main
+--                   process when the pool process died under it, or the hard time limit killed it);
+--                   refused unless the message's generation is the record's, as for a claim: once the
+--                   recovery queued the job again, a write about the old delivery would land on the new run.
 -- Returns the new sequence number, 0 when the job does not exist, -1 when it already finished, -2 when
 -- the fence refused the change (nothing written).
 -- Other keys (metrics, a parent, a document record) are derived in the fragments, not passed in:
@@ -35,11 +39,12 @@ if fence ~= '' then
     if redis.call('HGET', KEYS[1], 'run_token') ~= token then return -2 end
   else
     local gen, claim = string.match(fence, '^claim:(%d+):(.+)$')
+    if not gen then gen = string.match(fence, '^gen:(%d+)$') end
     if not gen then return redis.error_reply('bad fence ' .. fence) end
     local g = redis.call('HMGET', KEYS[1], 'generation', 'children_total')
     local current = tonumber(g[1]) or 0
     if tonumber(gen) ~= current and not (tonumber(gen) == 0 and g[2]) then return -2 end
-    redis.call('HSET', KEYS[1], 'run_token', claim)
+    if claim then redis.call('HSET', KEYS[1], 'run_token', claim) end
   end
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2, last))

@@ -24,6 +24,13 @@ class JobRequest(Request):
         args = self.args
         return args[0] if args else None
 
+    @property
+    def fence(self) -> str:
+        """The UPDATE script's fence for a write about this delivery (jobs/end_state.lua): refused once the
+        recovery queued the job again (a newer generation), so it never lands on the job's next run."""
+        generation = self.kwargs.get("generation", self.args[1] if len(self.args) > 1 else 0)
+        return f"gen:{int(generation)}"
+
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
         if soft or not self.job_id:
@@ -33,12 +40,14 @@ class JobRequest(Request):
             job = res.store.get(self.job_id)
             if job is None:
                 return
-            res.store.end_delivery(self.job_id)
-            res.store.update(self.job_id, {
+            # Fenced by the generation, and the delivery's end counted only when the write was this
+            # delivery's: a job the recovery queued again meanwhile belongs to its new run.
+            if res.store.update(self.job_id, {
                 "status": Status.FAILURE.value, "message": "Task failed", "finished_at": time.time(),
                 "error_type": "TimeLimitExceeded",
                 "error_message": f"hard time limit of {timeout:g}s exceeded; the job was killed",
-            }, ttl_s=job.retention_s)
+            }, ttl_s=job.retention_s, fence=self.fence) > 0:
+                res.store.end_delivery(self.job_id)
         except Exception:
             log.exception("could not record the hard time limit of job %s", self.job_id)
 
@@ -48,12 +57,14 @@ class JobRequest(Request):
         if isinstance(exc, WorkerLostError) and self.job_id:
             # Celery gives the message back to the queue below (reject_on_worker_lost), where an idle worker
             # may take it at once: say so on the record first, so this RETRY never lands on the new run.
-            # (A job that ended before its process died refuses it; Celery then acknowledges the message.)
+            # (A job that ended before its process died refuses it; Celery then acknowledges the message.
+            # So does a job the recovery queued again meanwhile, by the generation: this worker was silent
+            # past its lease, and the RETRY would land on the run that took over.)
             try:
                 resources().store.update(self.job_id, {
                     "status": Status.RETRY.value,
                     "message": "The worker process running this job died; the job was queued again",
-                })
+                }, fence=self.fence)
             except Exception:
                 log.exception("could not record the loss of job %s", self.job_id)
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
