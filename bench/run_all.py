@@ -1,6 +1,6 @@
 """`make bench`: the platform benchmarks, each next to its baseline measured in the same run.
 
-    .venv/bin/python -m bench.run_all                 # full run (about 11 minutes: 2.5 for (a)-(c), 1.5 for (c'), 7 for (d)-(e))
+    .venv/bin/python -m bench.run_all                 # full run (about 13 minutes: 4.5 for (a)-(c), 1.5 for (c'), 7 for (d)-(e))
     .venv/bin/python -m bench.run_all --quick         # smoke run (about 2 minutes)
     .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only, JSON and multipart clients (about 3 minutes)
     .venv/bin/python -m bench.run_all --only streams  # (c') 10,000 SSE streams held by one API process (about 90 s)
