@@ -216,8 +216,10 @@ def render_images(images: dict[str, Any]) -> list[str]:
             steps = c["multipart"].get("api_cpu_ms_by_request", {})
             add(f"    {label:<28}" + " / ".join(f"{v:.2f}" for v in steps.values())
                 + f"   idle {c.get('api_idle_cpu_ms_per_s') or float('nan'):.2f} ms/s")
+    rounds = images.get("throughput_rounds", 1)
     add(f"    jobs per minute, {images['throughput_jobs']} jobs at once (submitted, finished as Redis counts them): "
-        f"through the API with N worker pool processes on the queue, and N bare processes")
+        f"through the API with N worker pool processes on the queue, and N bare processes"
+        + (f"; best of {rounds} rounds" if rounds > 1 else ""))
     add(f"    {'':<38}" + "".join(f"{f'API {n}p':>9}{f'bare {n}p':>9}{'ratio':>7}" for n in cs))
     for label, c in cases.items():
         for path in paths:
@@ -226,6 +228,16 @@ def render_images(images: dict[str, Any]) -> list[str]:
                 api = part(c, path)["throughput"][str(n)]["jobs_per_min"]
                 bare = c["bare_throughput"][str(n)]["jobs_per_min"]
                 cells.append(f"{api:>9.0f}{bare:>9.0f}{api / bare:>6.2f}x")
+            add(f"    {label:<28}{path:<10}" + "".join(cells))
+    add("    cores taken by other work on the machine during those batches (API batch / bare batch)")
+    add(f"    {'':<38}" + "".join(f"{f'{n}p':>14}" for n in cs))
+    for label, c in cases.items():
+        for path in paths:
+            cells = []
+            for n in cs:
+                api = part(c, path)["throughput"][str(n)].get("others_cores", float("nan"))
+                bare = c["bare_throughput"][str(n)].get("others_cores", float("nan"))
+                cells.append(f"{f'{api:.2f} / {bare:.2f}':>14}")
             add(f"    {label:<28}{path:<10}" + "".join(cells))
     add("    CPU ms per job in the API batches (1 worker process): API, Redis, worker main process, pool process")
     for label, c in cases.items():

@@ -76,6 +76,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="client paths through the API in (c), comma-separated: json (base64 in, Prefer: wait, "
                         "base64 out), multipart (file parts, the SSE stream, the result from the artifacts route); "
                         "default both")
+    p.add_argument("--image-rounds", type=int, default=1,
+                   help="throughput rounds in (c) per worker count, API batches then the bare baseline, the best "
+                        "of each kept (default 1; more filter out load from elsewhere)")
     p.add_argument("--worker-env", action="append", default=[], type=env_pair, metavar="NAME=VALUE",
                    help="an environment variable for the image workers of (c), to try a setting (repeatable)")
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "last.json", help="JSON results")
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                   "with 1 and 2 worker processes", flush=True)
             result["images"] = image_bench.run(
                 work, logs, cleanup, samples=cfg["image_samples"], warmup=cfg["image_warmup"],
-                jobs=cfg["image_jobs"], worker_env=dict(args.worker_env), paths=args.image_paths)
+                jobs=cfg["image_jobs"], worker_env=dict(args.worker_env), paths=args.image_paths,
+                rounds=args.image_rounds)
         cleanup.run()  # free the cores
         if args.only in (None, "streams"):
             print("(c') live streams: memory per open SSE stream, submits with them open vs without, finish -> "
