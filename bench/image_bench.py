@@ -32,7 +32,10 @@ Per case (a job type on a 512x512 picture from scikit-image, nothing downloaded)
   case by case). Next to it, the bare baseline: 1 and 2 processes of this module (spawned, warmed)
   running the bare job function m jobs in all, from a common start until the last one is done. During
   each API batch the CPU time of the API process, of Redis, and of the worker (main process and pool) is
-  read from /proc, per job: what the platform spends beside the job function on the same cores.
+  read from /proc, per job: what the platform spends beside the job function on the same cores; during
+  every batch, API or bare, the cores other work on the machine took (/proc/stat less the benchmark's own
+  processes). ``rounds`` > 1 (``--image-rounds``) repeats the API batches and the bare baseline and keeps
+  the best of each: a 1-5 s batch is hit or missed by load from elsewhere by chance.
 """
 
 from __future__ import annotations
