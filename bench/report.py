@@ -31,6 +31,10 @@ IMAGE_RATIO_PREFIX = "image_overhead_ratio:"
 IMAGE_RUN_PREFIX = "image_run_ratio:"
 IMAGE_THROUGHPUT_TARGET = 0.9
 IMAGE_THROUGHPUT_PREFIX = "image_throughput_ratio:"
+# The same two bars for the multipart client path (files as parts, the end from the SSE stream, the result
+# PNG from the artifacts route); the prefixes above are the JSON path's (base64 in, base64 inlined out).
+IMAGE_MP_RATIO_PREFIX = "image_multipart_overhead_ratio:"
+IMAGE_MP_THROUGHPUT_PREFIX = "image_multipart_throughput_ratio:"
 
 
 def image_targets(values: dict[str, float | None]) -> list[tuple[str, str, str, float, str]]:
@@ -44,6 +48,12 @@ def image_targets(values: dict[str, float | None]) -> list[tuple[str, str, str, 
         elif k.startswith(IMAGE_THROUGHPUT_PREFIX):
             label, _, n = k.removeprefix(IMAGE_THROUGHPUT_PREFIX).rpartition(":")
             out.append((k, f"{label}: jobs/min, {n} API procs / {n} bare", ">=", IMAGE_THROUGHPUT_TARGET, "x"))
+        elif k.startswith(IMAGE_MP_RATIO_PREFIX):
+            out.append((k, f"{k.removeprefix(IMAGE_MP_RATIO_PREFIX)}: multipart API / bare", "<=",
+                        IMAGE_RATIO_TARGET, "x"))
+        elif k.startswith(IMAGE_MP_THROUGHPUT_PREFIX):
+            label, _, n = k.removeprefix(IMAGE_MP_THROUGHPUT_PREFIX).rpartition(":")
+            out.append((k, f"{label}: multipart jobs/min, {n}p / {n} bare", ">=", IMAGE_THROUGHPUT_TARGET, "x"))
     return out
 
 
@@ -91,12 +101,21 @@ def ratios(result: dict[str, Any]) -> dict[str, float | None]:
         out["stream_submit_ratio"] = streams["submit_ratio_with_streams"]
         out["stream_finish_p99_ms"] = streams["finish_to_client"]["p99_ms"]
     for label, case in (result.get("images") or {}).get("cases", {}).items():
-        out[IMAGE_RATIO_PREFIX + label] = case["overhead_ratio"]
-        out[IMAGE_RUN_PREFIX + label] = round(case["api_segments_ms"]["run"] / case["bare_ms"], 3)
+        if "overhead_ratio" in case:  # the JSON path (absent when only multipart was measured)
+            out[IMAGE_RATIO_PREFIX + label] = case["overhead_ratio"]
+            out[IMAGE_RUN_PREFIX + label] = round(case["api_segments_ms"]["run"] / case["bare_ms"], 3)
         for n, api in case.get("throughput", {}).items():
             bare = case.get("bare_throughput", {}).get(n)
             if bare:
                 out[f"{IMAGE_THROUGHPUT_PREFIX}{label}:{n}"] = round(api["jobs_per_min"] / bare["jobs_per_min"], 3)
+        mp = case.get("multipart")
+        if mp:
+            out[IMAGE_MP_RATIO_PREFIX + label] = mp["overhead_ratio"]
+            for n, api in mp.get("throughput", {}).items():
+                bare = case.get("bare_throughput", {}).get(n)
+                if bare:
+                    out[f"{IMAGE_MP_THROUGHPUT_PREFIX}{label}:{n}"] = round(api["jobs_per_min"] / bare["jobs_per_min"],
+                                                                            3)
     return out
 
 
@@ -148,32 +167,8 @@ def render(result: dict[str, Any]) -> str:
             f"{mem['raw_celery_result_bytes_per_job']:.0f} bytes/job)")
     images = result.get("images")
     if images:
-        cases = images["cases"]
-        cs = images["concurrencies"]
         add("")
-        add(f"(c) image jobs, 512x512: one at a time (median of {next(iter(cases.values()))['samples']}), the bare "
-            f"job function in this process vs submit with `Prefer: wait` -> result PNG decoded; API time split "
-            f"by the job record's timestamps (ms)")
-        add(f"    {'':<28}{'bare ms':>9}{'API ms':>9}{'ratio':>8}{'submit':>8}{'queue':>7}{'run':>8}{'answer':>8}"
-            f"{'job fn in worker':>18}")
-        for label, c in cases.items():
-            seg = c["api_segments_ms"]
-            add(f"    {label:<28}{c['bare_ms']:>9.1f}{c['api_ms']:>9.1f}{c['overhead_ratio']:>7.2f}x"
-                f"{seg['submit']:>8.1f}{seg['queue']:>7.1f}{seg['run']:>8.1f}{seg['answer']:>8.1f}"
-                f"{seg['job_function']:>18.1f}")
-        add(f"    jobs per minute, {images['throughput_jobs']} jobs at once: through the API with N worker pool "
-            f"processes on the queue, and N bare processes")
-        add(f"    {'':<28}" + "".join(f"{f'API {n}p':>9}{f'bare {n}p':>9}{'ratio':>7}" for n in cs))
-        for label, c in cases.items():
-            cells = []
-            for n in cs:
-                api, bare = c["throughput"][str(n)]["jobs_per_min"], c["bare_throughput"][str(n)]["jobs_per_min"]
-                cells.append(f"{api:>9.0f}{bare:>9.0f}{api / bare:>6.2f}x")
-            add(f"    {label:<28}" + "".join(cells))
-        add("    CPU ms per job in the API batches (1 worker process): API, Redis, worker main process, pool process")
-        for label, c in cases.items():
-            cpu = c["throughput"][str(cs[0])]["cpu_ms_per_job"]
-            add(f"    {label:<28}{cpu['api']:>9.1f}{cpu['redis']:>9.1f}{cpu['worker_main']:>9.1f}{cpu['worker_pool']:>9.1f}")
+        lines.extend(render_images(images))
     add("")
     add("ratios against the targets (information, not assertions)")
     values, marks = result["ratios"], result["verdicts"]
@@ -184,6 +179,73 @@ def render(result: dict[str, Any]) -> str:
             f"   {marks[key]}")
     add("")
     return "\n".join(lines)
+
+
+def render_images(images: dict[str, Any]) -> list[str]:
+    """Part (c): per client path (JSON: base64 in, `Prefer: wait`, base64 inlined out; multipart: files as
+    parts, the SSE stream until the end, the result PNG from the artifacts route), the bare call next to it."""
+    lines: list[str] = []
+    add = lines.append
+    cases = images["cases"]
+    cs = images["concurrencies"]
+    paths = images.get("paths", ["json"])
+    how = {"json": "JSON: base64 in, submit with `Prefer: wait`, the inlined base64 result decoded",
+           "multipart": "multipart: files as parts, submit (202), the SSE stream to the end, the result PNG "
+                        "from /artifacts/{name}"}
+
+    def part(c: dict[str, Any], path: str) -> dict[str, Any]:
+        return c if path == "json" else c[path]
+
+    add(f"(c) image jobs, 512x512: one at a time (median of {next(iter(cases.values()))['samples']}), the bare "
+        f"job function in this process vs through the API, PNG bytes in to PNG bytes out; API time split "
+        f"by the job record's timestamps (ms); API CPU: the API process's CPU per round trip")
+    for path in paths:
+        add(f"    {how[path]}")
+        add(f"    {'':<28}{'bare ms':>9}{'API ms':>9}{'ratio':>8}{'submit':>8}{'queue':>7}{'run':>8}{'answer':>8}"
+            f"{'job fn':>8}{'API CPU':>9}")
+        for label, c in cases.items():
+            p = part(c, path)
+            seg = p["api_segments_ms"]
+            add(f"    {label:<28}{c['bare_ms']:>9.1f}{p['api_ms']:>9.1f}{p['overhead_ratio']:>7.2f}x"
+                f"{seg['submit']:>8.1f}{seg['queue']:>7.1f}{seg['run']:>8.1f}{seg['answer']:>8.1f}"
+                f"{seg['job_function']:>8.1f}{p.get('api_cpu_ms_per_job', float('nan')):>9.2f}")
+    if "multipart" in paths:
+        add("    the API's CPU per multipart job by request (median ms: submit / SSE stream / artifact fetch), and "
+            "its CPU with no request open (ms per s, during the bare runs)")
+        for label, c in cases.items():
+            steps = c["multipart"].get("api_cpu_ms_by_request", {})
+            add(f"    {label:<28}" + " / ".join(f"{v:.2f}" for v in steps.values())
+                + f"   idle {c.get('api_idle_cpu_ms_per_s') or float('nan'):.2f} ms/s")
+    rounds = images.get("throughput_rounds", 1)
+    add(f"    jobs per minute, {images['throughput_jobs']} jobs at once (submitted, finished as Redis counts them): "
+        f"through the API with N worker pool processes on the queue, and N bare processes"
+        + (f"; best of {rounds} rounds" if rounds > 1 else ""))
+    add(f"    {'':<38}" + "".join(f"{f'API {n}p':>9}{f'bare {n}p':>9}{'ratio':>7}" for n in cs))
+    for label, c in cases.items():
+        for path in paths:
+            cells = []
+            for n in cs:
+                api = part(c, path)["throughput"][str(n)]["jobs_per_min"]
+                bare = c["bare_throughput"][str(n)]["jobs_per_min"]
+                cells.append(f"{api:>9.0f}{bare:>9.0f}{api / bare:>6.2f}x")
+            add(f"    {label:<28}{path:<10}" + "".join(cells))
+    add("    cores taken by other work on the machine during those batches (API batch / bare batch)")
+    add(f"    {'':<38}" + "".join(f"{f'{n}p':>14}" for n in cs))
+    for label, c in cases.items():
+        for path in paths:
+            cells = []
+            for n in cs:
+                api = part(c, path)["throughput"][str(n)].get("others_cores", float("nan"))
+                bare = c["bare_throughput"][str(n)].get("others_cores", float("nan"))
+                cells.append(f"{f'{api:.2f} / {bare:.2f}':>14}")
+            add(f"    {label:<28}{path:<10}" + "".join(cells))
+    add("    CPU ms per job in the API batches (1 worker process): API, Redis, worker main process, pool process")
+    for label, c in cases.items():
+        for path in paths:
+            cpu = part(c, path)["throughput"][str(cs[0])]["cpu_ms_per_job"]
+            add(f"    {label:<28}{path:<10}{cpu['api']:>9.1f}{cpu['redis']:>9.1f}{cpu['worker_main']:>9.1f}"
+                f"{cpu['worker_pool']:>9.1f}")
+    return lines
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

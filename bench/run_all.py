@@ -1,8 +1,8 @@
 """`make bench`: the platform benchmarks, each next to its baseline measured in the same run.
 
-    .venv/bin/python -m bench.run_all                 # full run (about 11 minutes: 2.5 for (a)-(c), 1.5 for (c'), 7 for (d)-(e))
+    .venv/bin/python -m bench.run_all                 # full run (about 13 minutes: 4.5 for (a)-(c), 1.5 for (c'), 7 for (d)-(e))
     .venv/bin/python -m bench.run_all --quick         # smoke run (about 2 minutes)
-    .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only (about 70 seconds)
+    .venv/bin/python -m bench.run_all --only images   # (c) the image jobs only, JSON and multipart clients (about 3 minutes)
     .venv/bin/python -m bench.run_all --only streams  # (c') 10,000 SSE streams held by one API process (about 90 s)
     .venv/bin/python -m bench.run_all --only documents      # (d) document pipeline throughput (about 70 s)
     .venv/bin/python -m bench.run_all --only documents-e2e  # (d') a document through the API and a worker (60 s)
@@ -47,6 +47,13 @@ def env_pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+def image_paths(text: str) -> tuple[str, ...]:
+    paths = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not paths or set(paths) - set(image_bench.PATHS):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more of {', '.join(image_bench.PATHS)}")
+    return paths
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +72,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--image-samples", type=int,
                    help="sequential jobs per image case in (c), bare and through the API (default 30; quick 5)")
     p.add_argument("--image-jobs", type=int, help="jobs per image throughput batch in (c) (default 30; quick 6)")
+    p.add_argument("--image-paths", default=",".join(image_bench.PATHS), type=image_paths, metavar="PATHS",
+                   help="client paths through the API in (c), comma-separated: json (base64 in, Prefer: wait, "
+                        "base64 out), multipart (file parts, the SSE stream, the result from the artifacts route); "
+                        "default both")
+    p.add_argument("--image-rounds", type=int, default=1,
+                   help="throughput rounds in (c) per worker count, API batches then the bare baseline, the best "
+                        "of each kept (default 1; more filter out load from elsewhere)")
     p.add_argument("--worker-env", action="append", default=[], type=env_pair, metavar="NAME=VALUE",
                    help="an environment variable for the image workers of (c), to try a setting (repeatable)")
     p.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "last.json", help="JSON results")
@@ -132,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 e2e_cleanup.run()  # free the cores for (c)
         if args.only in (None, "images"):
-            print("(c) image jobs: through the API vs the bare job function; jobs/min with 1 and 2 worker "
-                  "processes", flush=True)
+            print(f"(c) image jobs: through the API ({', '.join(args.image_paths)}) vs the bare job function; jobs/min "
+                  "with 1 and 2 worker processes", flush=True)
             result["images"] = image_bench.run(
                 work, logs, cleanup, samples=cfg["image_samples"], warmup=cfg["image_warmup"],
-                jobs=cfg["image_jobs"], worker_env=dict(args.worker_env))
+                jobs=cfg["image_jobs"], worker_env=dict(args.worker_env), paths=args.image_paths,
+                rounds=args.image_rounds)
         cleanup.run()  # free the cores
         if args.only in (None, "streams"):
             print("(c') live streams: memory per open SSE stream, submits with them open vs without, finish -> "
