@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import random
 import subprocess
 import sys
 import time
@@ -155,6 +156,32 @@ def test_an_artifact_is_a_download_never_a_page(stack: Stack) -> None:
     assert got.headers["x-content-type-options"] == "nosniff"
     assert got.headers["content-disposition"].startswith("attachment;")
     assert "sandbox" in got.headers["content-security-policy"]
+
+
+def test_a_download_read_whole_or_in_chunks_answers_alike_and_serves_ranges(stack: Stack) -> None:
+    """A file up to 1 MiB is read whole in one step, a larger one (or a range request) goes through
+    Starlette's FileResponse (api/artifact_download.py): the same bytes and headers either way, ETag and
+    Last-Modified included, and a range gets its 206."""
+    small, large = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (64, 64), "blue").save(small, "PNG")
+    Image.frombytes("RGB", (700, 700), random.Random(7).randbytes(700 * 700 * 3)).save(large, "PNG")
+    assert len(small.getvalue()) < 1 << 20 < len(large.getvalue())
+    with stack.client() as c:
+        for picture in (small.getvalue(), large.getvalue()):
+            r = c.post("/api/v1/tasks/submit/", data={"task_type": "diagnostic"},
+                       files={"image": ("p.png", picture, "image/png")})
+            assert r.status_code == 202, r.text
+            url = f"/api/v1/tasks/{r.json()['task_id']}/artifacts/input-image.png"
+            got = c.get(url)
+            assert got.status_code == 200 and got.content == picture
+            assert got.headers["content-length"] == str(len(picture))
+            assert got.headers["accept-ranges"] == "bytes" and got.headers["etag"].startswith('"')
+            assert got.headers["last-modified"].endswith(" GMT")
+            assert got.headers["content-disposition"] == 'attachment; filename="input-image.png"'
+            assert got.headers["x-content-type-options"] == "nosniff"
+            part = c.get(url, headers={"Range": "bytes=10-99"})
+            assert part.status_code == 206 and part.content == picture[10:100]
+            assert part.headers["etag"] == got.headers["etag"]
 
 
 # --- 12. Flower --------------------------------------------------------------------------------------

@@ -223,9 +223,14 @@ async def cancel_task(task_id: str, services: ServicesDep, tenant: Tenant) -> JS
 
 
 @router.get("/{task_id}/artifacts/{name}", responses={200: {"content": {"application/octet-stream": {}}},
+                                                      206: {"description": "The byte range a `Range` header asked for",
+                                                            "content": {"application/octet-stream": {}}},
+                                                      416: {"description": "A `Range` beyond the file's end",
+                                                            "content": {"text/plain": {}}},
                                                       **schemas.errors(401, 404)},
             summary="Download a file of a task")
-async def download_artifact(task_id: str, name: str, services: ServicesDep, tenant: Tenant) -> Response:
+async def download_artifact(task_id: str, name: str, request: Request, services: ServicesDep,
+                            tenant: Tenant) -> Response:
     job = await load_job(services, tenant, task_id)
     try:
         check_name(name)
@@ -240,7 +245,8 @@ async def download_artifact(task_id: str, name: str, services: ServicesDep, tena
             if isinstance(value, dict) and value.get("artifact"):
                 known[value["artifact"]] = value.get("media_type", "application/octet-stream")
     # A download (api/artifact_download.py): the folder's file, or streamed from the S3 bucket.
-    response = await artifact_response(services.artifacts, job.id, name, known[name]) if name in known else None
+    response = (await artifact_response(services.artifacts, job.id, name, known[name], "range" in request.headers)
+                if name in known else None)
     if response is None:
         raise NotFound(f"No file {name!r} for task {task_id}")
     return response
