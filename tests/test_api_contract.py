@@ -330,6 +330,33 @@ def test_prefer_wait_returns_the_result_when_done_in_time(client):
     assert failed.json()["status"] == "FAILURE" and failed.json()["error"]
 
 
+def test_a_waiting_submit_inlines_an_image_result_unless_inline_false(client):
+    """A waiting submit's image result comes with its base64 (seed 001's shape); `?inline=false` leaves it
+    out and the file is fetched from its URL, the same bytes; a bad `inline` is a 400 that creates nothing."""
+    picture = io.BytesIO()
+    Image.new("RGB", (40, 30), "green").save(picture, "PNG")
+    before = {t["task_id"] for t in list_all(client)}
+    bad = client.post(f"{TASKS}/submit/?inline=maybe", data={"task_type": "diagnostic"},
+                      files={"image": ("p.png", picture.getvalue(), "image/png")}, headers={"Prefer": "wait=60"})
+    assert bad.status_code == 400 and bad.json()["fields"][0]["field"] == "inline", bad.text
+    assert {t["task_id"] for t in list_all(client)} == before
+    answers = {}
+    for query in ("", "?inline=false"):
+        r = client.post(f"{TASKS}/submit/{query}", data={"task_type": "diagnostic"},
+                        files={"image": ("p.png", picture.getvalue(), "image/png")},
+                        headers={"Prefer": "wait=60"}, timeout=120)
+        assert r.status_code == 200 and r.json()["status"] == "SUCCESS", r.text
+        answers[query] = r.json()["result"]
+    inlined, named = answers[""], answers["?inline=false"]
+    assert inlined["image_artifact"] == named["image_artifact"] == "thumbnail.png"
+    url = next(a["url"] for a in named["artifacts"] if a["name"] == named["image_artifact"])
+    assert "image_data" not in named and url.endswith("/artifacts/thumbnail.png")
+    fetched = client.get(url)
+    assert fetched.status_code == 200
+    assert Image.open(io.BytesIO(fetched.content)).size == Image.open(
+        io.BytesIO(base64.b64decode(inlined["image_data"]))).size == (40, 30)
+
+
 def test_prefer_wait_answers_202_when_not_done_and_refuses_over_60(client):
     r = client.post(f"{TASKS}/submit/", json={"task_type": "diagnostic",
                                               "parameters": {"duration_s": 30, "steps": 120}},
@@ -512,7 +539,7 @@ def test_openapi_documents_the_paths(stack):
     assert {"application/json", "multipart/form-data"} <= set(content)
     assert content["application/json"]["examples"]
     assert {"202", "400", "401", "413"} <= set(submit_op["responses"])
-    assert {p["name"] for p in submit_op["parameters"]} == {"Idempotency-Key", "Prefer", "async_processing"}
+    assert {p["name"] for p in submit_op["parameters"]} == {"Idempotency-Key", "Prefer", "async_processing", "inline"}
     # Every task endpoint (and the stream tokens) says it needs the Bearer key; the catalog and operations do not.
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     for path, ops in paths.items():

@@ -41,8 +41,9 @@ MAX_EXAMPLES = 25
 RESULT_PATH = re.compile(r"^/api(/v1)?/tasks/[^/]+/result/?$")
 CANCEL_PATH = re.compile(r"^/api(/v1)?/tasks/[^/]+/cancel/?$")
 # Inputs whose validity no JSON Schema can state: what the server makes of them is the contract.
+# (DOTALL: a generated key inside `parameters` may hold a line break, and is still the type's own field.)
 CONTENT_FIELDS = re.compile(r"^(image|source_image|target_image|mask|style_image|file(\[\d+\])?|content|cursor"
-                            r"|webhook|parameters([.\[].*)?|prompt|input([.\[].*)?)$")
+                            r"|webhook|parameters([.\[].*)?|prompt|input([.\[].*)?)$", re.DOTALL)
 CLI = Path(sys.executable).with_name("schemathesis")
 # schemathesis's `all` less positive_data_acceptance (ours wraps it) and max_response_time (no timing here).
 CHECKS = ["not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",

@@ -33,6 +33,7 @@ class Submitted:
     final: Job | None  # the finished record, when the submit waited and the job ended in time
     wait_s: float | None
     preferred: bool  # the wait came from a Prefer header (answered with Preference-Applied)
+    inline: bool = True  # a waiting submit's image result inlined as base64 (``?inline=false``: not)
 
 
 async def submit_request(request: Request, services: Services, tenant: str,
@@ -41,6 +42,7 @@ async def submit_request(request: Request, services: Services, tenant: str,
     path that submits one type); otherwise the body names it."""
     key = idempotency_key(request.headers.get("idempotency-key"))
     wait_s, preferred = wait_seconds(request, services)
+    inline = inline_result(request)  # checked before anything is accepted, as the wait is
     fields, uploads = await read_payload(request)
     named = fields.pop("task_type", None)
     if task_type is not None and named not in (None, "", task_type):
@@ -50,7 +52,7 @@ async def submit_request(request: Request, services: Services, tenant: str,
     async with stream_slots.slot(services, tenant, wanted=wait_s is not None):  # a waiting submit: max_streams
         accepted = await submit(services, tenant, task_type or named, fields, uploads, options)
         final = await wait_for_end(services, tenant, accepted.job.id, wait_s) if wait_s is not None else None
-    return Submitted(accepted, final, wait_s, preferred)
+    return Submitted(accepted, final, wait_s, preferred, inline)
 
 
 async def read_payload(request: Request) -> tuple[dict[str, Any], dict[str, UploadFile]]:
@@ -106,15 +108,25 @@ def idempotency_key(value: str | None) -> str | None:
     return value
 
 
-def async_processing(request: Request) -> bool:
-    """Seed 003's ``?async_processing=true|false`` (default true), documented in ``submit_doc``."""
-    raw = request.query_params.get("async_processing")
+def _flag(request: Request, name: str) -> bool:
+    """A true/false query parameter (default true)."""
+    raw = request.query_params.get(name)
     if raw is None or raw.strip().lower() in ("true", "1", "yes", "on"):
         return True
     if raw.strip().lower() in ("false", "0", "no", "off"):
         return False
-    raise ValidationFailed("async_processing must be true or false",
-                           [FieldError("async_processing", "must be true or false")])
+    raise ValidationFailed(f"{name} must be true or false", [FieldError(name, "must be true or false")])
+
+
+def async_processing(request: Request) -> bool:
+    """Seed 003's ``?async_processing=true|false`` (default true), documented in ``submit_doc``."""
+    return _flag(request, "async_processing")
+
+
+def inline_result(request: Request) -> bool:
+    """``?inline=false``: a waiting submit's result names its image file without inlining it as base64
+    (as ``GET .../result/?inline=false``); the client fetches the file from its URL."""
+    return _flag(request, "inline")
 
 
 def wait_seconds(request: Request, services: Services) -> tuple[float | None, bool]:
@@ -132,6 +144,11 @@ ASYNC_PROCESSING: dict[str, Any] = {
     "name": "async_processing", "in": "query", "required": False, "schema": {"type": "boolean", "default": True},
     "description": "Seed 003: `false` waits for the job as `Prefer: wait` does, up to AITASKS_SYNC_WAIT_S "
                    "(default 30 s): `200` with the result, or `202` when it takes longer.",
+}
+INLINE: dict[str, Any] = {
+    "name": "inline", "in": "query", "required": False, "schema": {"type": "boolean", "default": True},
+    "description": "For a waiting submit: `false` leaves an image result's base64 `image_data` out of the "
+                   "`200` (fetch the file from its `url` in the result's `artifacts`).",
 }
 HEADERS: list[dict[str, Any]] = [
     {"name": "Idempotency-Key", "in": "header", "required": False,
@@ -229,5 +246,5 @@ def submit_doc(task_type: str | None = None) -> dict[str, Any]:
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": json_schema, "examples": examples},
             "multipart/form-data": {"schema": form, "encoding": JSON_PARTS}}},
-        "parameters": [*HEADERS, ASYNC_PROCESSING],
+        "parameters": [*HEADERS, ASYNC_PROCESSING, INLINE],
     }

@@ -60,11 +60,11 @@ async def result_payload(services: Services, request: HTTPConnection, job: Job, 
     return result
 
 
-async def finished_body(services: Services, request: HTTPConnection, job: Job) -> dict[str, Any]:
+async def finished_body(services: Services, request: HTTPConnection, job: Job, inline: bool = True) -> dict[str, Any]:
     """A waiting submit's answer once the job ended: its status, links and (on success) its result."""
     body = job.status_view() | links(base_url(services, request), job.id)
     if job.status is Status.SUCCESS:
-        body["result"] = await result_payload(services, request, job)
+        body["result"] = await result_payload(services, request, job, inline)
     return body
 
 

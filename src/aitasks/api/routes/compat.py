@@ -60,7 +60,7 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def _seed_submit(request: Request, services: Services, tenant: str, task_type: str) -> JSONResponse:
     done = await submit_request(request, services, tenant, task_type)
     if done.final is not None:
-        return JSONResponse(await finished_body(services, request, done.final), 200)
+        return JSONResponse(await finished_body(services, request, done.final, done.inline), 200)
     task_id = done.accepted.job.id
     body = {"task_id": task_id, "status": "processing", "status_url": f"/api/tasks/{task_id}/status",
             "websocket_url": f"/api/ws/tasks/{task_id}"}

@@ -50,12 +50,13 @@ async def submit(request: Request, services: ServicesDep, tenant: Tenant) -> JSO
 
     The worker runs it; the API never runs AI code. With `Prefer: wait=N` the request stays open until
     the job ends (`200`, with the result) or N seconds pass (the usual `202`); `?async_processing=false`
-    (seed 003) does the same for up to `AITASKS_SYNC_WAIT_S` (30 s).
+    (seed 003) does the same for up to `AITASKS_SYNC_WAIT_S` (30 s). `?inline=false` leaves an image
+    result's base64 out of that `200`: fetch the file from its URL instead.
     """
     done = await submit_request(request, services, tenant)
     if done.final is not None:
         applied = {"Preference-Applied": f"wait={done.wait_s:g}"} if done.preferred else None
-        return JSONResponse(await finished_body(services, request, done.final), 200, headers=applied)
+        return JSONResponse(await finished_body(services, request, done.final, done.inline), 200, headers=applied)
     accepted = done.accepted
     job = accepted.job
     body: dict[str, Any] = {
