@@ -12,20 +12,21 @@ Per case (a job type on a 512x512 picture from scikit-image, nothing downloaded)
   - json (the seeds' clients; unchanged since 2026-11-25, so earlier numbers compare): base64 the PNG,
     `POST .../submit/` with `Prefer: wait=60` (answered 200 with the result once the job ends), read and
     parse the answer, decode the inlined base64 result PNG.
-  - multipart (aitasks' own Python client, client/sync.py): the pictures as multipart file parts with
-    `task_type` and `parameters` (JSON text) as form fields, `POST .../submit/` (202 with the id), the job's
-    SSE stream `GET .../{id}/events` until it ends (its last message carries the result without the
-    picture; the waiting submit always inlines it, and nothing else both waits and leaves it out), then
-    the result PNG's bytes from `GET .../{id}/artifacts/{name}`, checked as the json path checks its own.
+  - multipart (the lean path to a result file): the pictures as multipart file parts with `task_type`
+    and `parameters` (JSON text) as form fields, as aitasks' Python client sends them, `POST
+    .../submit/?inline=false` with `Prefer: wait=60` (answered 200 once the job ends, the result naming its
+    file without the base64 picture), then the result PNG's bytes from `GET .../{id}/artifacts/{name}`,
+    checked as the json path checks its own. (Until 2026-12-07 21:40 UTC this path waited on the job's SSE
+    stream instead: the waiting submit could not leave the base64 out then. Three requests, now two.)
 
   Median wall time of each. Bare and the paths' samples take turns (which goes first rotates), so load
   from elsewhere hits all alike. Overhead ratio = API median / bare median (issue 22: <= 1.05x).
   The job record's timestamps split the API time into submit (HTTP, base64 or multipart parse, image
   check, validation), queue (input file stored, record and message written, picked up, until the worker
   starts it), run (in the worker) and answer (json: result read, inlined as base64, sent, parsed;
-  multipart: the end on the SSE stream, then the file fetched). The API process's CPU (its threads'
+  multipart: the end answered without the picture, then the file fetched). The API process's CPU (its threads'
   scheduler time, in ns) is read around each round trip: CPU per job per path; for multipart also per
-  request (submit, stream, fetch); and during the bare runs, what it spends with no request open.
+  request (submit, fetch); and during the bare runs, what it spends with no request open.
 - Throughput: m jobs of the case submitted at once (4 connections), time from the first submit until
   the last one is finished (as Redis counts them: results are not fetched), as jobs per minute; with 1
   and with 2 pool processes on the type's queue, each path's batch in turn (which goes first alternates
@@ -336,32 +337,16 @@ class WaitClient:
         self.conn.close()
 
 
-TERMINAL = {"SUCCESS", "FAILURE", "REVOKED"}
-
-
-def _final_event(stream: bytes) -> dict[str, Any] | None:
-    """The last status document of an SSE body that ended with the job (its `data:` before `event: end`)."""
-    final = None
-    for message in stream.split(b"\n\n"):
-        if message.startswith(b"event:") or b"\nevent:" in message:
-            continue  # `end` (or `error`): no status document
-        for line in message.split(b"\n"):
-            if line.startswith(b"data: "):
-                doc = orjson.loads(line[6:])
-                if doc.get("status") in TERMINAL:
-                    final = doc
-    return final
-
-
 class MultipartClient:
-    """The Python client's way (client/sync.py): the pictures as multipart file parts, `POST .../submit/`
-    (202 with the id), the job's SSE stream until it ends (its last message carries the result, never the
-    base64 picture), then the result PNG as a file from the artifacts route. stdlib only, keep-alive."""
+    """The lean way to a result file: the pictures as multipart file parts (as the Python client sends
+    them), `POST .../submit/?inline=false` with `Prefer: wait=60` (200 once the job ends, its result naming
+    the file without the base64 picture), then the result PNG as a file from the artifacts route. stdlib
+    only, keep-alive."""
 
     def __init__(self, port: int, key: str, api_pid: int | None = None):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.auth = {"Authorization": f"Bearer {key}"}
-        self.api_pid = api_pid  # given: the API's CPU is read between the three requests (not timed)
+        self.api_pid = api_pid  # given: the API's CPU is read between the two requests (not timed)
 
     def _get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         self.conn.request("GET", path, headers={**self.auth, **(headers or {})})
@@ -384,18 +369,14 @@ class MultipartClient:
         t0 = time.perf_counter()
         read_cpu()
         body = multipart_body(case, pics)  # the parts: part of a client's cost
-        self.conn.request("POST", SUBMIT_PATH, body=body, headers={**self.auth, "Content-Type": MULTIPART_TYPE})
+        self.conn.request("POST", SUBMIT_PATH + "?inline=false", body=body,
+                          headers={**self.auth, "Content-Type": MULTIPART_TYPE, "Prefer": "wait=60"})
         r = self.conn.getresponse()
         raw = r.read()
-        if r.status != 202:
-            raise RuntimeError(f"{case.label}: multipart submit answered {r.status}: {raw[:300]!r}")
-        task_id = orjson.loads(raw)["task_id"]
-        read_cpu()
-        status, stream = self._get(f"/api/v1/tasks/{task_id}/events", {"Accept": "text/event-stream"})
-        final = _final_event(stream) if status == 200 else None
-        if final is None or final.get("status") != "SUCCESS" or "result" not in final:
-            raise RuntimeError(f"{case.label}: events answered {status}, no SUCCESS: {stream[-300:]!r}")
-        name = final["result"].get("image_artifact")
+        final = orjson.loads(raw) if r.status == 200 else None
+        if final is None or final.get("status") != "SUCCESS" or "image_data" in final.get("result", {}):
+            raise RuntimeError(f"{case.label}: waiting multipart submit answered {r.status}: {raw[:300]!r}")
+        task_id, name = final["task_id"], final["result"].get("image_artifact")
         read_cpu()
         status, png = self._get(f"/api/v1/tasks/{task_id}/artifacts/{name}")
         read_cpu()
@@ -403,9 +384,9 @@ class MultipartClient:
         wall1 = time.time() - untimed
         if status != 200 or not png.startswith(b"\x89PNG"):
             raise RuntimeError(f"{case.label}: artifact {name} answered {status}: {png[:100]!r}")
-        out = _segments(final, wall0, wall1, elapsed, len(raw) + len(stream) + len(png))
+        out = _segments(final, wall0, wall1, elapsed, len(raw) + len(png))
         if cpu:
-            out.update({f"api_cpu_{step}": cpu[i + 1] - cpu[i] for i, step in enumerate(("submit", "stream", "fetch"))})
+            out.update({f"api_cpu_{step}": cpu[i + 1] - cpu[i] for i, step in enumerate(("submit", "fetch"))})
         return out
 
     def close(self) -> None:
@@ -579,7 +560,7 @@ def _path_row(api: list[dict[str, float]], cpu_s: list[float], bare_ms: float, r
         "api_cpu_ms_per_job": round(sum(cpu_s) / len(cpu_s) * 1000, 2),
     }
     steps = {step: round(statistics.median(a[f"api_cpu_{step}"] for a in api) * 1000, 2)
-             for step in ("submit", "stream", "fetch") if f"api_cpu_{step}" in api[0]}
+             for step in ("submit", "fetch") if f"api_cpu_{step}" in api[0]}
     if steps:  # the multipart path: the API's CPU per request (median)
         row["api_cpu_ms_by_request"] = steps
     row["overhead_ratio"] = round(row["api_ms"] / bare_ms, 3)

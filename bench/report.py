@@ -31,8 +31,8 @@ IMAGE_RATIO_PREFIX = "image_overhead_ratio:"
 IMAGE_RUN_PREFIX = "image_run_ratio:"
 IMAGE_THROUGHPUT_TARGET = 0.9
 IMAGE_THROUGHPUT_PREFIX = "image_throughput_ratio:"
-# The same two bars for the multipart client path (files as parts, the end from the SSE stream, the result
-# PNG from the artifacts route); the prefixes above are the JSON path's (base64 in, base64 inlined out).
+# The same two bars for the multipart client path (files as parts, a waiting submit with ?inline=false, the
+# result PNG from the artifacts route); the prefixes above are the JSON path's (base64 in, base64 inlined out).
 IMAGE_MP_RATIO_PREFIX = "image_multipart_overhead_ratio:"
 IMAGE_MP_THROUGHPUT_PREFIX = "image_multipart_throughput_ratio:"
 
