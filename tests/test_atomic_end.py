@@ -110,13 +110,43 @@ def test_usage_counts_on_the_tenants_utc_day(r: redis.Redis, store: JobStore, da
 # --- chord (worker/chord_end.lua) ---------------------------------------------------------------------
 
 
-def fan_out(r: redis.Redis, parent: str, n: int) -> int:
+def fan_out(r: redis.Redis, parent: str, n: int, fair: bool = False) -> int:
     kids = [{"id": f"{parent}.{i}", "type": "echo", "queue": "gpu", "list": "gpu", "message": f"run {i}",
              "hash": ["id", f"{parent}.{i}", "status", "PENDING", "type", "echo", "parent", parent,
                       "tenant", "acme", "queue", "gpu"]} for i in range(n)]
     fan = r.register_script(scripts.FAN_OUT)
     return int(fan(keys=[keys.job(parent), keys.events(parent), keys.tenant_index("acme"), keys.METRICS_SUBMITTED],
-                   args=["callback message", 1000, 60, json.dumps(kids), "waiting", "cpu"]))
+                   args=["callback message", 1000, 60, json.dumps(kids), "waiting", "cpu", "1" if fair else "0"]))
+
+
+def hold_slot(r: redis.Redis, job_id: str, tenant: str, queue: str = "cpu") -> None:
+    """The job holds a slot of its queue, as the dispatcher hands one over (jobs/dispatch_lib.lua)."""
+    r.zadd(keys.dispatch(queue, "inflight"), {job_id: 1})
+    r.zadd(keys.tenant_running(tenant), {job_id: 1})
+    r.zincrby(keys.DISPATCH_BUSY, 1, tenant)
+
+
+def test_with_fair_dispatch_the_callback_waits_in_the_tenants_line_and_takes_a_slot(
+        r: redis.Redis, store: JobStore) -> None:
+    """The parent gives its slot back to its children; the last child's end puts its callback in the
+    tenant's line (not straight onto the queue), handed over once a slot is free (the cpu queue's one slot
+    is another tenant's job's until it ends) and counted as the tenant's running job until the parent ends."""
+    r.set(keys.dispatch("cpu", "capacity"), 1)
+    r.set(keys.dispatch("gpu", "capacity"), 2)
+    record(r, "f", status="PROCESSING", queue="cpu", tenant="acme")
+    hold_slot(r, "f", "acme")
+    assert fan_out(r, "f", 2, fair=True) == 1
+    assert r.lrange("gpu", 0, -1) == ["run 1", "run 0"] and r.zcard(keys.dispatch("cpu", "inflight")) == 0
+    record(r, "other", status="PROCESSING", queue="cpu", tenant="zed")
+    hold_slot(r, "other", "zed")
+    store.update("f.0", {"status": "SUCCESS"})
+    store.update("f.1", {"status": "SUCCESS"})
+    assert r.llen("cpu") == 0 and r.lrange(keys.pending("cpu", "acme", "normal"), 0, -1) == ["f"]
+    assert store.update("other", {"status": "SUCCESS"}) > 0
+    assert r.lrange("cpu", 0, -1) == ["callback message"]
+    assert r.zrange(keys.dispatch("cpu", "inflight"), 0, -1) == ["f"] and r.zrange(keys.tenant_running("acme"), 0, -1) == ["f"]
+    assert store.update("f", {"status": "SUCCESS"}) > 0
+    assert r.zcard(keys.dispatch("cpu", "inflight")) == 0 and r.zcard(keys.DISPATCH_BUSY) == 0
 
 
 def test_chord_counts_each_childs_end_and_the_last_one_queues_the_callback(r: redis.Redis, store: JobStore) -> None:

@@ -104,7 +104,9 @@ local function dispatch_run(queue, budget)
       local entry = redis.call('HGET', messages, id)
       local status = redis.call('HGET', '@JOB_PREFIX@' .. id, 'status')
       if entry then redis.call('HDEL', messages, id) end
-      if entry and (status == 'PENDING' or status == 'RETRY') then
+      -- (a parent's callback waits as its parent, PROCESSING until it ends: worker/chord_end.lua)
+      if entry and (status == 'PENDING' or status == 'RETRY' or (status == 'PROCESSING'
+          and redis.call('HEXISTS', '@JOB_PREFIX@' .. id, 'callback_fair') == 1)) then
         local cut = string.find(entry, '\n', 1, true)
         redis.call('LPUSH', string.sub(entry, 1, cut - 1), string.sub(entry, cut + 1))
         dispatch_take(queue, tenant, id, now)

@@ -40,6 +40,8 @@ if fair then
 end
 redis.call('HSET', KEYS[1], 'children', cjson.encode(ids), 'children_total', #ids, 'children_done', 0,
            'callback', ARGV[1], 'callback_list', ARGV[6], 'message', ARGV[5])
+-- Its callback will wait in the tenant's line too (worker/chord_end.lua) and take a slot to run.
+if fair then redis.call('HSET', KEYS[1], 'callback_fair', '1') end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('PUBLISH', KEYS[2], cjson.encode({task_id = p[7], seq = seq, status = p[1], progress = tonumber(p[4]),
                                              message = ARGV[5], attempts = tonumber(p[5]), task_type = p[6]}))
