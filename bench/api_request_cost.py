@@ -5,7 +5,7 @@ next to what its payload adds (the image jobs' two client paths, bench/image_ben
 
 Starts a private stack (API, one cpu worker), runs one `background_removal` job on the 512x512 astronaut,
 then sends each kind of request ``--requests`` times one after the other on one keep-alive connection (the
-SSE stream, of the finished job, and the submits: fewer) and prints the API process's CPU per request
+SSE stream, of the finished job, and the submits: fewer; the last submit waits for its job, ``?inline=false``) and prints the API process's CPU per request
 (its threads' scheduler time; user and system from /proc/<pid>/stat) and the wall time per request.
 """
 
@@ -28,6 +28,16 @@ def _user_sys_s(pid: int) -> tuple[float, float]:
     fields = Path(f"/proc/{pid}/stat").read_text()
     parts = fields[fields.rindex(")") + 2:].split()
     return int(parts[11]) / 100, int(parts[12]) / 100  # clock ticks (USER_HZ 100 on Linux)
+
+
+def _wait_ended(conn: http.client.HTTPConnection, auth: dict[str, str], task_id: str, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        conn.request("GET", f"/api/v1/tasks/{task_id}/status/", headers=auth)
+        if orjson.loads(conn.getresponse().read())["status"] in ("SUCCESS", "FAILURE", "REVOKED"):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"job {task_id} did not end in {timeout_s:g} s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,15 +76,22 @@ def main(argv: list[str] | None = None) -> int:
              {"Content-Type": ib.MULTIPART_TYPE}, max(1, n // 50)),
             ("POST submit, JSON base64 (202)", "POST", ib.SUBMIT_PATH, ib.payload(case, pics),
              {"Content-Type": "application/json"}, max(1, n // 50)),
+            # Waits for the job (~65 ms): the API's CPU while it waits (the job's events, the answer) included.
+            ("POST submit, multipart, waits (200)", "POST", ib.SUBMIT_PATH + "?inline=false", multipart,
+             {"Content-Type": ib.MULTIPART_TYPE, "Prefer": "wait=60"}, max(1, n // 50)),
         ]
         print(f"{'':<32}{'bytes':>9}{'API CPU ms':>12}{'user':>7}{'sys':>7}{'wall ms':>9}")
+        last = b""
         for label, method, path, body, headers, count in kinds:
+            if "Prefer" in headers:  # the submits above queued jobs: wait for the last, so none runs meanwhile
+                _wait_ended(conn, auth, orjson.loads(last)["task_id"])
             u0, s0 = _user_sys_s(pid)
             c0, t0 = ib._thread_cpu_s(pid), time.perf_counter()
             size = 0
             for _ in range(count):
                 conn.request(method, path, body=body, headers={**auth, **headers})
-                size = len(conn.getresponse().read())
+                last = conn.getresponse().read()
+                size = len(last)
             c1, t1 = ib._thread_cpu_s(pid), time.perf_counter()
             u1, s1 = _user_sys_s(pid)
             print(f"{label:<32}{size:>9}{(c1 - c0) / count * 1000:>12.2f}{(u1 - u0) / count * 1000:>7.2f}"
