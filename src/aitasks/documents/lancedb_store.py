@@ -113,7 +113,7 @@ class LanceDBStore(VectorStore):
         return self._replace_many([DocumentWrite(tenant, document_id, chunks, filename, metadata)])[0]
 
     def _replace_many(self, writes: Sequence[DocumentWrite]) -> list[int]:
-        rows = pa.Table.from_pylist([self._row(w, c) for w in writes for c in w.chunks], schema=self._table.schema)
+        rows = pa.Table.from_pylist([row for w in writes for row in self._rows(w)], schema=self._table.schema)
         by_tenant: dict[str, list[str]] = {}
         for w in writes:
             by_tenant.setdefault(w.tenant, []).append(w.document_id)
@@ -131,12 +131,14 @@ class LanceDBStore(VectorStore):
         return [len(w.chunks) for w in writes]
 
     @staticmethod
-    def _row(write: DocumentWrite, c: StoredChunk) -> dict[str, Any]:
-        return {"id": f"{write.tenant}/{write.document_id}/{c.index}", "tenant": write.tenant,
-                "document_id": write.document_id, "chunk_index": c.index, "page": c.page, "text": c.text,
-                "filename": write.filename, "metadata": json.dumps(dict(write.metadata or {}), sort_keys=True),
-                "tags": metadata_tags(dict(write.metadata or {})),
-                "vector": np.asarray(c.vector, dtype=np.float32).tolist()}
+    def _rows(write: DocumentWrite) -> list[dict[str, Any]]:
+        """The document's table rows; its metadata serialised once, not once a chunk."""
+        metadata = dict(write.metadata or {})
+        meta_json, tags = json.dumps(metadata, sort_keys=True), metadata_tags(metadata)
+        return [{"id": f"{write.tenant}/{write.document_id}/{c.index}", "tenant": write.tenant,
+                 "document_id": write.document_id, "chunk_index": c.index, "page": c.page, "text": c.text,
+                 "filename": write.filename, "metadata": meta_json, "tags": tags,
+                 "vector": np.asarray(c.vector, dtype=np.float32).tolist()} for c in write.chunks]
 
     def _delete(self, tenant: str, document_id: str) -> int:
         where = self._where(tenant, [document_id], [])
