@@ -15,7 +15,7 @@ import redis
 
 import aitasks
 from aitasks.jobs import atomic_end, keys, lua, scripts
-from aitasks.jobs.metrics import DURATION_BUCKETS, TIMELINE_KEEP_S, bucket_label
+from aitasks.jobs.metrics import DURATION_BUCKETS, TIMELINE_KEEP_S, bucket_label, cumulative_histogram
 from aitasks.jobs.store import JobStore
 from redis_events import drain, subscribed
 
@@ -84,10 +84,20 @@ def test_metrics_count_outcomes_the_timeline_and_the_duration_histogram(r: redis
         timeline = r.hgetall(keys.metrics_timeline(kind))
         assert list(timeline.values()) == ["1"] and int(next(iter(timeline))) % 60 == 0
         assert 0 < r.ttl(keys.metrics_timeline(kind)) <= TIMELINE_KEEP_S
+    # Each job once, in its own bucket (one write an end); /metrics makes them cumulative.
+    record(r, "m4", started_at=1000.0)
+    store.update("m4", {"status": "SUCCESS", "finished_at": 1000.0 + 700})  # over the largest bound
     hist = r.hgetall(keys.metrics_duration("echo"))
-    expected = {bucket_label(b): str(int(0.3 <= b) + int(7.0 <= b)) for b in DURATION_BUCKETS if b >= 0.3}
-    assert {k: v for k, v in hist.items() if k not in ("+Inf", "sum")} == expected
-    assert hist["+Inf"] == "2" and float(hist["sum"]) == pytest.approx(7.3)
+    assert float(hist["sum"]) == pytest.approx(707.3)
+    assert {k: v for k, v in hist.items() if k != "sum"} == {bucket_label(0.5): "1", bucket_label(10.0): "1", "+Inf": "1"}
+    buckets, count, seconds = cumulative_histogram(hist, {})
+    assert buckets == [(b, int(0.3 <= b) + int(7.0 <= b)) for b in DURATION_BUCKETS]
+    assert count == 3 and seconds == pytest.approx(707.3)
+    # What an older release kept cumulative under the old key still counts, added bucket by bucket.
+    legacy = {bucket_label(b): "2" for b in DURATION_BUCKETS if b >= 1.0} | {"+Inf": "2", "sum": "3.5"}
+    buckets, count, seconds = cumulative_histogram(hist, legacy)
+    assert buckets == [(b, int(0.3 <= b) + int(7.0 <= b) + 2 * int(b >= 1.0)) for b in DURATION_BUCKETS]
+    assert count == 5 and seconds == pytest.approx(707.3 + 3.5)
 
 
 # --- usage (jobs/usage_end.lua) -----------------------------------------------------------------------

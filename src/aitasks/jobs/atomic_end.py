@@ -8,15 +8,15 @@ names from keys.py.
 
 The frame refuses a change to an unknown (0) or finished (-1) job, applies it, bumps ``seq``, reads
 the record back into ``f``, runs the fragments, publishes the event and returns ``seq``. What it gives
-the fragments is written at the top of end_state.lua: ``status`` (before the change), ``seq``, ``f``
-and ``terminal`` for every fragment; ``now`` and ``x`` (the record fields the terminal fragments
-declared, by name, read in one HMGET) for terminal ones. A fragment reads these, writes its own keys,
+the fragments is written at the top of end_state.lua: ``status`` (before the change), ``seq``, ``f``,
+``x`` (the record fields the fragments declared, by name, read in the same HMGET as ``f``) and
+``terminal`` for every fragment; ``now`` for terminal ones. A fragment reads these, writes its own keys,
 never returns, and states at its top which locals it uses. Each runs in its own ``do ... end``
 block, so its locals are its own.
 
 ``FRAGMENTS`` is the declared order. A new concern (a hand-off into a Redis Stream, flow-control
 counters) adds a ``.lua`` file and one line here, with ``terminal=True`` when it only acts on the
-change that ends a job and the record ``fields`` it needs there (and, for a new key, its placeholder
+change that ends a job, and the record ``fields`` it reads (and, for a new key, its placeholder
 in keys.py and jobs/lua.py); it does not edit the others. Fragments are indented as they are
 spliced, so they hold no long ``[[...]]`` strings.
 """
@@ -38,7 +38,7 @@ class Fragment:
     package: str
     file: str
     terminal: bool  # True: runs only on the change that ends the job; False: on every change
-    fields: tuple[str, ...] = ()  # record fields it reads from ``x`` (terminal fragments only)
+    fields: tuple[str, ...] = ()  # record fields it reads from ``x``
 
 
 FRAGMENTS: tuple[Fragment, ...] = (
@@ -51,8 +51,8 @@ FRAGMENTS: tuple[Fragment, ...] = (
     Fragment("history", "aitasks.store", "history_end.lua", terminal=True, fields=("document",)),
     Fragment("live", "aitasks.jobs", "live_end.lua", terminal=True),
     Fragment("dispatch", "aitasks.jobs", "dispatch_end.lua", terminal=True, fields=("tenant", "queue", "priority")),
-    Fragment("webhooks", "aitasks.jobs", "webhooks_end.lua", terminal=False),
-    Fragment("queued", "aitasks.jobs", "queued_end.lua", terminal=False),
+    Fragment("webhooks", "aitasks.jobs", "webhooks_end.lua", terminal=False, fields=("webhook", "webhook_events")),
+    Fragment("queued", "aitasks.jobs", "queued_end.lua", terminal=False, fields=("tenant",)),
 )
 
 
@@ -77,10 +77,7 @@ def _splice(frame: str, mark: str, fragments: list[Fragment]) -> str:
 
 def assemble(fragments: tuple[Fragment, ...] = FRAGMENTS) -> str:
     """The frame with ``fragments`` spliced in, in order, every placeholder substituted."""
-    for f in fragments:
-        if f.fields and not f.terminal:
-            raise ValueError(f"fragment {f.name}: only terminal fragments read x")
     fields = list(dict.fromkeys(name for f in fragments for name in f.fields))
     script = _splice(lua.source(*FRAME), TERMINAL_MARK, [f for f in fragments if f.terminal])
     script = _splice(script, EVERY_MARK, [f for f in fragments if not f.terminal])
-    return lua.render(script, {"@TERMINAL_FIELDS@": ", ".join(f"'{name}'" for name in fields)})
+    return lua.render(script, {"@FIELDS@": ", ".join(f"'{name}'" for name in fields)})

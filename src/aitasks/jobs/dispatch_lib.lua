@@ -93,12 +93,13 @@ local function dispatch_run(queue, budget)
     end
     if not tenant then break end  -- every tenant at the front is at its max_running: their ends dispatch
     local id = nil
-    local left = 0
     for _, priority in ipairs(DISPATCH_PRIORITIES) do
-      local line = dispatch_pending(queue, tenant, priority)
-      if not id then id = redis.call('LPOP', line) end
-      left = left + redis.call('LLEN', line)
+      id = redis.call('LPOP', dispatch_pending(queue, tenant, priority))
+      if id then break end
     end
+    -- Any job left in its lines (an emptied list is no key: one EXISTS counts the three).
+    local left = redis.call('EXISTS', dispatch_pending(queue, tenant, 'high'),
+                            dispatch_pending(queue, tenant, 'normal'), dispatch_pending(queue, tenant, 'low'))
     local next_pass = pass
     if id then
       local entry = redis.call('HGET', messages, id)

@@ -23,46 +23,46 @@
 --   f       the record after the change, HMGET of: [1] id, [2] status, [3] progress, [4] message,
 --           [5] attempts, [6] error_type, [7] error_message, [8] type, [9] cancel_requested_at,
 --           [10] started_at, [11] finished_at
+--   x       the record fields the fragments declared (jobs/atomic_end.py), by name (false when absent),
+--           read after the change in the same HMGET as f
 --   terminal  true when f[2] is SUCCESS, FAILURE or REVOKED (this change ended the job)
 -- and, to terminal fragments only:
 --   now     the server's time, epoch seconds (float)
---   x       the record fields the terminal fragments declared, by name (false when absent)
-local status = redis.call('HGET', KEYS[1], 'status')
+local h = redis.call('HMGET', KEYS[1], 'status', 'run_token', 'generation', 'children_total')
+local status = h[1]
 if not status then return 0 end
 if status == 'SUCCESS' or status == 'FAILURE' or status == 'REVOKED' then return -1 end
 local last = #ARGV
 local fence = ''
 if last >= 3 and ARGV[last - 1] == '@fence' then fence = ARGV[last]; last = last - 2 end
+local pairs_ = {unpack(ARGV, 2, last)}
 if fence ~= '' then
   local token = string.match(fence, '^run:(.+)$')
   if token then
-    if redis.call('HGET', KEYS[1], 'run_token') ~= token then return -2 end
+    if h[2] ~= token then return -2 end
   else
     local gen, claim = string.match(fence, '^claim:(%d+):(.+)$')
     if not gen then gen = string.match(fence, '^gen:(%d+)$') end
     if not gen then return redis.error_reply('bad fence ' .. fence) end
-    local g = redis.call('HMGET', KEYS[1], 'generation', 'children_total')
-    local current = tonumber(g[1]) or 0
-    if tonumber(gen) ~= current and not (tonumber(gen) == 0 and g[2]) then return -2 end
-    if claim then redis.call('HSET', KEYS[1], 'run_token', claim) end
+    local current = tonumber(h[3]) or 0
+    if tonumber(gen) ~= current and not (tonumber(gen) == 0 and h[4]) then return -2 end
+    if claim then pairs_[#pairs_ + 1] = 'run_token'; pairs_[#pairs_ + 1] = claim end
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2, last))
+redis.call('HSET', KEYS[1], unpack(pairs_))
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 if ARGV[1] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+-- The record after the change and every field a fragment declared, in one read.
+local names = {@FIELDS@}
 local f = redis.call('HMGET', KEYS[1], 'id', 'status', 'progress', 'message', 'attempts',
-                     'error_type', 'error_message', 'type', 'cancel_requested_at', 'started_at', 'finished_at')
+                     'error_type', 'error_message', 'type', 'cancel_requested_at', 'started_at', 'finished_at',
+                     unpack(names))
+local x = {}
+for i, name in ipairs(names) do x[name] = f[11 + i] end
 local terminal = f[2] == 'SUCCESS' or f[2] == 'FAILURE' or f[2] == 'REVOKED'
 if terminal then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-  -- What the terminal fragments need of the record, in one read.
-  local x = {}
-  local names = {@TERMINAL_FIELDS@}
-  if #names > 0 then
-    local values = redis.call('HMGET', KEYS[1], unpack(names))
-    for i, name in ipairs(names) do x[name] = values[i] end
-  end
   -- <terminal fragments>
 end
 -- <every-change fragments>

@@ -142,12 +142,17 @@ METRICS_JOBS = f"{PREFIX}:metrics:jobs"  # hash "type|status" -> count
 METRICS_SUBMITTED = f"{PREFIX}:metrics:submitted"  # hash type -> count
 
 
-METRICS_DURATION_PREFIX = f"{PREFIX}:metrics:duration:"
+METRICS_DURATION_PREFIX = f"{PREFIX}:metrics:durations:"
 METRICS_TIMELINE_PREFIX = f"{PREFIX}:metrics:timeline:"
 
 
 def metrics_duration(job_type: str) -> str:
-    return METRICS_DURATION_PREFIX + job_type  # hash bucket -> count, plus sum and count
+    return METRICS_DURATION_PREFIX + job_type  # hash: each bucket's own count (not cumulative), '+Inf', 'sum'
+
+
+def metrics_duration_cumulative(job_type: str) -> str:
+    """Before 2026-12-08 the histogram was kept cumulative under this key; /metrics still adds what it holds."""
+    return f"{PREFIX}:metrics:duration:{job_type}"
 
 
 def metrics_timeline(kind: str) -> str:

@@ -2,9 +2,9 @@
 -- adds a job; it leaves the set with the change that takes it out of PENDING (a worker starts it, it is
 -- cancelled, or it fails before it started), and would come back with a change that made it PENDING again.
 -- A set, not a counter: removing twice removes once, so no change can make the count drift.
--- Frame locals: status (before the change), f[1] (the job's id), f[2] (its status now).
+-- Frame locals: status (before the change), f[1] (the job's id), f[2] (its status now), x.tenant.
 if (status == 'PENDING') ~= (f[2] == 'PENDING') then
-  local tenant = redis.call('HGET', KEYS[1], 'tenant')
+  local tenant = x.tenant
   if tenant then
     local queued = '@TENANT_PREFIX@' .. tenant .. ':queued'
     if f[2] == 'PENDING' then

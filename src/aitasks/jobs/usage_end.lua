@@ -2,7 +2,8 @@
 -- Frame locals: f (f[2] status, f[8] type, f[10] started_at, f[11] finished_at), now,
 --               x.tenant, x.queue, x.children_total.
 -- Writes the hash of the UTC day the job finished: 'type|queue|jobs', 'type|queue|seconds' and
--- 'type|queue|status:<STATUS>'. Records expire after their retention; these hashes last @USAGE_TTL_S@ s.
+-- 'type|queue|status:<STATUS>'. Records expire after their retention; these hashes last @USAGE_TTL_S@ s from
+-- the day's first job of each type and queue (set then, not by every end: at most a day shorter).
 -- Compute seconds = finished - started; a parent (comparison) mostly waits for its children, which
 -- count their own: it counts none.
 
@@ -27,7 +28,7 @@ local secs = 0
 if started and not x.children_total then secs = math.max(0, fin - started) end
 local ukey = '@USAGE_PREFIX@' .. (x.tenant or '') .. ':' .. utc_day(fin)
 local pre = f[8] .. '|' .. (x.queue or '') .. '|'
-redis.call('HINCRBY', ukey, pre .. 'jobs', 1)
+local first = redis.call('HINCRBY', ukey, pre .. 'jobs', 1) == 1
 redis.call('HINCRBYFLOAT', ukey, pre .. 'seconds', string.format('%.6f', secs))
 redis.call('HINCRBY', ukey, pre .. 'status:' .. f[2], 1)
-redis.call('EXPIRE', ukey, @USAGE_TTL_S@)
+if first then redis.call('EXPIRE', ukey, @USAGE_TTL_S@) end  -- (set by the day's first job of each type and queue)

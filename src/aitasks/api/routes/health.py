@@ -27,7 +27,7 @@ from aitasks.api.routing import ApiRoute
 from aitasks.api.services import Services
 from aitasks.errors import Unauthorized
 from aitasks.jobs import keys
-from aitasks.jobs.metrics import DURATION_BUCKETS, bucket_label
+from aitasks.jobs.metrics import cumulative_histogram
 from aitasks.store import engine as engines
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
     pipe.hgetall(keys.METRICS_SUBMITTED)
     for t in types:
         pipe.hgetall(keys.metrics_duration(t))
+        pipe.hgetall(keys.metrics_duration_cumulative(t))
     for q in keys.QUEUES:
         pipe.llen(q)
     for q in keys.QUEUES:
@@ -159,10 +160,10 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
     pipe.llen(keys.BROKER_OUTBOX)
     results = await pipe.execute()
     jobs, submitted = results[0], results[1]
-    durations = results[2:2 + len(types)]
-    n = len(keys.QUEUES)
-    depths = await queue_depths(services.settings, results[2 + len(types):2 + len(types) + n])
-    depths = [d + int(w) for d, w in zip(depths, results[2 + len(types) + n:-1])]
+    durations = [{k.decode(): v.decode() for k, v in h.items()} for h in results[2:2 + 2 * len(types)]]
+    n, after = len(keys.QUEUES), 2 + 2 * len(types)
+    depths = await queue_depths(services.settings, results[after:after + n])
+    depths = [d + int(w) for d, w in zip(depths, results[after + n:-1])]
     workers = await live_workers(services)
     top, other = await tenant_loads(r, TENANT_LABELS)
 
@@ -179,14 +180,12 @@ async def metrics(request: Request, services: ServicesDep) -> PlainTextResponse:
         add(f'aitasks_jobs_finished_total{{task_type="{_label(t)}",status="{status}"}} {int(count)}')
     add("# HELP aitasks_job_duration_seconds Run time of finished jobs, from start to end.")
     add("# TYPE aitasks_job_duration_seconds histogram")
-    for t, hist in zip(types, durations):
-        h = {k.decode(): v for k, v in hist.items()}
-        for bound in DURATION_BUCKETS:
-            add(f'aitasks_job_duration_seconds_bucket{{task_type="{_label(t)}",le="{bound}"}} '
-                f'{int(h.get(bucket_label(bound), 0))}')
-        total = int(h.get("+Inf", 0))
+    for i, t in enumerate(types):
+        buckets, total, seconds = cumulative_histogram(durations[2 * i], durations[2 * i + 1])
+        for bound, jobs in buckets:
+            add(f'aitasks_job_duration_seconds_bucket{{task_type="{_label(t)}",le="{bound}"}} {jobs}')
         add(f'aitasks_job_duration_seconds_bucket{{task_type="{_label(t)}",le="+Inf"}} {total}')
-        add(f'aitasks_job_duration_seconds_sum{{task_type="{_label(t)}"}} {float(h.get("sum", 0)):.6f}')
+        add(f'aitasks_job_duration_seconds_sum{{task_type="{_label(t)}"}} {seconds:.6f}')
         add(f'aitasks_job_duration_seconds_count{{task_type="{_label(t)}"}} {total}')
     add("# HELP aitasks_queue_depth Jobs waiting in each queue.")
     add("# TYPE aitasks_queue_depth gauge")
