@@ -20,7 +20,11 @@ from aitasks.store import engine as engines
 from aitasks.store import worker_hook
 from aitasks.store.recorder import Recorder
 from aitasks.store.schema import jobs
-from aitasks.worker.monitor import files_kept
+from aitasks.jobs.apikeys import create_key
+from aitasks.jobs.artifacts import open_artifacts
+from aitasks.settings import Settings
+from aitasks.worker import artifact_sweep
+from aitasks.worker.artifact_sweep import files_kept
 from pg_server import PgServer
 from pictures import astronaut, b64, png
 from stack import Stack, poll, sse_events, submit, wait_status
@@ -169,3 +173,55 @@ def test_every_read_of_a_job_redis_let_go_answers_from_sql(make_stack) -> None: 
         assert fresh.status_code == 202 and fresh.json()["task_id"] != task_id, fresh.text
         again = c.post("/api/v1/tasks/submit/", json=body, headers={"Idempotency-Key": "k1"})
         assert again.status_code == 200 and again.json()["task_id"] == fresh.json()["task_id"], again.text
+
+
+def test_a_recorded_job_s_files_outlive_redis_losing_its_data(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """The artifact sweep (worker/artifact_sweep.py) asks SQL before removing the folder of a job Redis does not
+    know: after a FLUSHALL, a recorded job's result file is still served for its retention, and one whose
+    retention ended goes. The sweep runs here in-process, as the worker's monitor runs it, without the wait
+    for its minute and the files' 2-minute age."""
+    stack: Stack = make_stack({"AITASKS_AUTH_CACHE_S": "1"})
+    url = stack.env().get("AITASKS_DATABASE_URL") or f"sqlite:///{stack.root / 'data' / 'aitasks.db'}"
+    engine = engines.create(url)
+    try:
+        key = create_key(stack.redis, "files-tenant", "ops", db=engine)  # in SQL: it survives the FLUSHALL
+        with stack.client(key) as c:
+            body = {"task_type": "diagnostic", "image": b64(png(astronaut()[:64, :64]))}
+            kept, old = (c.post("/api/v1/tasks/submit/", json=body, headers={"Prefer": "wait=60"}).json()["task_id"]
+                         for _ in range(2))
+            thumb = c.get(f"/api/v1/tasks/{kept}/artifacts/thumbnail.png")
+            assert thumb.status_code == 200 and thumb.content.startswith(b"\x89PNG")
+
+            def recorded() -> bool:
+                with engine.connect() as connection:
+                    return len(connection.execute(sa.select(jobs.c.id).where(jobs.c.id.in_([kept, old]))).all()) == 2
+
+            poll(recorded, "both jobs recorded in SQL", 60)
+            with engine.begin() as connection:  # `old` ended two hours ago: past its retention (3,600 s)
+                connection.execute(sa.update(jobs).where(jobs.c.id == old).values(finished_at=time.time() - 7200))
+            artifacts = open_artifacts(Settings(redis_url=stack.redis_server.url, data_dir=stack.root / "data"))
+            folders = stack.root / "data" / "artifacts"
+            assert (folders / kept).is_dir() and (folders / old).is_dir()
+
+            stack.redis.flushall()
+
+            # SQL unreachable: nothing is removed (the sweep stops; the monitor logs it and tries next minute).
+            with pytest.raises(sa.exc.OperationalError):
+                artifact_sweep.sweep(stack.redis, artifacts, "postgresql://aitasks@127.0.0.1:1/none", min_age_s=0)
+            assert (folders / kept).is_dir() and (folders / old).is_dir()
+
+            assert artifact_sweep.sweep(stack.redis, artifacts, url, min_age_s=0)[0] == 1
+            assert (folders / kept).is_dir() and not (folders / old).exists()
+            # Back in Redis's index until its end plus its retention: the next sweep needs no SQL for it.
+            assert stack.redis.zscore(keys.JOBS_FILES_KEPT, kept) == pytest.approx(time.time() + 3600, abs=120)
+            time.sleep(1.5)  # past the API's auth cache: the key is loaded again from SQL
+            again = c.get(f"/api/v1/tasks/{kept}/artifacts/thumbnail.png")
+            assert again.status_code == 200 and again.content == thumb.content
+            assert c.get(f"/api/v1/tasks/{old}/artifacts/thumbnail.png").status_code == 404
+
+            # What kept it was SQL: a sweep that asks only Redis (history off) removes it once Redis forgot it.
+            stack.redis.flushall()
+            assert artifact_sweep.sweep(stack.redis, artifacts, None, min_age_s=0)[0] == 1
+            assert not (folders / kept).exists()
+    finally:
+        engine.dispose()

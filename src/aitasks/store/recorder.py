@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from aitasks.jobs import keys
 from aitasks.store import engine as engines
 from aitasks.store import migrate
-from aitasks.store.records import Ended, delivery_row, write_batch, write_deliveries
+from aitasks.store.records import Ended, delivery_row, files_until, write_batch, write_deliveries
 
 log = logging.getLogger("aitasks.store.recorder")
 
@@ -141,7 +141,7 @@ class Recorder:
         job_key = keys.job(record["id"])
         if record.get("artifacts", "[]") != "[]" or '"artifact"' in record.get("input", ""):
             # Its files stay for its retention, as with the record in Redis (worker/monitor.py's sweep).
-            until = float(record.get("finished_at") or time.time()) + int(record.get("retention_s") or 3600)
+            until = files_until(record.get("finished_at"), record.get("retention_s"))
             pipe.zadd(keys.JOBS_FILES_KEPT, {record["id"]: until})
         if self.keep_s:
             pipe.expire(job_key, self.keep_s, lt=True)

@@ -8,7 +8,8 @@
   later) is marked REVOKED and its pool process
   killed *by the request object that runs it*, so the kill cannot hit the next job in that process
   (the hazard of ``revoke(terminate=True)``, celery#2142).
-- Sweep: folders of jobs whose records expired are removed, and uploads (/v1/files) whose records expired.
+- Sweep: folders of jobs whose files are no longer kept are removed, and uploads (/v1/files) whose records
+  expired (worker/artifact_sweep.py).
 - Lease and recovery: each beat renews the worker's lease (the jobs it holds, worker/lease.py); one
   worker at a time runs the recovery pass (worker/sweep.py) that takes back the jobs of workers whose
   lease expired, queues again the jobs nothing holds and ends FAILURE the jobs that waited too long.
@@ -25,13 +26,12 @@ import time
 from typing import Any
 
 import orjson
-import redis
 from celery import signals
 from celery.worker import state as worker_state
 
 from aitasks.jobs import keys
 from aitasks.jobs.models import Status
-from aitasks.worker import lease
+from aitasks.worker import artifact_sweep, lease
 from aitasks.worker.dispatcher import Dispatcher
 from aitasks.worker.redis_outage import REDIS_DOWN
 from aitasks.worker.resources import resources
@@ -162,34 +162,8 @@ class WorkerMonitor(threading.Thread):
 
     def sweep(self) -> None:
         res = resources()
-
-        def exists(job_ids: list[str]) -> list[bool]:
-            return files_kept(res.redis, job_ids)
-
-        def file_exists(file_ids: list[str]) -> list[bool]:
-            pipe = res.redis.pipeline(transaction=False)
-            for file_id in file_ids:
-                pipe.exists(keys.replicate_file(file_id))
-            return [bool(x) for x in pipe.execute()]
-
-        removed = res.artifacts.sweep(exists)
-        if removed:
-            log.info("removed the files of %d expired jobs", removed)
-        removed = res.artifacts.sweep_files(file_exists)
-        if removed:
-            log.info("removed %d expired uploads (/v1/files)", removed)
-
-
-def files_kept(r: redis.Redis, job_ids: list[str]) -> list[bool]:
-    """Whether each job's files are still kept: its record is in Redis, or it was let go once recorded
-    and its retention has not ended (keys.JOBS_FILES_KEPT, whose ended entries go here)."""
-    pipe = r.pipeline(transaction=False)
-    pipe.zremrangebyscore(keys.JOBS_FILES_KEPT, "-inf", time.time())
-    for job_id in job_ids:
-        pipe.exists(keys.job(job_id))
-        pipe.zscore(keys.JOBS_FILES_KEPT, job_id)
-    found = pipe.execute()[1:]
-    return [bool(found[2 * i]) or found[2 * i + 1] is not None for i in range(len(job_ids))]
+        history = res.settings.resolved_database_url if res.settings.history_enabled else None
+        artifact_sweep.sweep(res.redis, res.artifacts, history)
 
 
 _monitor: WorkerMonitor | None = None
