@@ -191,6 +191,22 @@ def test_uploaded_files_live_apart_per_tenant(store: S3ArtifactStore) -> None:
     assert store.read_file("..", "f1") == b"dots"
 
 
+def test_job_files_list_every_job_s_files_with_their_sizes(store: S3ArtifactStore, tmp_path: Path) -> None:
+    """What the storage recount reads (worker/storage_recount.py): the same answer from the bucket and the
+    folder store, a job's files together, without the uploads' area or the touch markers."""
+    a, b = sorted(str(uuid.uuid4()) for _ in range(2))
+    folder = ArtifactStore(tmp_path / "artifacts")
+    for backend in (store, folder):
+        backend.save(a, "in.png", b"x" * 10)
+        backend.save(a, "out.png", b"x" * 25)
+        backend.save(b, "out.png", b"y" * 7)
+        backend.touch_jobs([a, b])
+        backend.save_file("acme", "f1", b"z" * 99)
+    listed = list(store.job_files())
+    assert [job for job, _, _ in listed] == [a, a, b]  # grouped by job (listed in key order)
+    assert sorted(listed) == sorted(folder.job_files()) == [(a, "in.png", 10), (a, "out.png", 25), (b, "out.png", 7)]
+
+
 def test_sweeps_remove_only_what_has_no_record_and_only_when_old(store: S3ArtifactStore) -> None:
     live, gone, touched = (str(uuid.uuid4()) for _ in range(3))
     for job in (live, gone, touched):

@@ -21,9 +21,9 @@ from aitasks.store import worker_hook
 from aitasks.store.recorder import Recorder
 from aitasks.store.schema import jobs
 from aitasks.jobs.apikeys import create_key
-from aitasks.jobs.artifacts import open_artifacts
+from aitasks.jobs.artifacts import ArtifactStore, open_artifacts
 from aitasks.settings import Settings
-from aitasks.worker import artifact_sweep
+from aitasks.worker import artifact_sweep, storage_recount
 from aitasks.worker.artifact_sweep import files_kept
 from pg_server import PgServer
 from pictures import astronaut, b64, png
@@ -197,6 +197,11 @@ def test_a_recorded_job_s_files_outlive_redis_losing_its_data(make_stack) -> Non
                     return len(connection.execute(sa.select(jobs.c.id).where(jobs.c.id.in_([kept, old]))).all()) == 2
 
             poll(recorded, "both jobs recorded in SQL", 60)
+            poll(lambda: stack.redis.exists(keys.STORAGE_COUNTED), "the worker's first sweep to mark the counts", 90)
+            usage = c.get("/api/v1/limits").json()["usage"]
+            kept_bytes = sum(p.stat().st_size for p in (stack.root / "data" / "artifacts" / kept).iterdir())
+            old_bytes = sum(p.stat().st_size for p in (stack.root / "data" / "artifacts" / old).iterdir())
+            assert usage["storage_bytes"] == kept_bytes + old_bytes  # each input and thumbnail, as written
             with engine.begin() as connection:  # `old` ended two hours ago: past its retention (3,600 s)
                 connection.execute(sa.update(jobs).where(jobs.c.id == old).values(finished_at=time.time() - 7200))
             artifacts = open_artifacts(Settings(redis_url=stack.redis_server.url, data_dir=stack.root / "data"))
@@ -218,6 +223,11 @@ def test_a_recorded_job_s_files_outlive_redis_losing_its_data(make_stack) -> Non
             again = c.get(f"/api/v1/tasks/{kept}/artifacts/thumbnail.png")
             assert again.status_code == 200 and again.content == thumb.content
             assert c.get(f"/api/v1/tasks/{old}/artifacts/thumbnail.png").status_code == 404
+            # The worker's monitor counts the kept job's files again (within its minute): the tenant's usage is
+            # what it stores, not zero, so max_storage_mb still holds after the loss.
+            poll(lambda: c.get("/api/v1/limits").json()["usage"]["storage_bytes"] == kept_bytes,
+                 "the storage counters rebuilt by the worker", 90)
+            assert stack.redis.exists(keys.STORAGE_COUNTED)
 
             # What kept it was SQL: a sweep that asks only Redis (history off) removes it once Redis forgot it.
             stack.redis.flushall()
@@ -225,3 +235,52 @@ def test_a_recorded_job_s_files_outlive_redis_losing_its_data(make_stack) -> Non
             assert not (folders / kept).exists()
     finally:
         engine.dispose()
+
+
+def test_the_storage_recount_counts_each_kept_job_s_files_once(r: redis.Redis, url: str, tmp_path: Path) -> None:
+    """worker/storage_recount.py after Redis lost the counters: a real Redis, a real folder store, SQL."""
+    _ended(r, "recorded", artifacts='[{"name": "out.png", "media_type": "image/png", "bytes": 200}]')
+    _ended(r, "expired", artifacts='[{"name": "x.png", "media_type": "image/png", "bytes": 70}]')
+    _record_all(r, url, keep_s=0).close()  # both in SQL, gone from Redis
+    engine = engines.create(url)
+    with engine.begin() as connection:  # `expired` ended two hours ago: past its retention
+        connection.execute(sa.update(jobs).where(jobs.c.id == "expired").values(finished_at=time.time() - 7200))
+    engine.dispose()
+    _ended(r, "live")  # still in Redis
+    _ended(r, "theirs")
+    r.delete(keys.JOBS_FILES_KEPT)  # the index lost with Redis's data
+    store = ArtifactStore(tmp_path / "artifacts")
+    sizes = {("live", "a.png"): 100, ("live", "b.png"): 50, ("recorded", "out.png"): 200, ("expired", "x.png"): 70,
+             ("unknown", "y.png"): 30, ("theirs", "z.png"): 40}
+    for (job_id, name), size in sizes.items():
+        store.save(job_id, name, b"x" * size)
+    (store.job_dir("live") / ".c.png.123.tmp").write_bytes(b"x" * 999)  # a write in progress
+    store.save_file("acme", "upload-1", b"x" * 500)  # an upload: its record was Redis's only
+    # Written after the loss: counted by its write, named in the hash.
+    r.hset(keys.stored_object("job", "live"), mapping={"tenant": "acme", "n:a.png": "100"})
+    r.set(keys.tenant_storage("acme"), 100)
+    r.hset(keys.stored_object("job", "theirs"), mapping={"tenant": "beta", "n:q.png": "1"})  # names another tenant
+    r.set(keys.tenant_storage("beta"), 1)
+
+    assert storage_recount.recount(r, store, url) == (2, 250)  # live's b.png, recorded's out.png
+    assert r.get(keys.tenant_storage("acme")) == "350" and r.get(keys.tenant_storage("beta")) == "1"
+    assert r.hgetall(keys.stored_object("job", "recorded")) == {"tenant": "acme", "n:out.png": "200"}
+    assert not r.exists(keys.stored_object("job", "expired")) and not r.exists(keys.stored_object("job", "unknown"))
+    assert r.zscore(keys.JOBS_FILES_KEPT, "recorded") is not None  # SQL's answer back in the index
+    assert storage_recount.recount(r, store, url) == (0, 0)  # run again: nothing counted twice
+    # A job deleted while the recount ran (its record and index entry gone) is not counted back.
+    r.delete(keys.stored_object("job", "recorded"), keys.job("recorded"))
+    r.zrem(keys.JOBS_FILES_KEPT, "recorded")
+    engine = engines.create(url)
+    with engine.begin() as connection:
+        connection.execute(sa.delete(jobs).where(jobs.c.id == "recorded"))
+    engine.dispose()
+    assert storage_recount.recount(r, store, url) == (0, 0)
+
+    # Once, by one worker: the mark set, a second start does nothing while it is there.
+    r.delete(keys.STORAGE_COUNTED)
+    thread = storage_recount.start_if_lost(r, store, url, "w1")
+    assert thread is not None
+    thread.join(30)
+    assert r.exists(keys.STORAGE_COUNTED) and not r.exists(keys.STORAGE_RECOUNT_LOCK)
+    assert storage_recount.start_if_lost(r, store, url, "w1") is None

@@ -14,10 +14,11 @@ their Redis record holds only metadata. Both are swept the same way: once the re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,17 @@ class ArtifactStore:
                 os.utime(self.job_dir(job_id))
             except (OSError, ValueError):
                 pass
+
+    def job_files(self) -> Iterator[tuple[str, str, int]]:
+        if not self.root.is_dir():
+            return
+        for folder in self.root.iterdir():
+            if folder.name == FILES_AREA or not folder.is_dir():
+                continue
+            for path in folder.iterdir():  # (a write in progress is a dot file: not counted yet)
+                if not path.name.startswith(".") and path.is_file():
+                    with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                        yield folder.name, path.name, path.stat().st_size
 
     # --- uploaded files (POST /v1/files) ----------------------------------------------------------
 

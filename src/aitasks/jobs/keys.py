@@ -55,6 +55,12 @@ def tenant_storage(tenant: str) -> str:
     return f"{TENANT_PREFIX}{tenant}:storage"
 
 
+# Set once every kept job's files are counted (worker/storage_recount.py): gone with Redis's data, which
+# starts the recount again.
+STORAGE_COUNTED = f"{PREFIX}:storage:counted"
+STORAGE_RECOUNT_LOCK = f"{PREFIX}:storage:recount-lock"
+
+
 def stored_object(kind: str, object_id: str) -> str:
     """Hash of one stored object's owner and bytes (kind: ``job`` folder or uploaded ``file``)."""
     return f"{PREFIX}:stored:{kind}:{object_id}"

@@ -199,6 +199,12 @@ class S3ArtifactStore:
         with _reaching(self.bucket):
             self.client.delete_object(Bucket=self.bucket, Key=self.file_key(tenant, file_id))
 
+    def job_files(self) -> Iterator[tuple[str, str, int]]:
+        for obj in self._list(self.base):  # (listed in key order: a job's files together)
+            job_id, sep, name = obj["Key"][len(self.base):].partition("/")
+            if sep and job_id != FILES_AREA and name and not name.startswith(".") and "/" not in name:
+                yield job_id, name, int(obj["Size"])
+
     # --- sweeps ----------------------------------------------------------------------------------
 
     def sweep(self, job_exists: Callable[[list[str]], list[bool]], min_age_s: float = 120.0) -> int:

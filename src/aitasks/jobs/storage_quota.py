@@ -9,15 +9,14 @@ tenant when the object is deleted (``delete_job``, ``delete_file``, and the swee
 records expired). Job documents are their ingestion job's input file, so they count and go with it.
 
 While Redis cannot be reached (the API's outbox takes submits), files are written uncounted. After Redis lost
-its data the counters start again from zero (the objects' hashes went with them, so deleting an older file
-releases nothing): usage is under-counted by what was stored before, until retention removes it.
+its data a worker counts the kept jobs' files again from the store (worker/storage_recount.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +172,9 @@ class MeteredArtifacts:
 
     def touch_jobs(self, job_ids: Sequence[str]) -> None:
         self.inner.touch_jobs(job_ids)
+
+    def job_files(self) -> Iterator[tuple[str, str, int]]:
+        return self.inner.job_files()
 
     def save_file(self, tenant: str, file_id: str, data: bytes) -> None:
         self.meter.add("file", file_id, "data", len(data), tenant)

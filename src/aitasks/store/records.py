@@ -34,13 +34,14 @@ def files_until(finished_at: float | str | None, retention_s: int | str | None) 
     return float(finished_at or time.time()) + int(retention_s or 3600)
 
 
-def files_kept_until(connection: sa.Connection, job_ids: list[str]) -> dict[str, float]:
-    """Of these job ids, the recorded ones, each with ``files_until``: what the artifact sweep keeps once
-    Redis no longer knows a job (it lost its data, or let the job go: worker/monitor.py)."""
-    rows = connection.execute(sa.select(jobs.c.id, jobs.c.finished_at, jobs.c.recorded_at, jobs.c.extra)
-                              .where(jobs.c.id.in_(job_ids)))
-    return {row.id: files_until(row.finished_at or row.recorded_at, orjson.loads(row.extra).get("retention_s"))
-            for row in rows}
+def recorded_files(connection: sa.Connection, job_ids: list[str]) -> dict[str, tuple[float, str]]:
+    """Of these job ids, the recorded ones, each with ``files_until`` and its tenant: what the artifact sweep
+    keeps, and whose storage the recount charges, once Redis no longer knows a job (worker/artifact_sweep.py,
+    worker/storage_recount.py)."""
+    rows = connection.execute(sa.select(jobs.c.id, jobs.c.tenant, jobs.c.finished_at, jobs.c.recorded_at,
+                                        jobs.c.extra).where(jobs.c.id.in_(job_ids)))
+    return {row.id: (files_until(row.finished_at or row.recorded_at, orjson.loads(row.extra).get("retention_s")),
+                     row.tenant) for row in rows}
 
 
 def _opt_float(value: str | None) -> float | None:

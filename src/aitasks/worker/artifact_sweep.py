@@ -19,9 +19,19 @@ import redis
 from aitasks.jobs import keys
 from aitasks.jobs.artifacts import ArtifactBackend
 from aitasks.store import engine as engines
-from aitasks.store.records import files_kept_until
+from aitasks.store import records
 
 log = logging.getLogger(__name__)
+
+
+def recorded_files(database_url: str, job_ids: list[str]) -> dict[str, tuple[float, str]]:
+    """SQL's answer for these jobs (store/records.py ``recorded_files``); raises when SQL cannot be read."""
+    engine = engines.create(database_url)  # per call: no connection outlives it (the worker forks its pool)
+    try:
+        with engine.connect() as connection:
+            return records.recorded_files(connection, job_ids)
+    finally:
+        engine.dispose()
 
 
 def files_kept(r: redis.Redis, job_ids: list[str], database_url: str | None = None) -> list[bool]:
@@ -38,14 +48,8 @@ def files_kept(r: redis.Redis, job_ids: list[str], database_url: str | None = No
     unknown = [job_id for job_id, k in zip(job_ids, kept) if not k]
     if not unknown or database_url is None:
         return kept
-    engine = engines.create(database_url)  # per sweep: no connection outlives it (the worker forks its pool)
-    try:
-        with engine.connect() as connection:
-            until = files_kept_until(connection, unknown)
-    finally:
-        engine.dispose()
     now = time.time()
-    recorded = {job_id: t for job_id, t in until.items() if t > now}
+    recorded = {job_id: until for job_id, (until, _) in recorded_files(database_url, unknown).items() if until > now}
     if recorded:  # Redis had lost them: back in the index, so the next sweeps need no SQL for them
         log.info("artifact sweep: %d recorded jobs' files kept for their retention (Redis did not know them)",
                  len(recorded))

@@ -9,7 +9,8 @@
   killed *by the request object that runs it*, so the kill cannot hit the next job in that process
   (the hazard of ``revoke(terminate=True)``, celery#2142).
 - Sweep: folders of jobs whose files are no longer kept are removed, and uploads (/v1/files) whose records
-  expired (worker/artifact_sweep.py).
+  expired (worker/artifact_sweep.py); after Redis lost its data, the storage counters are rebuilt
+  (worker/storage_recount.py).
 - Lease and recovery: each beat renews the worker's lease (the jobs it holds, worker/lease.py); one
   worker at a time runs the recovery pass (worker/sweep.py) that takes back the jobs of workers whose
   lease expired, queues again the jobs nothing holds and ends FAILURE the jobs that waited too long.
@@ -31,7 +32,7 @@ from celery.worker import state as worker_state
 
 from aitasks.jobs import keys
 from aitasks.jobs.models import Status
-from aitasks.worker import artifact_sweep, lease
+from aitasks.worker import artifact_sweep, lease, storage_recount
 from aitasks.worker.dispatcher import Dispatcher
 from aitasks.worker.redis_outage import REDIS_DOWN
 from aitasks.worker.resources import resources
@@ -164,6 +165,7 @@ class WorkerMonitor(threading.Thread):
         res = resources()
         history = res.settings.resolved_database_url if res.settings.history_enabled else None
         artifact_sweep.sweep(res.redis, res.artifacts, history)
+        storage_recount.start_if_lost(res.redis, res.artifacts, history, self.hostname)
 
 
 _monitor: WorkerMonitor | None = None
