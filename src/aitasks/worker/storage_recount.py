@@ -100,7 +100,7 @@ def start_if_lost(r: redis.Redis, artifacts: ArtifactBackend, database_url: str 
         try:
             jobs, added = recount(r, artifacts, database_url)
             r.set(keys.STORAGE_COUNTED, str(time.time()))
-            log.info("storage recount: %d jobs' files counted again (%.1f MB) in %.1f s", jobs, added / 1048576,
+            log.info("storage recount: %d jobs' files counted again (%d bytes) in %.1f s", jobs, added,
                      time.monotonic() - started)
         except Exception as exc:  # Redis, SQL or the store away: the next sweep (a minute) tries again
             log.warning("storage recount: %s; trying again at the next sweep", exc)
