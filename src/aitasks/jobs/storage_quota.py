@@ -82,6 +82,7 @@ class Meter:
         # After a connection error, no Redis call for a moment: the API calls some deletes on its event loop,
         # which must not wait out a connect timeout per file while Redis is away (the outbox takes submits).
         self._away_until = 0.0
+        self._scripts: dict[str, Any] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -99,6 +100,14 @@ class Meter:
             pipe.hget(keys.job(object_id), "tenant")
         return next((t for t in pipe.execute() if t), None)
 
+    def _script(self, source: str) -> Any:
+        """The script by its SHA (EVALSHA: Redis need not hash the source each call; loaded again after a
+        restart or a flush that dropped it)."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.client.register_script(source)
+        return script
+
     def _away(self) -> bool:
         return time.monotonic() < self._away_until
 
@@ -110,8 +119,9 @@ class Meter:
             tenant = tenant or self.owner(kind, object_id)
             if tenant is None:
                 return  # no record, no tenant (a job a sweep will remove): nobody to count it against
-            raw: Any = self.client.eval(ADD, 3, keys.stored_object(kind, object_id), keys.tenant_limits(tenant),
-                                        keys.tenant_storage(tenant), tenant, name, size, self.default_max_mb)
+            raw: Any = self._script(ADD)(keys=[keys.stored_object(kind, object_id), keys.tenant_limits(tenant),
+                                               keys.tenant_storage(tenant)],
+                                         args=[tenant, name, size, self.default_max_mb])
         except redis.ConnectionError as exc:  # Redis away (the API's outbox takes submits): written uncounted
             self._away_until = time.monotonic() + AWAY_S
             log.warning("%s %s/%s stored without counting it (Redis unreachable): %s", kind, object_id, name, exc)
@@ -131,8 +141,8 @@ class Meter:
             for object_id in object_ids:
                 tenant = self._stored_owner(kind, object_id)  # a job never counted has nothing to release
                 if tenant is not None:
-                    self.client.eval(RELEASE, 2, keys.stored_object(kind, object_id), keys.tenant_storage(tenant),
-                                     tenant)
+                    self._script(RELEASE)(keys=[keys.stored_object(kind, object_id), keys.tenant_storage(tenant)],
+                                          args=[tenant])
         except redis.RedisError as exc:
             if isinstance(exc, redis.ConnectionError):
                 self._away_until = time.monotonic() + AWAY_S
