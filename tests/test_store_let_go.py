@@ -21,7 +21,10 @@ from aitasks.store import worker_hook
 from aitasks.store.recorder import Recorder
 from aitasks.store.schema import jobs
 from aitasks.jobs.apikeys import create_key
+from aitasks.jobs import storage_quota
 from aitasks.jobs.artifacts import ArtifactStore, open_artifacts
+from aitasks.jobs.storage_quota import Meter, MeteredArtifacts
+from aitasks.service.redis_server import RedisServer
 from aitasks.settings import Settings
 from aitasks.worker import artifact_sweep, storage_recount
 from aitasks.worker.artifact_sweep import files_kept
@@ -284,3 +287,37 @@ def test_the_storage_recount_counts_each_kept_job_s_files_once(r: redis.Redis, u
     thread.join(30)
     assert r.exists(keys.STORAGE_COUNTED) and not r.exists(keys.STORAGE_RECOUNT_LOCK)
     assert storage_recount.start_if_lost(r, store, url, "w1") is None
+
+
+def test_files_stored_while_redis_was_away_are_counted_once_it_is_back(tmp_path: Path) -> None:
+    """jobs/storage_quota.py: a write while Redis is unreachable is stored uncounted and a delete's bytes wait; the
+    first write that reaches Redis again releases them and clears the counted mark, and the recount
+    (worker/storage_recount.py) then counts what was stored meanwhile. A real redis-server, stopped and started
+    again (its append-only file keeps the data)."""
+    server = RedisServer(tmp_path / "redis").start()
+    r = redis.Redis.from_url(server.url, decode_responses=True)
+    meter = Meter(server.url, 0)
+    try:
+        r.hset(keys.job("j1"), mapping=Job(id="j1", type="echo", tenant="acme", queue="cpu").to_hash())
+        r.set(keys.STORAGE_COUNTED, "1")
+        store = MeteredArtifacts(ArtifactStore(tmp_path / "artifacts"), meter)
+        store.save("j1", "a.png", b"x" * 10)
+        store.save("j2", "a.png", b"x" * 7, tenant="acme")
+        assert r.get(keys.tenant_storage("acme")) == "17"
+        server.stop()
+        store.save("j1", "b.png", b"x" * 20)  # stored, uncounted: no error for the job
+        assert store.read("j1", "b.png") == b"x" * 20
+        store.delete_job("j2")  # deleted; its 7 bytes wait in the process to be given back
+        assert not (tmp_path / "artifacts" / "j2").exists()
+        server.start()
+        assert r.exists(keys.STORAGE_COUNTED) and r.get(keys.tenant_storage("acme")) == "17"
+        time.sleep(storage_quota.AWAY_S + 0.1)  # past the meter's pause after a connection error
+        store.save("j1", "c.png", b"x" * 5)  # reaches Redis: counted, j2 released, and the mark cleared
+        assert r.get(keys.tenant_storage("acme")) == "15" and not r.exists(keys.STORAGE_COUNTED)
+        assert not r.exists(keys.stored_object("job", "j2"))
+        assert storage_recount.recount(r, store, None) == (1, 20)  # b.png, stored while Redis was away
+        assert r.get(keys.tenant_storage("acme")) == "35"
+    finally:
+        r.close()
+        meter.client.close()  # (their sockets, not left to the collector: a ResourceWarning fails the test)
+        server.kill()

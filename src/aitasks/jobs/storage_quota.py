@@ -8,8 +8,9 @@ written (a name written again counts only its change in size); ``RELEASE`` takes
 tenant when the object is deleted (``delete_job``, ``delete_file``, and the sweeps' removals of objects whose
 records expired). Job documents are their ingestion job's input file, so they count and go with it.
 
-While Redis cannot be reached (the API's outbox takes submits), files are written uncounted. After Redis lost
-its data a worker counts the kept jobs' files again from the store (worker/storage_recount.py).
+While Redis cannot be reached (the API's outbox takes submits), files are written uncounted, and the next write
+that reaches Redis again clears ``keys.STORAGE_COUNTED``; deletes wait in the process and are released then. Then, as after Redis lost its data, a worker counts the
+kept jobs' files again from the store (worker/storage_recount.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aitasks.jobs.models import Artifact
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
 AWAY_S = 2.0
+UNRELEASED_MAX = 100_000  # deletes kept to release once Redis is back (one process; beyond: left counted)
 
 # KEYS: the object's hash, the tenant's limits hash, the tenant's counter.
 # ARGV: the tenant, the file's name, its bytes, the default max_storage_mb.
@@ -83,6 +85,10 @@ class Meter:
         # which must not wait out a connect timeout per file while Redis is away (the outbox takes submits).
         self._away_until = 0.0
         self._scripts: dict[str, Any] = {}
+        # A file stored uncounted (Redis away): once Redis answers again, the counters are marked not whole,
+        # so a worker's next sweep counts what was stored meanwhile (worker/storage_recount.py).
+        self._uncounted = False
+        self._unreleased: list[tuple[str, str]] = []  # (kind, id) deleted while Redis was unreachable
 
     @property
     def client(self) -> redis.Redis:
@@ -111,11 +117,31 @@ class Meter:
     def _away(self) -> bool:
         return time.monotonic() < self._away_until
 
+    def _back(self) -> None:
+        """Redis answers again: what waited while it was unreachable. Files stored uncounted make the counters
+        not whole (the workers count them again); deletes give their bytes back now."""
+        if self._uncounted:
+            self.client.delete(keys.STORAGE_COUNTED)
+            self._uncounted = False
+            log.info("files were stored uncounted while Redis was unreachable; the workers count them again")
+        if self._unreleased:
+            waiting, self._unreleased = self._unreleased, []
+            try:
+                self._release_now(waiting)
+            except redis.ConnectionError:
+                self._unreleased = waiting + self._unreleased
+                raise
+            log.info("stored bytes of %d objects deleted while Redis was unreachable released", len(waiting))
+
     def add(self, kind: str, object_id: str, name: str, size: int, tenant: str | None) -> None:
         """Count ``size`` bytes of ``name`` in the object before they are written; StorageFull if over."""
-        if self.url is None or self._away():  # no Redis configured, or away: written uncounted
+        if self.url is None:  # no Redis configured: nothing counts
+            return
+        if self._away():  # written uncounted
+            self._uncounted = True
             return
         try:
+            self._back()
             tenant = tenant or self.owner(kind, object_id)
             if tenant is None:
                 return  # no record, no tenant (a job a sweep will remove): nobody to count it against
@@ -124,6 +150,7 @@ class Meter:
                                          args=[tenant, name, size, self.default_max_mb])
         except redis.ConnectionError as exc:  # Redis away (the API's outbox takes submits): written uncounted
             self._away_until = time.monotonic() + AWAY_S
+            self._uncounted = True
             log.warning("%s %s/%s stored without counting it (Redis unreachable): %s", kind, object_id, name, exc)
             return
         counted, used, max_mb = (int(v) for v in raw)
@@ -131,22 +158,37 @@ class Meter:
             raise StorageFull(tenant, used, size, max_mb)
 
     def release(self, kind: str, object_ids: Sequence[str]) -> None:
-        """Take deleted objects' bytes off their tenants (best effort: an error leaves them counted)."""
+        """Take deleted objects' bytes off their tenants. While Redis is unreachable they wait in this process
+        (at most ``UNRELEASED_MAX``) and are released by its first call that reaches Redis again."""
         if self.url is None:
             return
+        items = [(kind, object_id) for object_id in object_ids]
         if self._away():
-            log.warning("stored bytes of %d %s objects not released: Redis was unreachable", len(object_ids), kind)
+            self._defer(items)
             return
         try:
-            for object_id in object_ids:
-                tenant = self._stored_owner(kind, object_id)  # a job never counted has nothing to release
-                if tenant is not None:
-                    self._script(RELEASE)(keys=[keys.stored_object(kind, object_id), keys.tenant_storage(tenant)],
-                                          args=[tenant])
+            self._back()
+            self._release_now(items)
         except redis.RedisError as exc:
             if isinstance(exc, redis.ConnectionError):
                 self._away_until = time.monotonic() + AWAY_S
-            log.warning("stored bytes of %d %s objects not released: %s", len(object_ids), kind, exc)
+                self._defer(items)  # (some may be released already: releasing again gives back nothing)
+            else:
+                log.warning("stored bytes of %d %s objects not released: %s", len(items), kind, exc)
+
+    def _defer(self, items: list[tuple[str, str]]) -> None:
+        room = UNRELEASED_MAX - len(self._unreleased)
+        self._unreleased.extend(items[:max(0, room)])
+        if len(items) > room:
+            log.warning("stored bytes of %d objects not released: Redis was unreachable and %d releases wait "
+                        "already", len(items) - max(0, room), UNRELEASED_MAX)
+
+    def _release_now(self, items: list[tuple[str, str]]) -> None:
+        for kind, object_id in items:
+            tenant = self._stored_owner(kind, object_id)  # a job never counted has nothing to release
+            if tenant is not None:
+                self._script(RELEASE)(keys=[keys.stored_object(kind, object_id), keys.tenant_storage(tenant)],
+                                      args=[tenant])
 
     def _stored_owner(self, kind: str, object_id: str) -> str | None:
         return self.client.hget(keys.stored_object(kind, object_id), "tenant")  # type: ignore[return-value]
