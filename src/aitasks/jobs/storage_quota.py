@@ -8,9 +8,9 @@ written (a name written again counts only its change in size); ``RELEASE`` takes
 tenant when the object is deleted (``delete_job``, ``delete_file``, and the sweeps' removals of objects whose
 records expired). Job documents are their ingestion job's input file, so they count and go with it.
 
-While Redis cannot be reached (the API's outbox takes submits), files are written uncounted, and the next write
-that reaches Redis again clears ``keys.STORAGE_COUNTED``; deletes wait in the process and are released then. Then, as after Redis lost its data, a worker counts the
-kept jobs' files again from the store (worker/storage_recount.py).
+While Redis cannot be reached (the API's outbox takes submits), files are written uncounted and deletes wait in
+the process; the next call that reaches Redis again releases them and clears ``keys.STORAGE_COUNTED``. Then, as
+after Redis lost its data, a worker counts the kept jobs' files again from the store (worker/storage_recount.py).
 """
 
 from __future__ import annotations

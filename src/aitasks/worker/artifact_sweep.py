@@ -38,6 +38,13 @@ def files_kept(r: redis.Redis, job_ids: list[str], database_url: str | None = No
     """Whether each job's files are still kept: its record is in Redis, or it was let go once recorded and
     its retention has not ended (keys.JOBS_FILES_KEPT, whose ended entries go here), or, with a store of
     record (``database_url``), SQL has it and its retention has not ended. Raises when SQL cannot be read."""
+    return kept_and_recorded(r, job_ids, database_url)[0]
+
+
+def kept_and_recorded(r: redis.Redis, job_ids: list[str], database_url: str | None
+                      ) -> tuple[list[bool], dict[str, tuple[float, str]]]:
+    """``files_kept``, and SQL's answer for the jobs Redis did not know (``recorded_files``; empty without
+    a store of record or when Redis knew them all)."""
     pipe = r.pipeline(transaction=False)
     pipe.zremrangebyscore(keys.JOBS_FILES_KEPT, "-inf", time.time())
     for job_id in job_ids:
@@ -47,14 +54,15 @@ def files_kept(r: redis.Redis, job_ids: list[str], database_url: str | None = No
     kept = [bool(found[2 * i]) or found[2 * i + 1] is not None for i in range(len(job_ids))]
     unknown = [job_id for job_id, k in zip(job_ids, kept) if not k]
     if not unknown or database_url is None:
-        return kept
+        return kept, {}
+    answer = recorded_files(database_url, unknown)
     now = time.time()
-    recorded = {job_id: until for job_id, (until, _) in recorded_files(database_url, unknown).items() if until > now}
+    recorded = {job_id: until for job_id, (until, _) in answer.items() if until > now}
     if recorded:  # Redis had lost them: back in the index, so the next sweeps need no SQL for them
         log.info("artifact sweep: %d recorded jobs' files kept for their retention (Redis did not know them)",
                  len(recorded))
         r.zadd(keys.JOBS_FILES_KEPT, recorded)
-    return [k or job_id in recorded for job_id, k in zip(job_ids, kept)]
+    return [k or job_id in recorded for job_id, k in zip(job_ids, kept)], answer
 
 
 def sweep(r: redis.Redis, artifacts: ArtifactBackend, database_url: str | None, min_age_s: float = 120.0

@@ -23,10 +23,10 @@ import redis
 
 from aitasks.jobs import keys
 from aitasks.jobs.artifacts import ArtifactBackend
-from aitasks.worker.artifact_sweep import files_kept, recorded_files
+from aitasks.worker.artifact_sweep import kept_and_recorded
 
 log = logging.getLogger(__name__)
-BATCH = 200  # jobs a step: one Redis pipeline and at most one SQL query each
+BATCH = 200  # jobs a step: a few Redis round trips and at most one SQL query each
 LOCK_S = 600  # the lock's life, renewed every batch: a recounting worker that died frees it this much later
 
 # KEYS: the job folder's hash, its tenant's counter, the job's record, the files-kept index.
@@ -54,15 +54,14 @@ def _by_job(files: Iterable[tuple[str, str, int]]) -> Iterator[tuple[str, list[t
         yield job_id, [(name, size) for _, name, size in group]
 
 
-def _tenants(r: redis.Redis, job_ids: list[str], database_url: str | None) -> dict[str, str]:
-    """Each job's tenant: from its Redis record, else from SQL."""
+def _tenants(r: redis.Redis, job_ids: list[str], recorded: dict[str, tuple[float, str]]) -> dict[str, str]:
+    """Each job's tenant: from its Redis record, else from SQL's answer (``recorded``)."""
     pipe = r.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hget(keys.job(job_id), "tenant")
-    owners = {job_id: (t.decode() if isinstance(t, bytes) else t) for job_id, t in zip(job_ids, pipe.execute()) if t}
-    missing = [job_id for job_id in job_ids if job_id not in owners]
-    if missing and database_url is not None:
-        owners.update({job_id: tenant for job_id, (_, tenant) in recorded_files(database_url, missing).items()})
+    owners = {job_id: tenant for job_id, (_, tenant) in recorded.items()}
+    owners.update({job_id: (t.decode() if isinstance(t, bytes) else t)
+                   for job_id, t in zip(job_ids, pipe.execute()) if t})
     return owners
 
 
@@ -74,17 +73,19 @@ def recount(r: redis.Redis, artifacts: ArtifactBackend, database_url: str | None
     while batch := list(itertools.islice(jobs, BATCH)):
         r.expire(keys.STORAGE_RECOUNT_LOCK, LOCK_S)
         ids = [job_id for job_id, _ in batch]
-        owners = _tenants(r, ids, database_url)
-        for (job_id, files), kept in zip(batch, files_kept(r, ids, database_url)):
+        kept, recorded = kept_and_recorded(r, ids, database_url)  # one SQL query a batch, at most
+        owners = _tenants(r, ids, recorded)
+        pipe = r.pipeline(transaction=False)  # the batch's scripts in one round trip
+        for (job_id, files), keep in zip(batch, kept):
             tenant = owners.get(job_id)
-            if not kept or tenant is None:
-                continue
-            pairs = [str(v) for name, size in files for v in (name, size)]
-            added = int(script(keys=[keys.stored_object("job", job_id), keys.tenant_storage(tenant),  # type: ignore[arg-type]
-                                     keys.job(job_id), keys.JOBS_FILES_KEPT], args=[tenant, job_id, *pairs]))
-            if added:
+            if keep and tenant is not None:
+                pairs = [str(v) for name, size in files for v in (name, size)]
+                script(keys=[keys.stored_object("job", job_id), keys.tenant_storage(tenant), keys.job(job_id),
+                             keys.JOBS_FILES_KEPT], args=[tenant, job_id, *pairs], client=pipe)
+        for added in pipe.execute():
+            if int(added):
                 counted_jobs += 1
-                counted_bytes += added
+                counted_bytes += int(added)
     return counted_jobs, counted_bytes
 
 
