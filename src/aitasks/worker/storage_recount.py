@@ -23,10 +23,10 @@ import redis
 
 from aitasks.jobs import keys
 from aitasks.jobs.artifacts import ArtifactBackend
-from aitasks.worker.artifact_sweep import kept_and_recorded
+from aitasks.worker.artifact_sweep import kept_and_recorded, recorded_files
 
 log = logging.getLogger(__name__)
-BATCH = 200  # jobs a step: a few Redis round trips and at most one SQL query each
+BATCH = 200  # jobs a step: a few Redis round trips and SQL queries each
 LOCK_S = 600  # the lock's life, renewed every batch: a recounting worker that died frees it this much later
 
 # KEYS: the job folder's hash, its tenant's counter, the job's record, the files-kept index.
@@ -54,14 +54,19 @@ def _by_job(files: Iterable[tuple[str, str, int]]) -> Iterator[tuple[str, list[t
         yield job_id, [(name, size) for _, name, size in group]
 
 
-def _tenants(r: redis.Redis, job_ids: list[str], recorded: dict[str, tuple[float, str]]) -> dict[str, str]:
-    """Each job's tenant: from its Redis record, else from SQL's answer (``recorded``)."""
+def _tenants(r: redis.Redis, job_ids: list[str], recorded: dict[str, tuple[float, str]],
+             database_url: str | None) -> dict[str, str]:
+    """Each job's tenant: from its Redis record, else from SQL (``recorded``: the sweep's answer already
+    read; a job kept through its files-kept entry alone has no record in Redis and is asked here)."""
     pipe = r.pipeline(transaction=False)
     for job_id in job_ids:
         pipe.hget(keys.job(job_id), "tenant")
     owners = {job_id: tenant for job_id, (_, tenant) in recorded.items()}
     owners.update({job_id: (t.decode() if isinstance(t, bytes) else t)
                    for job_id, t in zip(job_ids, pipe.execute()) if t})
+    missing = [job_id for job_id in job_ids if job_id not in owners]
+    if missing and database_url is not None:
+        owners.update({job_id: tenant for job_id, (_, tenant) in recorded_files(database_url, missing).items()})
     return owners
 
 
@@ -73,8 +78,8 @@ def recount(r: redis.Redis, artifacts: ArtifactBackend, database_url: str | None
     while batch := list(itertools.islice(jobs, BATCH)):
         r.expire(keys.STORAGE_RECOUNT_LOCK, LOCK_S)
         ids = [job_id for job_id, _ in batch]
-        kept, recorded = kept_and_recorded(r, ids, database_url)  # one SQL query a batch, at most
-        owners = _tenants(r, ids, recorded)
+        kept, recorded = kept_and_recorded(r, ids, database_url)
+        owners = _tenants(r, ids, recorded, database_url)
         pipe = r.pipeline(transaction=False)  # the batch's scripts in one round trip
         for (job_id, files), keep in zip(batch, kept):
             tenant = owners.get(job_id)
